@@ -1,0 +1,99 @@
+// The engine contract: everything that touches llama.cpp lives behind this interface and
+// runs only inside a worker process. Two implementations may exist (node-llama-cpp's JS API
+// and a direct libllama binding through koffi); the worker picks one, benchmarks decide which.
+// Inputs are already-validated native values: no JSON shapes, no OpenAI field names.
+
+export interface EngineLoadOptions {
+  /** Path of a GGUF file. */
+  modelPath: string;
+  /** Context length of each sequence, in tokens. */
+  contextSize: number;
+  /** Number of sequences decoded together (parallel slots). */
+  parallel: number;
+  /** CPU threads for decoding. */
+  threads: number;
+  /** Load for embeddings (pooling on) instead of generation. */
+  embedding: boolean;
+}
+
+export interface EngineModelInfo {
+  architecture: string;
+  /** Context length the model was trained with (GGUF metadata). */
+  trainContextSize: number;
+  /** Context length each sequence actually gets. */
+  contextSize: number;
+  vocabSize: number;
+  embeddingSize: number;
+  parameterCount: number;
+  /** True when the GGUF carries a chat template (tokenizer.chat_template). */
+  hasChatTemplate: boolean;
+}
+
+export interface SamplingParams {
+  /** 0 = greedy. */
+  temperature: number;
+  topP: number;
+  /** Fixed seed for reproducible sampling; undefined = random. */
+  seed: number | undefined;
+  /** Completion tokens at most. */
+  maxTokens: number;
+  /** The end-of-generation token is suppressed until this many tokens were produced. */
+  minTokens: number;
+  /** Never stop on the end-of-generation token. */
+  ignoreEos: boolean;
+  /** Number of top alternatives per token to report; null = no logprobs at all. */
+  topLogprobs: number | null;
+}
+
+export interface TokenLogprob {
+  token: string;
+  logprob: number;
+}
+
+export interface GeneratedToken {
+  id: number;
+  /** Detokenized text of this token (may be "" for a partial UTF-8 sequence held back). */
+  text: string;
+  /** Present when SamplingParams.topLogprobs is not null. */
+  logprob?: number;
+  top?: TokenLogprob[];
+}
+
+export type EngineFinishReason = "stop" | "length" | "aborted";
+
+export interface GenerateResult {
+  finishReason: EngineFinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface GenerateRequest {
+  /** Prompt tokens (already tokenized with `tokenize`). */
+  promptTokens: number[];
+  params: SamplingParams;
+  /**
+   * Called once per generated token. Return false to stop generating (stop string matched,
+   * client gone); the result then has finishReason "aborted" unless the caller overrides it.
+   */
+  onToken: (token: GeneratedToken) => boolean;
+  signal?: AbortSignal;
+}
+
+export interface ChatTurn {
+  role: "system" | "user" | "assistant" | "tool" | "developer";
+  content: string;
+}
+
+export interface Engine {
+  readonly info: EngineModelInfo;
+  /** Tokenize text; `addSpecial` adds BOS where the model wants it. */
+  tokenize(text: string, addSpecial: boolean): number[];
+  detokenize(tokens: number[]): string;
+  /** Render chat turns with the model's template (or a plain fallback) ending with the assistant cue. */
+  formatChat(turns: ChatTurn[]): string;
+  /** Generate on a free sequence; concurrent calls share decode steps up to `parallel`. */
+  generate(request: GenerateRequest): Promise<GenerateResult>;
+  /** One embedding vector per input (mean pooled, L2-normalised). */
+  embed(inputs: number[][]): Promise<number[][]>;
+  close(): Promise<void>;
+}

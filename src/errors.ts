@@ -1,0 +1,70 @@
+// One table of every error Moltbot reports, keyed by a stable code. The HTTP layer maps a
+// code to its status and OpenAI error `type` here and nowhere else; IPC carries only
+// {code, message} and rebuilds the error on the other side. Retired codes are never reused.
+
+export const ERRORS = {
+  // request shape
+  invalid_request: { status: 400, type: "invalid_request_error" },
+  invalid_json: { status: 400, type: "invalid_request_error" },
+  unsupported_parameter: { status: 400, type: "invalid_request_error" },
+  context_length_exceeded: { status: 400, type: "invalid_request_error" },
+  model_not_found: { status: 404, type: "invalid_request_error" },
+  route_not_found: { status: 404, type: "invalid_request_error" },
+  payload_too_large: { status: 413, type: "invalid_request_error" },
+  model_not_embedding: { status: 400, type: "invalid_request_error" },
+  // capacity
+  worker_unavailable: { status: 503, type: "server_error" },
+  worker_crashed: { status: 503, type: "server_error" },
+  server_shutting_down: { status: 503, type: "server_error" },
+  // faults
+  engine_error: { status: 500, type: "server_error" },
+  internal_error: { status: 500, type: "server_error" },
+  // start-up and CLI (never reach a client)
+  config_invalid: { status: 500, type: "server_error" },
+  repository_invalid: { status: 500, type: "server_error" },
+  cli_usage: { status: 500, type: "server_error" },
+} as const satisfies Record<string, { status: number; type: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+const BRAND = Symbol.for("moltbot.error");
+
+export class MoltbotError extends Error {
+  readonly code: ErrorCode;
+  /** Extra fields for the client (e.g. `param`), never internals. */
+  readonly param: string | undefined;
+
+  constructor(code: ErrorCode, message: string, options?: { param?: string; cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "MoltbotError";
+    this.code = code;
+    this.param = options?.param;
+    (this as unknown as Record<symbol, boolean>)[BRAND] = true;
+  }
+
+  get status(): number {
+    return ERRORS[this.code].status;
+  }
+
+  // instanceof that survives two copies of this module (worker bundle vs main).
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; param?: string } {
+    return this.param === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, param: this.param };
+  }
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === "string" && Object.hasOwn(ERRORS, code);
+}
+
+/** OpenAI's error body for any thrown value; unknown errors become a bare 500. */
+export function toOpenAIError(err: unknown): { status: number; body: { error: { message: string; type: string; code: string; param: string | null } } } {
+  const e = err instanceof MoltbotError ? err : new MoltbotError("internal_error", "internal server error");
+  const entry = ERRORS[e.code];
+  return { status: entry.status, body: { error: { message: e.message, type: entry.type, code: e.code, param: e.param ?? null } } };
+}
