@@ -1,0 +1,579 @@
+// The Engine over libllama through koffi: one llama context with `parallel` sequences and a
+// continuous-batching loop. Each step puts the next token of every generating sequence and
+// the pending prompt chunks of new ones into one llama_batch, calls llama_decode
+// synchronously, samples each sequence with its own sampler chain and frees a sequence's KV
+// cells the moment it finishes, so a queued request takes the slot on the next step.
+// Runs only inside a worker process: llama_decode blocks the JS thread for the step (about
+// 5 ms for a 100M model), and the loop yields to the event loop between steps (setImmediate)
+// so IPC messages (new requests, cancellations) are read; when idle the loop stops and the
+// next generate() restarts it, so an idle worker burns no CPU.
+
+import { MoltbotError } from "../errors.js";
+import {
+  floatView,
+  LLAMA_FLASH_ATTN_AUTO,
+  LLAMA_POOLING_MEAN,
+  loadLibLlama,
+  NativeBatch,
+} from "./libllama.js";
+import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, VocabPtr } from "./libllama.js";
+import type {
+  ChatTurn,
+  Engine,
+  EngineFinishReason,
+  EngineLoadOptions,
+  EngineModelInfo,
+  GenerateRequest,
+  GenerateResult,
+  GeneratedToken,
+  TokenLogprob,
+} from "./types.js";
+
+export interface FfiEngineOptions {
+  /** Which prebuilt llama.cpp binaries to load (default "cpu"). */
+  backend?: LlamaBackendKind;
+  /** Layers to offload to the GPU (default: all on a GPU backend, 0 on CPU). */
+  gpuLayers?: number;
+  /** Tokens per llama_decode call: prompt chunks are cut to fit (default 512). */
+  batchSize?: number;
+  /** One KV buffer shared by all sequences (default false: each sequence gets its own, faster without shared prefixes). */
+  kvUnified?: boolean;
+}
+
+const LLAMA_DEFAULT_SEED = 0xffffffff;
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+interface Job {
+  request: GenerateRequest;
+  prompt: number[];
+  /** Prompt tokens already put into a batch. */
+  fed: number;
+  /** Tokens in this sequence's KV cells (prompt + fed completions). */
+  nPast: number;
+  /** The sampled token to feed on the next step; -1 while the prompt is still being fed. */
+  next: number;
+  generated: number;
+  seq: number;
+  sampler: SamplerPtr | null;
+  /** Index of this sequence's logits row in the current batch, -1 when it has none. */
+  outIndex: number;
+  /** Bytes of a UTF-8 sequence cut by a token boundary, held back until complete. */
+  pending: Buffer | null;
+  cancelled: boolean;
+  done: boolean;
+  resolve: (r: GenerateResult) => void;
+  reject: (e: unknown) => void;
+  onAbort: (() => void) | null;
+}
+
+class FfiEngine implements Engine {
+  readonly info: EngineModelInfo;
+  private readonly lib: LibLlama;
+  private readonly model: ModelPtr;
+  private readonly ctx: ContextPtr;
+  private readonly vocab: VocabPtr;
+  private readonly memory: MemoryPtr | null;
+  private readonly batch: NativeBatch;
+  private readonly nVocab: number;
+  private readonly eogMask: Uint8Array;
+  private readonly eogTokens: number[];
+  private readonly embedding: boolean;
+  private readonly parallel: number;
+  private readonly chatTemplate: string | null;
+  private readonly slots: (Job | null)[];
+  private readonly queue: Job[] = [];
+  private readonly active: Job[] = [];
+  private readonly pieceBuf = Buffer.alloc(256);
+  private running = false;
+  private closed = false;
+
+  constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number) {
+    this.lib = lib;
+    this.model = model;
+    this.ctx = ctx;
+    this.vocab = lib.llama_model_get_vocab(model);
+    this.memory = nullable(lib.llama_get_memory(ctx));
+    this.embedding = opts.embedding;
+    this.parallel = opts.parallel;
+    this.batch = new NativeBatch(batchSize);
+    this.nVocab = lib.llama_vocab_n_tokens(this.vocab);
+    this.eogMask = new Uint8Array(this.nVocab);
+    this.eogTokens = [];
+    for (let t = 0; t < this.nVocab; t++) {
+      if (lib.llama_vocab_is_eog(this.vocab, t)) {
+        this.eogMask[t] = 1;
+        this.eogTokens.push(t);
+      }
+    }
+    this.slots = new Array<Job | null>(opts.parallel).fill(null);
+    this.chatTemplate = lib.llama_model_chat_template(model, null) ?? null;
+    this.info = {
+      architecture: this.meta("general.architecture") ?? "unknown",
+      trainContextSize: lib.llama_model_n_ctx_train(model),
+      // llama.cpp pads each sequence's cells up (to 256); the limit stays what was asked.
+      contextSize: Math.min(opts.contextSize, lib.llama_n_ctx_seq(ctx)),
+      vocabSize: this.nVocab,
+      embeddingSize: lib.llama_model_n_embd(model),
+      parameterCount: Number(lib.llama_model_n_params(model)),
+      hasChatTemplate: this.chatTemplate !== null,
+    };
+  }
+
+  private meta(key: string): string | null {
+    const buf = Buffer.alloc(512);
+    const n = this.lib.llama_model_meta_val_str(this.model, key, buf, buf.length);
+    return n < 0 ? null : buf.subarray(0, Math.min(n, buf.length - 1)).toString("utf8");
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new MoltbotError("engine_error", "engine is closed");
+  }
+
+  // ---- text -------------------------------------------------------------------------------
+
+  tokenize(text: string, addSpecial: boolean): number[] {
+    this.assertOpen();
+    const bytes = Buffer.from(text, "utf8");
+    let out = new Int32Array(bytes.length + 8);
+    let n = this.lib.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, true);
+    if (n < 0) {
+      out = new Int32Array(-n);
+      n = this.lib.llama_tokenize(this.vocab, bytes, bytes.length, out, out.length, addSpecial, true);
+    }
+    if (n < 0) throw new MoltbotError("engine_error", `tokenization failed (${n})`);
+    return Array.from(out.subarray(0, n));
+  }
+
+  detokenize(tokens: number[]): string {
+    this.assertOpen();
+    if (tokens.length === 0) return "";
+    const ids = Int32Array.from(tokens);
+    let buf = Buffer.alloc(tokens.length * 8 + 16);
+    let n = this.lib.llama_detokenize(this.vocab, ids, ids.length, buf, buf.length, false, false);
+    if (n < 0) {
+      buf = Buffer.alloc(-n);
+      n = this.lib.llama_detokenize(this.vocab, ids, ids.length, buf, buf.length, false, false);
+    }
+    if (n < 0) throw new MoltbotError("engine_error", `detokenization failed (${n})`);
+    return buf.subarray(0, n).toString("utf8");
+  }
+
+  /** Raw bytes of one token's piece (special tokens render as empty). */
+  private pieceBytes(token: number): Buffer {
+    let n = this.lib.llama_token_to_piece(this.vocab, token, this.pieceBuf, this.pieceBuf.length, 0, false);
+    if (n >= 0) return this.pieceBuf.subarray(0, n);
+    const big = Buffer.alloc(-n);
+    n = this.lib.llama_token_to_piece(this.vocab, token, big, big.length, 0, false);
+    return big.subarray(0, Math.max(0, n));
+  }
+
+  formatChat(turns: ChatTurn[]): string {
+    this.assertOpen();
+    if (this.chatTemplate !== null) {
+      const msgs = turns.map((t) => ({ role: t.role === "developer" ? "system" : t.role, content: t.content }));
+      const size = msgs.reduce((s, m) => s + Buffer.byteLength(m.content) + m.role.length, 0) * 2 + 256;
+      let buf = Buffer.alloc(size);
+      let n = this.lib.llama_chat_apply_template(this.chatTemplate, msgs, msgs.length, true, buf, buf.length);
+      if (n > buf.length) {
+        buf = Buffer.alloc(n);
+        n = this.lib.llama_chat_apply_template(this.chatTemplate, msgs, msgs.length, true, buf, buf.length);
+      }
+      // A negative result means llama.cpp does not recognise this template: use the fallback.
+      if (n >= 0) return buf.subarray(0, n).toString("utf8");
+    }
+    const label: Record<ChatTurn["role"], string> = { system: "System", developer: "System", user: "User", assistant: "Assistant", tool: "Tool" };
+    return turns.map((t) => `${label[t.role]}: ${t.content}\n`).join("") + "Assistant:";
+  }
+
+  // ---- generation -------------------------------------------------------------------------
+
+  generate(request: GenerateRequest): Promise<GenerateResult> {
+    try {
+      this.assertOpen();
+      if (this.embedding) throw new MoltbotError("engine_error", "this engine was loaded for embeddings and cannot generate");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const prompt = request.promptTokens;
+    if (prompt.length === 0) return Promise.reject(new MoltbotError("invalid_request", "the prompt is empty"));
+    if (prompt.length > this.info.contextSize) {
+      return Promise.reject(new MoltbotError("context_length_exceeded", `the prompt has ${prompt.length} tokens but the context holds ${this.info.contextSize}`));
+    }
+    for (const t of prompt) {
+      if (!Number.isInteger(t) || t < 0 || t >= this.nVocab) return Promise.reject(new MoltbotError("invalid_request", `token id ${t} is outside the vocabulary (0..${this.nVocab - 1})`));
+    }
+    if (request.params.maxTokens <= 0 || request.signal?.aborted) {
+      const reason: EngineFinishReason = request.signal?.aborted ? "aborted" : "length";
+      return Promise.resolve({ finishReason: reason, promptTokens: prompt.length, completionTokens: 0 });
+    }
+    return new Promise<GenerateResult>((resolve, reject) => {
+      const job: Job = {
+        request, prompt, fed: 0, nPast: 0, next: -1, generated: 0, seq: -1, sampler: null, outIndex: -1,
+        pending: null, cancelled: false, done: false, resolve, reject, onAbort: null,
+      };
+      if (request.signal) {
+        job.onAbort = () => this.cancel(job);
+        request.signal.addEventListener("abort", job.onAbort, { once: true });
+      }
+      this.queue.push(job);
+      this.wake();
+    });
+  }
+
+  private cancel(job: Job): void {
+    if (job.done) return;
+    const q = this.queue.indexOf(job);
+    if (q >= 0) {
+      this.queue.splice(q, 1);
+      this.settle(job, "aborted");
+    } else {
+      job.cancelled = true; // the loop finishes it before the next step
+    }
+  }
+
+  private wake(): void {
+    if (!this.running && !this.closed) void this.run();
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (!this.closed) {
+        this.admit();
+        if (this.active.length === 0) break;
+        this.step();
+        await yieldToEventLoop();
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private admit(): void {
+    while (this.queue.length > 0) {
+      const seq = this.slots.indexOf(null);
+      if (seq < 0) return;
+      const job = this.queue.shift()!;
+      job.seq = seq;
+      this.slots[seq] = job;
+      job.sampler = this.makeSampler(job);
+      this.active.push(job);
+    }
+  }
+
+  private makeSampler(job: Job): SamplerPtr {
+    const L = this.lib;
+    const p = job.request.params;
+    const chain = L.llama_sampler_chain_init({ no_perf: true });
+    if (p.temperature <= 0) {
+      L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy());
+    } else {
+      if (p.topP > 0 && p.topP < 1) L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(p.topP, 1));
+      L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(p.temperature));
+      L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(p.seed === undefined ? LLAMA_DEFAULT_SEED : p.seed >>> 0));
+    }
+    return chain;
+  }
+
+  /** One decode step over every active sequence. */
+  private step(): void {
+    const b = this.batch;
+    const cap = b.capacity;
+    let n = 0;
+    // Generating sequences first: one token each, always fits (parallel <= capacity).
+    for (let i = 0; i < this.active.length; i++) {
+      const job = this.active[i]!;
+      job.outIndex = -1;
+      if (job.cancelled) {
+        this.finish(job, "aborted");
+        i--;
+        continue;
+      }
+      if (job.next < 0) continue;
+      b.token[n] = job.next;
+      b.pos[n] = job.nPast;
+      b.seq[n] = job.seq;
+      b.logits[n] = 1;
+      job.outIndex = n;
+      job.nPast++;
+      n++;
+    }
+    // Then prompt chunks, in arrival order, as far as the batch has room.
+    for (let i = 0; i < this.active.length && n < cap; i++) {
+      const job = this.active[i]!;
+      if (job.next >= 0) continue;
+      const take = Math.min(job.prompt.length - job.fed, cap - n);
+      for (let k = 0; k < take; k++) {
+        b.token[n] = job.prompt[job.fed + k]!;
+        b.pos[n] = job.nPast + k;
+        b.seq[n] = job.seq;
+        b.logits[n] = 0;
+        n++;
+      }
+      job.fed += take;
+      job.nPast += take;
+      if (job.fed === job.prompt.length) {
+        b.logits[n - 1] = 1;
+        job.outIndex = n - 1;
+      }
+    }
+    if (n === 0) return;
+    b.value.n_tokens = n;
+    const rc = this.lib.llama_decode(this.ctx, b.value);
+    if (rc !== 0) {
+      const why = rc === 1 ? "no KV cache room for the batch" : rc === 2 ? "decode aborted" : `llama_decode failed (${rc})`;
+      for (const job of [...this.active]) {
+        if (job.outIndex >= 0 || job.next < 0) this.fail(job, new MoltbotError("engine_error", why));
+      }
+      return;
+    }
+    for (let i = 0; i < this.active.length; i++) {
+      const job = this.active[i]!;
+      if (job.outIndex < 0) continue;
+      if (this.sampleNext(job)) i--; // finished: removed from active
+    }
+  }
+
+  /** Sample, report and decide whether the sequence goes on; true when it finished. */
+  private sampleNext(job: Job): boolean {
+    const L = this.lib;
+    const p = job.request.params;
+    const suppress = p.ignoreEos || job.generated < p.minTokens;
+    const wantLogprobs = p.topLogprobs !== null;
+    let row: Float32Array | null = null;
+    if (suppress || wantLogprobs) {
+      const ptr = nullable(L.llama_get_logits_ith(this.ctx, job.outIndex));
+      if (ptr === null) return this.fail(job, new MoltbotError("engine_error", "no logits for a sequence"));
+      row = floatView(ptr, this.nVocab);
+      // The sampler reads this same row, so -inf here keeps it from ever picking an EOG token.
+      if (suppress) for (const t of this.eogTokens) row[t] = -Infinity;
+    }
+    const token = L.llama_sampler_sample(job.sampler!, this.ctx, job.outIndex);
+    job.generated++;
+    if (this.eogMask[token] === 1) return this.finish(job, "stop");
+
+    const out: GeneratedToken = { id: token, text: this.pieceText(job, token) };
+    if (wantLogprobs && row !== null) this.addLogprobs(out, row, token, p.topLogprobs!);
+    let keep: boolean;
+    try {
+      keep = job.request.onToken(out);
+    } catch (e) {
+      return this.fail(job, e);
+    }
+    if (!keep || job.cancelled) return this.finish(job, "aborted");
+    if (job.generated >= p.maxTokens) return this.finish(job, "length");
+    if (job.nPast >= this.info.contextSize) return this.finish(job, "length");
+    job.next = token;
+    return false;
+  }
+
+  /** Incremental detokenization: text of the complete UTF-8 characters so far. */
+  private pieceText(job: Job, token: number): string {
+    let bytes = this.pieceBytes(token);
+    if (job.pending !== null) {
+      bytes = Buffer.concat([job.pending, bytes]);
+      job.pending = null;
+    }
+    const complete = completeUtf8Length(bytes);
+    if (complete < bytes.length) job.pending = Buffer.from(bytes.subarray(complete));
+    return complete === 0 ? "" : bytes.toString("utf8", 0, complete);
+  }
+
+  private addLogprobs(out: GeneratedToken, row: Float32Array, token: number, k: number): void {
+    let max = -Infinity;
+    for (let i = 0; i < row.length; i++) if (row[i]! > max) max = row[i]!;
+    let sum = 0;
+    for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - max);
+    const lse = max + Math.log(sum);
+    out.logprob = row[token]! - lse;
+    if (k <= 0) {
+      out.top = [];
+      return;
+    }
+    // Top-k by insertion into a small sorted array: k is tiny (<= 20) next to the vocabulary.
+    const ids: number[] = [];
+    const vals: number[] = [];
+    for (let i = 0; i < row.length; i++) {
+      const v = row[i]!;
+      if (ids.length === k && v <= vals[k - 1]!) continue;
+      let j = ids.length === k ? k - 1 : ids.length;
+      while (j > 0 && vals[j - 1]! < v) {
+        vals[j] = vals[j - 1]!;
+        ids[j] = ids[j - 1]!;
+        j--;
+      }
+      vals[j] = v;
+      ids[j] = i;
+    }
+    const top: TokenLogprob[] = new Array(ids.length);
+    for (let i = 0; i < ids.length; i++) top[i] = { token: this.pieceBytes(ids[i]!).toString("utf8"), logprob: vals[i]! - lse };
+    out.top = top;
+  }
+
+  private release(job: Job): void {
+    const i = this.active.indexOf(job);
+    if (i >= 0) this.active.splice(i, 1);
+    if (job.seq >= 0) {
+      if (this.memory !== null) this.lib.llama_memory_seq_rm(this.memory, job.seq, -1, -1);
+      this.slots[job.seq] = null;
+    }
+    if (job.sampler !== null) {
+      this.lib.llama_sampler_free(job.sampler);
+      job.sampler = null;
+    }
+  }
+
+  private finish(job: Job, reason: EngineFinishReason): true {
+    this.release(job);
+    this.settle(job, reason);
+    return true;
+  }
+
+  private fail(job: Job, err: unknown): true {
+    this.release(job);
+    if (!job.done) {
+      job.done = true;
+      this.detach(job);
+      job.reject(err);
+    }
+    return true;
+  }
+
+  private settle(job: Job, reason: EngineFinishReason): void {
+    if (job.done) return;
+    job.done = true;
+    this.detach(job);
+    job.resolve({ finishReason: reason, promptTokens: job.prompt.length, completionTokens: job.generated - (reason === "stop" ? 1 : 0) });
+  }
+
+  private detach(job: Job): void {
+    if (job.onAbort !== null) job.request.signal?.removeEventListener("abort", job.onAbort);
+    job.onAbort = null;
+  }
+
+  // ---- embeddings -------------------------------------------------------------------------
+
+  async embed(inputs: number[][]): Promise<number[][]> {
+    this.assertOpen();
+    if (!this.embedding) throw new MoltbotError("model_not_embedding", "this model was not loaded for embeddings");
+    const ctxSize = this.info.contextSize;
+    const cap = this.batch.capacity;
+    for (const [i, input] of inputs.entries()) {
+      if (input.length === 0) throw new MoltbotError("invalid_request", `input ${i} is empty`);
+      if (input.length > Math.min(ctxSize, cap)) {
+        throw new MoltbotError("context_length_exceeded", `input ${i} has ${input.length} tokens but at most ${Math.min(ctxSize, cap)} fit`);
+      }
+    }
+    const result: number[][] = new Array(inputs.length);
+    const L = this.lib;
+    const b = this.batch;
+    let next = 0;
+    while (next < inputs.length) {
+      // Pack whole inputs, one sequence each, while they fit the batch and the sequence slots.
+      // The whole batch is one ubatch (n_ubatch = n_batch), which mean pooling needs.
+      let n = 0;
+      const group: number[] = [];
+      while (next < inputs.length && group.length < this.parallel && n + inputs[next]!.length <= cap) {
+        const input = inputs[next]!;
+        const seq = group.length;
+        for (let k = 0; k < input.length; k++) {
+          b.token[n] = input[k]!;
+          b.pos[n] = k;
+          b.seq[n] = seq;
+          b.logits[n] = 1;
+          n++;
+        }
+        group.push(next++);
+      }
+      b.value.n_tokens = n;
+      const rc = L.llama_decode(this.ctx, b.value);
+      if (rc !== 0) throw new MoltbotError("engine_error", `llama_decode failed for embeddings (${rc})`);
+      const dim = this.info.embeddingSize;
+      for (let s = 0; s < group.length; s++) {
+        const ptr = nullable(L.llama_get_embeddings_seq(this.ctx, s));
+        if (ptr === null) throw new MoltbotError("engine_error", "no pooled embedding returned (is pooling enabled?)");
+        const v = floatView(ptr, dim);
+        let norm = 0;
+        for (let i = 0; i < dim; i++) norm += v[i]! * v[i]!;
+        norm = Math.sqrt(norm) || 1;
+        const out = new Array<number>(dim);
+        for (let i = 0; i < dim; i++) out[i] = v[i]! / norm;
+        result[group[s]!] = out;
+      }
+      if (this.memory !== null) L.llama_memory_clear(this.memory, true);
+      if (next < inputs.length) await yieldToEventLoop();
+    }
+    return result;
+  }
+
+  // ---- lifecycle --------------------------------------------------------------------------
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const err = new MoltbotError("engine_error", "engine closed while the request was running");
+    for (const job of [...this.queue]) this.fail(job, err);
+    this.queue.length = 0;
+    for (const job of [...this.active]) this.fail(job, err);
+    this.batch.free();
+    this.lib.llama_free(this.ctx);
+    this.lib.llama_model_free(this.model);
+  }
+}
+
+/** koffi returns NULL as null (or 0n for some pointer shapes): normalise to null. */
+function nullable<T>(p: T | null): T | null {
+  return p === null || p === undefined || (p as unknown) === 0n || (p as unknown) === 0 ? null : p;
+}
+
+/** Length of the longest prefix of `b` that does not end inside a UTF-8 sequence. */
+export function completeUtf8Length(b: Uint8Array): number {
+  const len = b.length;
+  if (len === 0 || b[len - 1]! < 0x80) return len;
+  for (let i = len - 1, back = 0; i >= 0 && back < 4; i--, back++) {
+    const c = b[i]!;
+    if ((c & 0xc0) === 0x80) continue; // continuation byte
+    const need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+    return len - i >= need ? len : i;
+  }
+  return len;
+}
+
+/**
+ * Load a GGUF through libllama and return an Engine. The context holds `parallel` sequences
+ * of `contextSize` tokens each (n_ctx = contextSize * parallel).
+ */
+export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptions = {}): Promise<Engine> {
+  if (!Number.isInteger(opts.parallel) || opts.parallel < 1) throw new MoltbotError("engine_error", `parallel must be a positive integer, got ${opts.parallel}`);
+  if (!Number.isInteger(opts.contextSize) || opts.contextSize < 1) throw new MoltbotError("engine_error", `contextSize must be a positive integer, got ${opts.contextSize}`);
+  const backend = ffi.backend ?? "cpu";
+  const lib = loadLibLlama(backend);
+  const mp = lib.llama_model_default_params();
+  mp.n_gpu_layers = ffi.gpuLayers ?? (backend === "cpu" ? 0 : -1);
+  const model = nullable(lib.llama_model_load_from_file(opts.modelPath, mp));
+  if (model === null) throw new MoltbotError("engine_error", `llama.cpp could not load the model ${opts.modelPath} (not a GGUF it supports, or unreadable)`);
+
+  const threads = Math.max(1, Math.floor(opts.threads));
+  const cp = lib.llama_context_default_params();
+  // Embeddings: the whole batch must be one ubatch for mean pooling, so n_ubatch = n_batch,
+  // and one KV stream so llama.cpp splits the batch simply rather than per sequence.
+  const batchSize = opts.embedding ? opts.contextSize : Math.max(opts.parallel, ffi.batchSize ?? 512);
+  cp.n_ctx = opts.contextSize * opts.parallel;
+  cp.n_batch = batchSize;
+  cp.n_ubatch = opts.embedding ? batchSize : Math.min(batchSize, 512);
+  cp.n_seq_max = opts.parallel;
+  cp.n_threads = threads;
+  cp.n_threads_batch = threads;
+  cp.embeddings = opts.embedding;
+  cp.no_perf = true;
+  cp.flash_attn_type = LLAMA_FLASH_ATTN_AUTO;
+  cp.kv_unified = opts.embedding ? true : (ffi.kvUnified ?? false);
+  if (opts.embedding) cp.pooling_type = LLAMA_POOLING_MEAN;
+  const ctx = nullable(lib.llama_init_from_model(model, cp));
+  if (ctx === null) {
+    lib.llama_model_free(model);
+    throw new MoltbotError("engine_error", `llama.cpp could not create a context of ${opts.parallel} x ${opts.contextSize} tokens for ${opts.modelPath} (out of memory?)`);
+  }
+  return new FfiEngine(lib, model, ctx, opts, batchSize);
+}

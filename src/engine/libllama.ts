@@ -1,0 +1,392 @@
+// koffi bindings to the libllama that node-llama-cpp ships (no compiler, nothing downloaded).
+// Only what the FFI engine needs is declared. The structs passed by value must match the
+// bundled include/llama.h byte for byte: test/libllama-layout.test.ts compiles
+// test/native/layout.c against that header and compares every offset with koffi's.
+// Calls are synchronous on purpose: the decode loop runs in a dedicated worker process, and
+// koffi's async calls (a libuv worker per call) cost more than a decode step of a small model.
+
+import { readdirSync, existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import koffi from "koffi";
+import type { LibraryHandle } from "koffi";
+import { MoltbotError } from "../errors.js";
+
+/** Which of node-llama-cpp's prebuilt binary packages to load. */
+export type LlamaBackendKind = "cpu" | "cuda" | "vulkan";
+
+// ---- struct layouts (mirror llama.h of the bundled release) -------------------------------
+
+export const LlamaModelParams = koffi.struct("llama_model_params", {
+  devices: "void *",
+  tensor_buft_overrides: "void *",
+  n_gpu_layers: "int32_t",
+  split_mode: "int32_t",
+  load_mode: "int32_t",
+  lazy_mode: "int32_t",
+  main_gpu: "int32_t",
+  tensor_split: "void *",
+  progress_callback: "void *",
+  progress_callback_user_data: "void *",
+  kv_overrides: "void *",
+  vocab_only: "bool",
+  check_tensors: "bool",
+  use_extra_bufts: "bool",
+  no_host: "bool",
+  no_alloc: "bool",
+  load_mtp: "bool",
+});
+
+export const LlamaContextParams = koffi.struct("llama_context_params", {
+  n_ctx: "uint32_t",
+  n_batch: "uint32_t",
+  n_ubatch: "uint32_t",
+  n_seq_max: "uint32_t",
+  n_rs_seq: "uint32_t",
+  n_outputs_max: "uint32_t",
+  n_outputs_max_per_seq: "uint32_t",
+  n_threads: "int32_t",
+  n_threads_batch: "int32_t",
+  ctx_type: "int32_t",
+  rope_scaling_type: "int32_t",
+  pooling_type: "int32_t",
+  attention_type: "int32_t",
+  flash_attn_type: "int32_t",
+  rope_freq_base: "float",
+  rope_freq_scale: "float",
+  yarn_ext_factor: "float",
+  yarn_attn_factor: "float",
+  yarn_beta_fast: "float",
+  yarn_beta_slow: "float",
+  yarn_orig_ctx: "uint32_t",
+  defrag_thold: "float",
+  cb_eval: "void *",
+  cb_eval_user_data: "void *",
+  type_k: "int32_t",
+  type_v: "int32_t",
+  abort_callback: "void *",
+  abort_callback_data: "void *",
+  embeddings: "bool",
+  offload_kqv: "bool",
+  no_perf: "bool",
+  op_offload: "bool",
+  swa_full: "bool",
+  kv_unified: "bool",
+  samplers: "void *",
+  n_samplers: "size_t",
+  ctx_other: "void *",
+});
+
+export const LlamaBatch = koffi.struct("llama_batch", {
+  n_tokens: "int32_t",
+  token: "void *",
+  embd: "void *",
+  pos: "void *",
+  n_seq_id: "void *",
+  seq_id: "void *",
+  logits: "void *",
+});
+
+export const LlamaSamplerChainParams = koffi.struct("llama_sampler_chain_params", {
+  no_perf: "bool",
+});
+
+export const LlamaLogitBias = koffi.struct("llama_logit_bias", {
+  token: "int32_t",
+  bias: "float",
+});
+
+export const LlamaChatMessage = koffi.struct("llama_chat_message", {
+  role: "const char *",
+  content: "const char *",
+});
+
+/** The structs the layout test checks, by their C name. */
+export const LLAMA_STRUCTS = {
+  llama_model_params: LlamaModelParams,
+  llama_context_params: LlamaContextParams,
+  llama_batch: LlamaBatch,
+  llama_sampler_chain_params: LlamaSamplerChainParams,
+  llama_chat_message: LlamaChatMessage,
+  llama_logit_bias: LlamaLogitBias,
+} as const;
+
+export const LLAMA_POOLING_MEAN = 1;
+export const LLAMA_FLASH_ATTN_AUTO = -1;
+export const GGML_LOG_LEVEL = { none: 0, debug: 1, info: 2, warn: 3, error: 4, cont: 5 } as const;
+
+const LogCallback = koffi.proto("void moltbot_llama_log_cb(int level, const char *text, void *user_data)");
+
+// ---- handles ------------------------------------------------------------------------------
+
+/** An opaque native pointer (koffi external). Branded so handles are not mixed up. */
+export type Ptr<Brand extends string> = unknown & { readonly __ptr: Brand };
+export type ModelPtr = Ptr<"llama_model">;
+export type ContextPtr = Ptr<"llama_context">;
+export type VocabPtr = Ptr<"llama_vocab">;
+export type MemoryPtr = Ptr<"llama_memory">;
+export type SamplerPtr = Ptr<"llama_sampler">;
+export type FloatPtr = Ptr<"float">;
+
+/** The JS shape of llama_batch when passed by value. Pointers come from koffi.alloc. */
+export interface LlamaBatchValue {
+  n_tokens: number;
+  token: unknown;
+  embd: unknown;
+  pos: unknown;
+  n_seq_id: unknown;
+  seq_id: unknown;
+  logits: unknown;
+}
+
+export type LlamaContextParamsValue = Record<string, number | boolean | unknown>;
+
+/** The functions of libllama (and two of libggml) that Moltbot calls. */
+export interface LibLlama {
+  readonly binsDir: string;
+  readonly libraryPath: string;
+  llama_backend_init(): void;
+  ggml_backend_load_all_from_path(dir: string): void;
+  llama_log_set(cb: unknown, userData: unknown): void;
+  llama_model_default_params(): Record<string, unknown>;
+  llama_context_default_params(): LlamaContextParamsValue;
+  llama_model_load_from_file(path: string, params: Record<string, unknown>): ModelPtr | null;
+  llama_model_free(model: ModelPtr): void;
+  llama_init_from_model(model: ModelPtr, params: LlamaContextParamsValue): ContextPtr | null;
+  llama_free(ctx: ContextPtr): void;
+  llama_n_ctx(ctx: ContextPtr): number;
+  llama_n_ctx_seq(ctx: ContextPtr): number;
+  llama_n_batch(ctx: ContextPtr): number;
+  llama_n_seq_max(ctx: ContextPtr): number;
+  llama_get_memory(ctx: ContextPtr): MemoryPtr | null;
+  llama_model_get_vocab(model: ModelPtr): VocabPtr;
+  llama_model_n_ctx_train(model: ModelPtr): number;
+  llama_model_n_embd(model: ModelPtr): number;
+  llama_model_n_params(model: ModelPtr): number | bigint;
+  llama_model_meta_val_str(model: ModelPtr, key: string, buf: Buffer, size: number): number;
+  llama_model_chat_template(model: ModelPtr, name: string | null): string | null;
+  llama_model_has_encoder(model: ModelPtr): boolean;
+  llama_vocab_n_tokens(vocab: VocabPtr): number;
+  llama_vocab_bos(vocab: VocabPtr): number;
+  llama_vocab_eos(vocab: VocabPtr): number;
+  llama_vocab_is_eog(vocab: VocabPtr, token: number): boolean;
+  llama_vocab_get_add_bos(vocab: VocabPtr): boolean;
+  llama_tokenize(vocab: VocabPtr, text: Buffer, textLen: number, tokens: Int32Array, nTokensMax: number, addSpecial: boolean, parseSpecial: boolean): number;
+  llama_token_to_piece(vocab: VocabPtr, token: number, buf: Buffer, length: number, lstrip: number, special: boolean): number;
+  llama_detokenize(vocab: VocabPtr, tokens: Int32Array, nTokens: number, text: Buffer, textLenMax: number, removeSpecial: boolean, unparseSpecial: boolean): number;
+  llama_chat_apply_template(tmpl: string, chat: { role: string; content: string }[], nMsg: number, addAss: boolean, buf: Buffer, length: number): number;
+  llama_decode(ctx: ContextPtr, batch: LlamaBatchValue): number;
+  llama_set_n_threads(ctx: ContextPtr, nThreads: number, nThreadsBatch: number): void;
+  llama_get_logits_ith(ctx: ContextPtr, i: number): FloatPtr | null;
+  llama_get_embeddings_ith(ctx: ContextPtr, i: number): FloatPtr | null;
+  llama_get_embeddings_seq(ctx: ContextPtr, seqId: number): FloatPtr | null;
+  llama_memory_clear(mem: MemoryPtr, data: boolean): void;
+  llama_memory_seq_rm(mem: MemoryPtr, seqId: number, p0: number, p1: number): boolean;
+  llama_sampler_chain_default_params(): { no_perf: boolean };
+  llama_sampler_chain_init(params: { no_perf: boolean }): SamplerPtr;
+  llama_sampler_chain_add(chain: SamplerPtr, smpl: SamplerPtr): void;
+  llama_sampler_init_greedy(): SamplerPtr;
+  llama_sampler_init_dist(seed: number): SamplerPtr;
+  llama_sampler_init_top_p(p: number, minKeep: number): SamplerPtr;
+  llama_sampler_init_temp(t: number): SamplerPtr;
+  llama_sampler_init_logit_bias(nVocab: number, nLogitBias: number, biases: { token: number; bias: number }[]): SamplerPtr;
+  llama_sampler_sample(smpl: SamplerPtr, ctx: ContextPtr, idx: number): number;
+  llama_sampler_accept(smpl: SamplerPtr, token: number): void;
+  llama_sampler_reset(smpl: SamplerPtr): void;
+  llama_sampler_free(smpl: SamplerPtr): void;
+}
+
+// ---- locating the shipped binaries --------------------------------------------------------
+
+const PACKAGE_SUFFIX: Record<LlamaBackendKind, string> = { cpu: "", cuda: "-cuda", vulkan: "-vulkan" };
+
+/**
+ * The folder holding libllama and its ggml libraries inside node-llama-cpp's prebuilt package
+ * (`@node-llama-cpp/<platform>-<arch>[-cuda|-vulkan]/bins/<folder>/`). The version suffix of
+ * the file name (libllama.v0.5.0.so) is found by listing, never hard-coded.
+ */
+export function locateLlamaBinaries(kind: LlamaBackendKind = "cpu"): { binsDir: string; libraryPath: string } {
+  const pkg = `@node-llama-cpp/${process.platform}-${process.arch}${PACKAGE_SUFFIX[kind]}`;
+  const require = createRequire(import.meta.url);
+  let entry: string;
+  try {
+    // The package exports only ".", so resolve its entry and walk up to the package root.
+    entry = require.resolve(pkg);
+  } catch (cause) {
+    throw new MoltbotError("engine_error", `llama.cpp binaries for backend "${kind}" are not installed (package ${pkg} not found)`, { cause });
+  }
+  let root = path.dirname(entry);
+  while (!existsSync(path.join(root, "package.json")) && path.dirname(root) !== root) root = path.dirname(root);
+  const bins = path.join(root, "bins");
+  const folders = existsSync(bins) ? readdirSync(bins, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
+  const libPattern = /^libllama(\.v[\d.]+)?\.(so|dylib)$/;
+  for (const folder of folders) {
+    const dir = path.join(bins, folder);
+    const lib = readdirSync(dir).find((f) => libPattern.test(f));
+    if (lib !== undefined) return { binsDir: dir, libraryPath: path.join(dir, lib) };
+  }
+  throw new MoltbotError("engine_error", `no libllama shared library found under ${bins}`);
+}
+
+// ---- loading ------------------------------------------------------------------------------
+
+const loaded = new Map<LlamaBackendKind, LibLlama>();
+
+/** Log lines at or above this level reach the sink; llama.cpp is chatty at INFO. */
+export interface LlamaLogOptions {
+  minLevel: number;
+  sink: (level: number, text: string) => void;
+}
+
+let logCallbackHandle: bigint | undefined;
+let logOptions: LlamaLogOptions = { minLevel: GGML_LOG_LEVEL.error, sink: (_l, text) => process.stderr.write(text) };
+let lastLogLevel: number = GGML_LOG_LEVEL.none;
+
+/** Route llama.cpp/ggml logs. Default: errors only, to stderr. */
+export function setLlamaLogging(options: LlamaLogOptions): void {
+  logOptions = options;
+}
+
+/**
+ * Load libllama once per process and backend, load ggml's compute backends from the same
+ * folder (the CPU variant best suited to this CPU is picked by ggml) and install the log
+ * router. Later calls return the same bindings.
+ */
+export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
+  const cached = loaded.get(kind);
+  if (cached !== undefined) return cached;
+  const { binsDir, libraryPath } = locateLlamaBinaries(kind);
+  const ggmlName = readdirSync(binsDir).find((f) => /^libggml(\.v[\d.]+)?\.(so|dylib)$/.test(f));
+  if (ggmlName === undefined) throw new MoltbotError("engine_error", `no libggml shared library found in ${binsDir}`);
+  let lib: LibraryHandle;
+  let ggml: LibraryHandle;
+  try {
+    ggml = koffi.load(path.join(binsDir, ggmlName));
+    lib = koffi.load(libraryPath);
+  } catch (cause) {
+    throw new MoltbotError("engine_error", `cannot load ${libraryPath}: ${(cause as Error).message}`, { cause });
+  }
+
+  const f = (decl: string) => lib.func(decl);
+  const b: Record<string, unknown> = {
+    binsDir,
+    libraryPath,
+    ggml_backend_load_all_from_path: ggml.func("void ggml_backend_load_all_from_path(const char *dir)"),
+    llama_backend_init: f("void llama_backend_init(void)"),
+    llama_log_set: f("void llama_log_set(moltbot_llama_log_cb *cb, void *user_data)"),
+    llama_model_default_params: f("llama_model_params llama_model_default_params(void)"),
+    llama_context_default_params: f("llama_context_params llama_context_default_params(void)"),
+    llama_model_load_from_file: f("void *llama_model_load_from_file(const char *path, llama_model_params params)"),
+    llama_model_free: f("void llama_model_free(void *model)"),
+    llama_init_from_model: f("void *llama_init_from_model(void *model, llama_context_params params)"),
+    llama_free: f("void llama_free(void *ctx)"),
+    llama_n_ctx: f("uint32_t llama_n_ctx(void *ctx)"),
+    llama_n_ctx_seq: f("uint32_t llama_n_ctx_seq(void *ctx)"),
+    llama_n_batch: f("uint32_t llama_n_batch(void *ctx)"),
+    llama_n_seq_max: f("uint32_t llama_n_seq_max(void *ctx)"),
+    llama_get_memory: f("void *llama_get_memory(void *ctx)"),
+    llama_model_get_vocab: f("void *llama_model_get_vocab(void *model)"),
+    llama_model_n_ctx_train: f("int32_t llama_model_n_ctx_train(void *model)"),
+    llama_model_n_embd: f("int32_t llama_model_n_embd(void *model)"),
+    llama_model_n_params: f("uint64_t llama_model_n_params(void *model)"),
+    llama_model_meta_val_str: f("int32_t llama_model_meta_val_str(void *model, const char *key, uint8_t *buf, size_t buf_size)"),
+    llama_model_chat_template: f("const char *llama_model_chat_template(void *model, const char *name)"),
+    llama_model_has_encoder: f("bool llama_model_has_encoder(void *model)"),
+    llama_vocab_n_tokens: f("int32_t llama_vocab_n_tokens(void *vocab)"),
+    llama_vocab_bos: f("int32_t llama_vocab_bos(void *vocab)"),
+    llama_vocab_eos: f("int32_t llama_vocab_eos(void *vocab)"),
+    llama_vocab_is_eog: f("bool llama_vocab_is_eog(void *vocab, int32_t token)"),
+    llama_vocab_get_add_bos: f("bool llama_vocab_get_add_bos(void *vocab)"),
+    llama_tokenize: f("int32_t llama_tokenize(void *vocab, const uint8_t *text, int32_t text_len, int32_t *tokens, int32_t n_tokens_max, bool add_special, bool parse_special)"),
+    llama_token_to_piece: f("int32_t llama_token_to_piece(void *vocab, int32_t token, uint8_t *buf, int32_t length, int32_t lstrip, bool special)"),
+    llama_detokenize: f("int32_t llama_detokenize(void *vocab, const int32_t *tokens, int32_t n_tokens, uint8_t *text, int32_t text_len_max, bool remove_special, bool unparse_special)"),
+    llama_chat_apply_template: f("int32_t llama_chat_apply_template(const char *tmpl, const llama_chat_message *chat, size_t n_msg, bool add_ass, uint8_t *buf, int32_t length)"),
+    llama_decode: f("int32_t llama_decode(void *ctx, llama_batch batch)"),
+    llama_set_n_threads: f("void llama_set_n_threads(void *ctx, int32_t n_threads, int32_t n_threads_batch)"),
+    llama_get_logits_ith: f("void *llama_get_logits_ith(void *ctx, int32_t i)"),
+    llama_get_embeddings_ith: f("void *llama_get_embeddings_ith(void *ctx, int32_t i)"),
+    llama_get_embeddings_seq: f("void *llama_get_embeddings_seq(void *ctx, int32_t seq_id)"),
+    llama_memory_clear: f("void llama_memory_clear(void *mem, bool data)"),
+    llama_memory_seq_rm: f("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
+    llama_sampler_chain_default_params: f("llama_sampler_chain_params llama_sampler_chain_default_params(void)"),
+    llama_sampler_chain_init: f("void *llama_sampler_chain_init(llama_sampler_chain_params params)"),
+    llama_sampler_chain_add: f("void llama_sampler_chain_add(void *chain, void *smpl)"),
+    llama_sampler_init_greedy: f("void *llama_sampler_init_greedy(void)"),
+    llama_sampler_init_dist: f("void *llama_sampler_init_dist(uint32_t seed)"),
+    llama_sampler_init_top_p: f("void *llama_sampler_init_top_p(float p, size_t min_keep)"),
+    llama_sampler_init_temp: f("void *llama_sampler_init_temp(float t)"),
+    llama_sampler_init_logit_bias: f("void *llama_sampler_init_logit_bias(int32_t n_vocab, int32_t n_logit_bias, const llama_logit_bias *logit_bias)"),
+    llama_sampler_sample: f("int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)"),
+    llama_sampler_accept: f("void llama_sampler_accept(void *smpl, int32_t token)"),
+    llama_sampler_reset: f("void llama_sampler_reset(void *smpl)"),
+    llama_sampler_free: f("void llama_sampler_free(void *smpl)"),
+  };
+  const bindings = b as unknown as LibLlama;
+
+  // The log router is a registered JS callback. ggml logs from the calling thread in practice
+  // (load, context creation, decode errors), which is the JS thread here; a log from a compute
+  // thread during a synchronous llama_decode would wait for the event loop (koffi queues it).
+  if (logCallbackHandle === undefined) {
+    logCallbackHandle = koffi.register((level: number, text: string) => {
+      // CONT continues the previous line at the previous line's level.
+      const effective = level === GGML_LOG_LEVEL.cont ? lastLogLevel : level;
+      if (level !== GGML_LOG_LEVEL.cont) lastLogLevel = level;
+      if (effective >= logOptions.minLevel && effective !== GGML_LOG_LEVEL.none) logOptions.sink(effective, text);
+    }, koffi.pointer(LogCallback));
+  }
+  bindings.llama_log_set(logCallbackHandle, null);
+  bindings.ggml_backend_load_all_from_path(binsDir);
+  bindings.llama_backend_init();
+  loaded.set(kind, bindings);
+  return bindings;
+}
+
+// ---- native scratch memory ----------------------------------------------------------------
+
+/**
+ * A llama_batch whose arrays live in native memory that JS writes through typed-array views,
+ * so filling a step costs plain array stores (no per-element FFI calls). Each token carries
+ * exactly one sequence id.
+ */
+export class NativeBatch {
+  readonly capacity: number;
+  readonly token: Int32Array;
+  readonly pos: Int32Array;
+  readonly seq: Int32Array;
+  readonly logits: Int8Array;
+  readonly value: LlamaBatchValue;
+  private readonly allocations: unknown[];
+  private freed = false;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    const tokenPtr = koffi.alloc("int32_t", capacity);
+    const posPtr = koffi.alloc("int32_t", capacity);
+    const nSeqPtr = koffi.alloc("int32_t", capacity);
+    const seqPtr = koffi.alloc("int32_t", capacity);
+    const seqPtrsPtr = koffi.alloc("void *", capacity);
+    const logitsPtr = koffi.alloc("int8_t", capacity);
+    this.allocations = [tokenPtr, posPtr, nSeqPtr, seqPtr, seqPtrsPtr, logitsPtr];
+    this.token = new Int32Array(koffi.view(tokenPtr, capacity * 4));
+    this.pos = new Int32Array(koffi.view(posPtr, capacity * 4));
+    this.seq = new Int32Array(koffi.view(seqPtr, capacity * 4));
+    this.logits = new Int8Array(koffi.view(logitsPtr, capacity));
+    new Int32Array(koffi.view(nSeqPtr, capacity * 4)).fill(1);
+    // seq_id is int32_t**: entry i points at seq[i].
+    const seqBase = koffi.address(seqPtr);
+    const ptrs = new BigUint64Array(koffi.view(seqPtrsPtr, capacity * 8));
+    for (let i = 0; i < capacity; i++) ptrs[i] = seqBase + BigInt(i * 4);
+    this.value = { n_tokens: 0, token: tokenPtr, embd: null, pos: posPtr, n_seq_id: nSeqPtr, seq_id: seqPtrsPtr, logits: logitsPtr };
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    for (const p of this.allocations) koffi.free(p);
+  }
+}
+
+/** A zero-copy Float32Array over `count` floats at a native pointer (valid until the next decode). */
+export function floatView(ptr: FloatPtr, count: number): Float32Array {
+  return new Float32Array(koffi.view(ptr, count * 4));
+}

@@ -1,0 +1,183 @@
+// The libllama/koffi engine on a tiny random-weight llama GGUF: the same engine underneath as
+// node-llama-cpp, so greedy output must match it token for token; plus sampling, limits,
+// continuous batching, cancellation, logprobs and embeddings.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { loadFfiEngine } from "../src/engine/ffi-engine.js";
+import type { Engine, GeneratedToken, SamplingParams } from "../src/engine/types.js";
+import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
+import { MoltbotError } from "../src/errors.js";
+
+const dir = mkdtempSync(path.join(os.tmpdir(), "moltbot-ffi-"));
+const modelPath = path.join(dir, "tiny.gguf");
+const PARALLEL = 2;
+let engine: Engine;
+
+const greedy = (maxTokens: number, extra: Partial<SamplingParams> = {}): SamplingParams => ({
+  temperature: 0, topP: 1, seed: undefined, maxTokens, minTokens: 0, ignoreEos: true, topLogprobs: null, ...extra,
+});
+
+async function run(e: Engine, prompt: number[], params: SamplingParams, signal?: AbortSignal) {
+  const tokens: GeneratedToken[] = [];
+  const times: number[] = [];
+  const result = await e.generate({
+    promptTokens: prompt, params, ...(signal ? { signal } : {}),
+    onToken: (t) => { tokens.push(t); times.push(performance.now()); return true; },
+  });
+  return { result, tokens, ids: tokens.map((t) => t.id), times };
+}
+
+before(async () => {
+  await writeRandomLlamaModel(modelPath, randomModelOptions("tiny"));
+  engine = await loadFfiEngine({ modelPath, contextSize: 256, parallel: PARALLEL, threads: 1, embedding: false });
+});
+
+after(async () => {
+  await engine?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("ffi engine", () => {
+  test("reports model info from the GGUF", () => {
+    assert.equal(engine.info.architecture, "llama");
+    assert.equal(engine.info.vocabSize, 512);
+    assert.equal(engine.info.embeddingSize, 64);
+    assert.equal(engine.info.contextSize, 256);
+    assert.equal(engine.info.trainContextSize, 512);
+    assert.ok(engine.info.parameterCount > 100_000);
+  });
+
+  test("tokenize/detokenize round-trip and the plain chat fallback", () => {
+    const ids = engine.tokenize("the cat sat on the mat", true);
+    assert.equal(ids[0], 1, "BOS first");
+    assert.equal(engine.detokenize(ids).trim(), "the cat sat on the mat");
+    assert.equal(engine.formatChat([{ role: "system", content: "be brief" }, { role: "user", content: "hi" }]), "System: be brief\nUser: hi\nAssistant:");
+  });
+
+  test("greedy generation is deterministic and equals node-llama-cpp's greedy output", async () => {
+    const prompt = engine.tokenize("the old man said that", true);
+    const a = await run(engine, prompt, greedy(24));
+    const b = await run(engine, prompt, greedy(24));
+    assert.deepEqual(a.ids, b.ids);
+    assert.equal(a.ids.length, 24);
+
+    const { getLlama } = await import("node-llama-cpp");
+    const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never });
+    const model = await llama.loadModel({ modelPath });
+    const context = await model.createContext({ contextSize: 256, threads: 1 });
+    const expected: number[] = [];
+    try {
+      for await (const t of context.getSequence().evaluate(prompt as never, { temperature: 0 })) {
+        expected.push(t as number);
+        if (expected.length === 24) break;
+      }
+    } finally {
+      await context.dispose();
+      await model.dispose();
+      await llama.dispose();
+    }
+    assert.deepEqual(a.ids, expected);
+  });
+
+  test("a seed makes sampling reproducible", async () => {
+    const prompt = engine.tokenize("once upon a time", true);
+    const p = (seed: number) => greedy(32, { temperature: 1.0, topP: 0.95, seed });
+    const a = await run(engine, prompt, p(42));
+    const b = await run(engine, prompt, p(42));
+    const c = await run(engine, prompt, p(43));
+    assert.deepEqual(a.ids, b.ids);
+    assert.notDeepEqual(a.ids, c.ids);
+  });
+
+  test("maxTokens ends with finishReason length and exactly that many tokens", async () => {
+    const prompt = engine.tokenize("in the beginning", true);
+    const r = await run(engine, prompt, greedy(7));
+    assert.deepEqual(r.result, { finishReason: "length", promptTokens: prompt.length, completionTokens: 7 });
+    assert.equal(r.tokens.length, 7);
+  });
+
+  test("two concurrent generations share decode steps and both finish", async () => {
+    const [a, b] = await Promise.all([
+      run(engine, engine.tokenize("the first story", true), greedy(40)),
+      run(engine, engine.tokenize("a second one that is longer", true), greedy(40)),
+    ]);
+    assert.equal(a.result.finishReason, "length");
+    assert.equal(b.result.finishReason, "length");
+    assert.equal(a.tokens.length, 40);
+    assert.equal(b.tokens.length, 40);
+    // Interleaved: each one's token stream began before the other's ended.
+    assert.ok(a.times[0]! < b.times.at(-1)! && b.times[0]! < a.times.at(-1)!, "token timestamps overlap");
+    // Batched decoding gives the same greedy tokens as decoding alone.
+    const solo = await run(engine, engine.tokenize("the first story", true), greedy(40));
+    assert.deepEqual(a.ids, solo.ids);
+  });
+
+  test("a cancelled generation frees its slot for a queued request", async () => {
+    const prompt = engine.tokenize("the house", true);
+    const ac = new AbortController();
+    const stopB = new AbortController();
+    let aTokens = 0;
+    const a = engine.generate({ promptTokens: prompt, params: greedy(100_000), signal: ac.signal, onToken: () => { if (++aTokens === 5) ac.abort(); return true; } });
+    const b = engine.generate({ promptTokens: prompt, params: greedy(100_000), signal: stopB.signal, onToken: () => true });
+    // The (parallel+1)th request waits for a slot; it can only run once `a` releases its own.
+    const c = run(engine, prompt, greedy(10));
+    const ra = await a;
+    assert.equal(ra.finishReason, "aborted");
+    assert.ok(ra.completionTokens >= 5 && ra.completionTokens < 100);
+    const rc = await c;
+    assert.equal(rc.result.finishReason, "length");
+    assert.equal(rc.tokens.length, 10);
+    stopB.abort();
+    assert.equal((await b).finishReason, "aborted");
+    // onToken returning false also stops and frees the slot.
+    const r = await engine.generate({ promptTokens: prompt, params: greedy(50), onToken: () => false });
+    assert.deepEqual(r, { finishReason: "aborted", promptTokens: prompt.length, completionTokens: 1 });
+  });
+
+  test("logprobs are <= 0 and the top alternatives are sorted", async () => {
+    const prompt = engine.tokenize("she looked at", true);
+    const r = await run(engine, prompt, greedy(8, { topLogprobs: 5 }));
+    for (const t of r.tokens) {
+      assert.ok(t.logprob !== undefined && t.logprob <= 0 && Number.isFinite(t.logprob));
+      assert.equal(t.top?.length, 5);
+      for (let i = 1; i < t.top!.length; i++) assert.ok(t.top![i - 1]!.logprob >= t.top![i]!.logprob, "sorted descending");
+      // Greedy picks the argmax, so the chosen token is the best alternative.
+      assert.ok(Math.abs(t.top![0]!.logprob - t.logprob) < 1e-6);
+    }
+    const plain = await run(engine, prompt, greedy(8));
+    assert.equal(plain.tokens[0]!.logprob, undefined, "no logprobs unless asked");
+    assert.deepEqual(plain.ids, r.ids);
+  });
+
+  test("a prompt longer than the context is refused with context_length_exceeded", async () => {
+    await assert.rejects(engine.generate({ promptTokens: new Array(300).fill(5), params: greedy(4), onToken: () => true }),
+      (e: unknown) => e instanceof MoltbotError && e.code === "context_length_exceeded");
+  });
+
+  test("embeddings are unit length and do not depend on batch packing", async () => {
+    const emb = await loadFfiEngine({ modelPath, contextSize: 128, parallel: 4, threads: 1, embedding: true });
+    try {
+      const a = emb.tokenize("the cat sat on the mat", true);
+      const b = emb.tokenize("a dog", true);
+      const [va, vb, va2] = await emb.embed([a, b, a]);
+      const [vbAlone] = await emb.embed([b]);
+      for (const v of [va!, vb!]) {
+        assert.equal(v.length, 64);
+        assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);
+      }
+      for (let i = 0; i < 64; i++) {
+        assert.ok(Math.abs(va![i]! - va2![i]!) < 1e-5);
+        assert.ok(Math.abs(vb![i]! - vbAlone![i]!) < 1e-5);
+      }
+      assert.notDeepEqual(va, vb);
+      await assert.rejects(emb.generate({ promptTokens: a, params: greedy(2), onToken: () => true }), MoltbotError as never);
+    } finally {
+      await emb.close();
+    }
+    await assert.rejects(engine.embed([[1, 2]]), (e: unknown) => e instanceof MoltbotError && e.code === "model_not_embedding");
+  });
+});

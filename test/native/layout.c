@@ -1,0 +1,103 @@
+// Prints sizeof/offsetof of every field of the llama.h structs Moltbot passes by value,
+// as JSON, so test/libllama-layout.test.ts can compare them with koffi's layout.
+#include <stddef.h>
+#include <stdio.h>
+#include "llama.h"
+
+static int first_struct = 1;
+static int first_field;
+
+#define BEGIN(T) do { printf("%s\"%s\":{\"size\":%zu,\"fields\":{", first_struct ? "" : ",", #T, sizeof(struct T)); first_struct = 0; first_field = 1; } while (0)
+#define FIELD(T, F) do { printf("%s\"%s\":%zu", first_field ? "" : ",", #F, offsetof(struct T, F)); first_field = 0; } while (0)
+#define END() printf("}}")
+
+int main(void) {
+    printf("{");
+
+    BEGIN(llama_model_params);
+    FIELD(llama_model_params, devices);
+    FIELD(llama_model_params, tensor_buft_overrides);
+    FIELD(llama_model_params, n_gpu_layers);
+    FIELD(llama_model_params, split_mode);
+    FIELD(llama_model_params, load_mode);
+    FIELD(llama_model_params, lazy_mode);
+    FIELD(llama_model_params, main_gpu);
+    FIELD(llama_model_params, tensor_split);
+    FIELD(llama_model_params, progress_callback);
+    FIELD(llama_model_params, progress_callback_user_data);
+    FIELD(llama_model_params, kv_overrides);
+    FIELD(llama_model_params, vocab_only);
+    FIELD(llama_model_params, check_tensors);
+    FIELD(llama_model_params, use_extra_bufts);
+    FIELD(llama_model_params, no_host);
+    FIELD(llama_model_params, no_alloc);
+    FIELD(llama_model_params, load_mtp);
+    END();
+
+    BEGIN(llama_context_params);
+    FIELD(llama_context_params, n_ctx);
+    FIELD(llama_context_params, n_batch);
+    FIELD(llama_context_params, n_ubatch);
+    FIELD(llama_context_params, n_seq_max);
+    FIELD(llama_context_params, n_rs_seq);
+    FIELD(llama_context_params, n_outputs_max);
+    FIELD(llama_context_params, n_outputs_max_per_seq);
+    FIELD(llama_context_params, n_threads);
+    FIELD(llama_context_params, n_threads_batch);
+    FIELD(llama_context_params, ctx_type);
+    FIELD(llama_context_params, rope_scaling_type);
+    FIELD(llama_context_params, pooling_type);
+    FIELD(llama_context_params, attention_type);
+    FIELD(llama_context_params, flash_attn_type);
+    FIELD(llama_context_params, rope_freq_base);
+    FIELD(llama_context_params, rope_freq_scale);
+    FIELD(llama_context_params, yarn_ext_factor);
+    FIELD(llama_context_params, yarn_attn_factor);
+    FIELD(llama_context_params, yarn_beta_fast);
+    FIELD(llama_context_params, yarn_beta_slow);
+    FIELD(llama_context_params, yarn_orig_ctx);
+    FIELD(llama_context_params, defrag_thold);
+    FIELD(llama_context_params, cb_eval);
+    FIELD(llama_context_params, cb_eval_user_data);
+    FIELD(llama_context_params, type_k);
+    FIELD(llama_context_params, type_v);
+    FIELD(llama_context_params, abort_callback);
+    FIELD(llama_context_params, abort_callback_data);
+    FIELD(llama_context_params, embeddings);
+    FIELD(llama_context_params, offload_kqv);
+    FIELD(llama_context_params, no_perf);
+    FIELD(llama_context_params, op_offload);
+    FIELD(llama_context_params, swa_full);
+    FIELD(llama_context_params, kv_unified);
+    FIELD(llama_context_params, samplers);
+    FIELD(llama_context_params, n_samplers);
+    FIELD(llama_context_params, ctx_other);
+    END();
+
+    BEGIN(llama_batch);
+    FIELD(llama_batch, n_tokens);
+    FIELD(llama_batch, token);
+    FIELD(llama_batch, embd);
+    FIELD(llama_batch, pos);
+    FIELD(llama_batch, n_seq_id);
+    FIELD(llama_batch, seq_id);
+    FIELD(llama_batch, logits);
+    END();
+
+    BEGIN(llama_sampler_chain_params);
+    FIELD(llama_sampler_chain_params, no_perf);
+    END();
+
+    BEGIN(llama_chat_message);
+    FIELD(llama_chat_message, role);
+    FIELD(llama_chat_message, content);
+    END();
+
+    BEGIN(llama_logit_bias);
+    FIELD(llama_logit_bias, token);
+    FIELD(llama_logit_bias, bias);
+    END();
+
+    printf("}\n");
+    return 0;
+}
