@@ -1,0 +1,234 @@
+// The one schema of moltbot.yaml: runtime check, TypeScript type, defaults, and the one-line
+// description of each key (configTemplate() prints them, so `moltbot init` cannot drift).
+// Every object is closed (additionalProperties: false) so a typo fails at load with its path.
+// Keys with a default are not Optional: after loading they are always present, and the type
+// says so. Unit strings ("4GiB", "30s") are checked here through formats; consumers parse
+// them with src/config/units.ts when they need the number.
+
+import { FormatRegistry, Type, type Static, type TObject, type TProperties, type TSchema, type TUnsafe } from "@sinclair/typebox";
+import { isBytes, isDuration, isPercent, isRate } from "./units.js";
+
+FormatRegistry.Set("moltbot-bytes", isBytes);
+FormatRegistry.Set("moltbot-duration", isDuration);
+FormatRegistry.Set("moltbot-percent", isPercent);
+FormatRegistry.Set("moltbot-rate", isRate);
+
+/** Annotations this project adds to a schema. `expected` words the error message; `xPath`
+ *  marks a filesystem path, resolved against the config file's directory when written there. */
+interface Notes {
+  description: string;
+  default?: unknown;
+  examples?: unknown[];
+  expected?: string;
+}
+
+function section<T extends TProperties>(description: string, properties: T, opts: { optional?: boolean } = {}): TObject<T> {
+  return Type.Object(properties, opts.optional ? { additionalProperties: false, description } : { additionalProperties: false, description, default: {} });
+}
+
+function oneOf<const V extends readonly [string, ...string[]]>(values: V, notes: Notes): TUnsafe<V[number]> {
+  // Type.Unsafe keeps the union's runtime schema (its Kind included) and gives the literal type.
+  const union = Type.Union(values.map((v) => Type.Literal(v)), { expected: `one of ${values.map((v) => JSON.stringify(v)).join(", ")}`, ...notes });
+  return Type.Unsafe<V[number]>(union);
+}
+
+function bytes(notes: Notes) {
+  return Type.Union([Type.Integer({ minimum: 0 }), Type.String({ format: "moltbot-bytes" })], {
+    expected: 'byte size like "4GiB", "512MB" or a whole number of bytes',
+    ...notes,
+  });
+}
+
+const duration = (notes: Notes) => Type.String({ format: "moltbot-duration", expected: 'duration like "100ms", "30s", "1h" or "7d"', ...notes });
+const percent = (notes: Notes) => Type.String({ format: "moltbot-percent", expected: 'percentage like "150%"', ...notes });
+const rate = (notes: Notes) => Type.String({ format: "moltbot-rate", expected: 'rate like "10MB/s"', ...notes });
+const filePath = (notes: Notes) => Type.String({ minLength: 1, xPath: true, ...notes });
+const positiveInt = (notes: Notes & { maximum?: number }) => Type.Integer({ minimum: 1, ...notes });
+
+const BatchingSchema = (description: string) =>
+  section(description, {
+    enabled: Type.Boolean({ default: true, description: "decode concurrent requests to one model together" }),
+    // Parallel sequences per model; each holds its own KV cache, so memory grows with it.
+    // 4 matches llama.cpp server's and Ollama's parallel default; raise it on big machines.
+    max_batch_size: positiveInt({ default: 4, description: "most sequences decoded together (parallel slots)" }),
+    timeout_ms: Type.Integer({ minimum: 0, default: 100, description: "longest wait to fill a batch before decoding, in ms" }),
+  });
+
+const QueueSchema = (description: string) =>
+  section(description, {
+    max_size: positiveInt({ default: 256, description: "requests waiting per model beyond which new ones get 503" }),
+    max_wait_ms: positiveInt({ default: 30000, description: "longest a request waits for a slot before 503, in ms" }),
+  });
+
+const PricingSchema = section(
+  "price per 1K tokens; overrides the model's config.json",
+  {
+    input_per_1k: Type.Number({ minimum: 0, description: "price of 1K prompt tokens", examples: [0.5] }),
+    output_per_1k: Type.Number({ minimum: 0, description: "price of 1K completion tokens", examples: [1.5] }),
+  },
+  { optional: true },
+);
+
+export const ModelPoolEntrySchema = Type.Object(
+  {
+    name: Type.String({ minLength: 1, description: "name clients send as `model`", examples: ["text-generation"] }),
+    model: Type.Optional(Type.String({ minLength: 1, description: "repository model to serve (default: the entry's name)", examples: ["llama-3-8b"] })),
+    type: oneOf(["llm", "embedding"] as const, { default: "llm", description: "llm | embedding" }),
+    context_size: Type.Optional(positiveInt({ description: "context length per sequence (default: the global one)", examples: [4096] })),
+    budget: Type.Optional(
+      section(
+        "spending limits; absent means unlimited",
+        {
+          max_tokens: Type.Optional(positiveInt({ description: "hard cap on prompt + completion tokens of one inference", examples: [100000] })),
+          cost_limit: Type.Optional(Type.Number({ minimum: 0, description: "monthly spend cap (UTC months), pricing currency", examples: [50] })),
+        },
+        { optional: true },
+      ),
+    ),
+    strategy: section("scheduling under load", {
+      priority: oneOf(["high", "normal", "low"] as const, { default: "normal", description: "high | normal | low: queue order and load shedding" }),
+      fallback: Type.Boolean({ default: false, description: "when over budget, overloaded or down, route to the next entry" }),
+    }),
+    pricing: Type.Optional(PricingSchema),
+    batching: Type.Optional(BatchingSchema("batching for this entry (default: the global batching)")),
+    queue: Type.Optional(QueueSchema("queue for this entry (default: the global queue)")),
+  },
+  { additionalProperties: false, description: "one served model" },
+);
+
+const JWT_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"] as const;
+
+export const ConfigSchema = Type.Object(
+  {
+    server: section("HTTP listener", {
+      host: Type.String({ minLength: 1, default: "127.0.0.1", description: "address to listen on (0.0.0.0 for all interfaces)" }),
+      // 0 asks the OS for a free port (tests); the chosen port is logged at start.
+      port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, expected: "integer 0..65535", description: "TCP port" }),
+      body_limit: bytes({ default: "1MiB", description: "largest request body" }),
+      request_timeout_ms: Type.Optional(positiveInt({ description: "abort a request after this long, in ms (default: none)", examples: [600000] })),
+    }),
+    // The measured best default (cores vs. physical cores vs. 1) is documented in
+    // docs/benchmarks.md; 1 stays until that measurement replaces it.
+    threads: Type.Union([Type.Integer({ minimum: 1 }), Type.Literal("auto")], {
+      default: 1,
+      expected: 'integer >= 1 or "auto"',
+      description: 'CPU threads per model worker, or "auto"',
+    }),
+    context_size: Type.Optional(positiveInt({ description: "context length per sequence (default: the model's trained length)", examples: [4096] })),
+    model_path: Type.Optional(filePath({ description: "model repository directory or a GGUF file ($MODEL_VERSION picks the version)", examples: ["/models"] })),
+    data_dir: Type.Optional(filePath({ description: "state directory: ledger, cache, audit, tokens (default: ./data beside this file)", examples: ["/var/lib/moltbot"] })),
+    model_pool: Type.Array(ModelPoolEntrySchema, { default: [], description: "models served, in fallback order (empty: every repository model)" }),
+    batching: BatchingSchema("dynamic batching defaults for every model"),
+    queue: QueueSchema("request queue defaults for every model"),
+    resource_limits: section("cgroup limits for each model worker; absent keys are unlimited", {
+      cpu: Type.Optional(
+        section(
+          "CPU bandwidth",
+          {
+            quota: Type.Optional(percent({ description: "CPU share; 100% is one core", examples: ["150%"] })),
+            period: Type.Optional(duration({ description: "cgroup accounting period", examples: ["100ms"] })),
+          },
+          { optional: true },
+        ),
+      ),
+      memory: Type.Optional(
+        section(
+          "memory",
+          {
+            limit: Type.Optional(bytes({ description: "memory cap; a worker over it is killed and restarted", examples: ["4GiB"] })),
+            swap: Type.Optional(bytes({ description: "swap allowed beyond the limit", examples: ["1GiB"] })),
+          },
+          { optional: true },
+        ),
+      ),
+      io: Type.Optional(
+        section(
+          "disk bandwidth",
+          {
+            read_bps: Type.Optional(rate({ description: "read rate cap", examples: ["10MB/s"] })),
+            write_bps: Type.Optional(rate({ description: "write rate cap", examples: ["5MB/s"] })),
+          },
+          { optional: true },
+        ),
+      ),
+    }),
+    log: section("logging", {
+      level: oneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] as const, { default: "INFO", description: "DEBUG | INFO | WARNING | ERROR | CRITICAL (AUDIT is always written)" }),
+      format: oneOf(["text", "json"] as const, { default: "text", description: "text | json (JSON lines for log shippers)" }),
+      file: Type.Optional(filePath({ description: "also append to this file (default: stdout only)", examples: ["/var/log/moltbot/moltbot.log"] })),
+      max_size: bytes({ default: "100MiB", description: "rotate the file when it reaches this size" }),
+      keep: Type.Integer({ minimum: 0, default: 5, description: "rotated files kept (file.1 .. file.N)" }),
+      utc: Type.Boolean({ default: false, description: "timestamps in UTC instead of local time" }),
+    }),
+    metrics: section("Prometheus metrics", {
+      enabled: Type.Boolean({ default: true, description: "serve metrics" }),
+      path: Type.String({ pattern: "^/", default: "/metrics", expected: 'URL path starting with "/"', description: "URL path of the metrics" }),
+    }),
+    cache: section("response cache: memory LRU (L1) in front of a persistent store (L2)", {
+      // Off by default: a cached answer to a sampled (temperature > 0) request surprises clients.
+      enabled: Type.Boolean({ default: false, description: "cache responses of identical requests" }),
+      l1: section("in-memory LRU", {
+        max_entries: positiveInt({ default: 1000, description: "entries kept in memory" }),
+        ttl: duration({ default: "1h", description: "lifetime of an entry" }),
+      }),
+      l2: section("persistent store under data_dir", {
+        enabled: Type.Boolean({ default: false, description: "keep entries on disk across restarts" }),
+        ttl: duration({ default: "7d", description: "lifetime of an entry" }),
+        max_size: bytes({ default: "1GiB", description: "disk space used, oldest evicted first" }),
+      }),
+    }),
+    security: section("TLS and authentication; absent means plain HTTP without auth", {
+      tls: Type.Optional(
+        section(
+          "HTTPS",
+          {
+            cert_file: filePath({ description: "PEM certificate chain", examples: ["/path/to/cert.pem"] }),
+            key_file: filePath({ description: "PEM private key", examples: ["/path/to/key.pem"] }),
+            min_version: oneOf(["TLS1_2", "TLS1_3"] as const, { default: "TLS1_2", description: "TLS1_2 | TLS1_3" }),
+          },
+          { optional: true },
+        ),
+      ),
+      jwt: Type.Optional(
+        section(
+          "Bearer JWT auth; scopes `inference` and `admin`",
+          {
+            algorithms: Type.Array(oneOf(JWT_ALGORITHMS, { description: "JWT algorithm" }), {
+              minItems: 1,
+              default: ["HS256"],
+              description: "accepted algorithms",
+            }),
+            secret: Type.Optional(Type.String({ minLength: 1, description: "HMAC secret (prefer secret_file)", examples: ["change-me"] })),
+            secret_file: Type.Optional(filePath({ description: "file holding the HMAC secret", examples: ["/etc/moltbot/jwt.secret"] })),
+            public_key_file: Type.Optional(filePath({ description: "PEM public key for RS/PS/ES/EdDSA", examples: ["/etc/moltbot/jwt.pub"] })),
+            jwks_file: Type.Optional(filePath({ description: "JWKS file of public keys", examples: ["/etc/moltbot/jwks.json"] })),
+            issuer: Type.Optional(Type.String({ minLength: 1, description: "required `iss` claim", examples: ["https://auth.example.com"] })),
+            audience: Type.Optional(Type.String({ minLength: 1, description: "required `aud` claim", examples: ["moltbot"] })),
+            clock_skew: duration({ default: "30s", description: "tolerance on exp/nbf" }),
+          },
+          { optional: true },
+        ),
+      ),
+    }),
+    audit: section("audit trail of every request and admin action", {
+      file: Type.Optional(filePath({ description: "audit log (default: <data_dir>/audit.log)", examples: ["/var/log/moltbot/audit.log"] })),
+      include_content: Type.Boolean({ default: false, description: "record prompt and completion text too" }),
+    }),
+    worker: section("model worker processes", {
+      restart_backoff_ms: section("delay before restarting a crashed worker, doubling each time", {
+        initial: positiveInt({ default: 500, description: "first delay, in ms" }),
+        max: positiveInt({ default: 30000, description: "longest delay, in ms" }),
+      }),
+      drain_timeout_ms: Type.Integer({ minimum: 0, default: 30000, description: "how long in-flight requests may finish at stop or switch, in ms" }),
+    }),
+  },
+  { additionalProperties: false, description: "moltbot.yaml" },
+);
+
+export type MoltbotConfig = Static<typeof ConfigSchema>;
+export type ModelPoolEntry = Static<typeof ModelPoolEntrySchema>;
+
+/** Read a project annotation off a schema node (TypeBox keeps unknown options as-is). */
+export function note<K extends keyof Notes | "xPath">(schema: TSchema, key: K): unknown {
+  return (schema as Record<string, unknown>)[key];
+}
