@@ -47,7 +47,7 @@ test("fields follow the message as key=value; newlines cannot break the line", (
     log.info("line one\nline two\r\n\u001b[31mred");
   });
   assert.deepEqual(lines, [
-    '[2023-11-15 14:30:22] [INFO] [api] request done status=200 path=/v1/chat user="a b" err="{\\"name\\":\\"Error\\",\\"message\\":\\"boom\\"}"',
+    '[2023-11-15 14:30:22] [INFO] [api] request done status=200 path=/v1/chat user="a b" err="Error: boom"',
     "[2023-11-15 14:30:22] [INFO] [moltbot] line one\\nline two\\r\\n\\u001b[31mred",
   ]);
 });

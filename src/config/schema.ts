@@ -114,7 +114,7 @@ export const ConfigSchema = Type.Object(
       expected: 'integer >= 1 or "auto"',
       description: 'CPU threads per model worker, or "auto"',
     }),
-    context_size: Type.Optional(positiveInt({ description: "context length per sequence (default: the model's trained length)", examples: [4096] })),
+    context_size: Type.Optional(positiveInt({ description: "context length per sequence when the model's config.json sets none (default: trained length, at most 4096)", examples: [4096] })),
     model_path: Type.Optional(filePath({ description: "model repository directory or a GGUF file ($MODEL_VERSION picks the version)", examples: ["/models"] })),
     data_dir: Type.Optional(filePath({ description: "state directory: ledger, cache, audit, tokens (default: ./data beside this file)", examples: ["/var/lib/moltbot"] })),
     model_pool: Type.Array(ModelPoolEntrySchema, { default: [], description: "models served, in fallback order (empty: every repository model)" }),
@@ -215,6 +215,8 @@ export const ConfigSchema = Type.Object(
       include_content: Type.Boolean({ default: false, description: "record prompt and completion text too" }),
     }),
     worker: section("model worker processes", {
+      // Two implementations of the decode loop; benchmarks (docs/benchmarks.md) chose the default.
+      engine: oneOf(["ffi", "node-llama-cpp"] as const, { default: "ffi", description: "ffi (libllama through koffi) | node-llama-cpp" }),
       restart_backoff_ms: section("delay before restarting a crashed worker, doubling each time", {
         initial: positiveInt({ default: 500, description: "first delay, in ms" }),
         max: positiveInt({ default: 30000, description: "longest delay, in ms" }),

@@ -96,7 +96,7 @@ function textLine(utc: boolean): Render {
       // logfmt-style suffix; the seed's part of the line stays exactly as specified.
       for (const [key, value] of Object.entries(fields)) {
         if (value === undefined) continue;
-        const text = typeof value === "string" ? value : stringify(plain(value));
+        const text = typeof value === "string" ? value : value instanceof Error ? errorText(value) : stringify(plain(value));
         line += ` ${escape(key)}=${/^[^\s"=]+$/.test(text) ? text : JSON.stringify(text)}`;
       }
     }
@@ -117,6 +117,11 @@ const jsonLine: Render = (time, level, component, msg, fields) => {
   // JSON.stringify escapes newlines, so the record stays one line.
   return stringify(record) + "\n";
 };
+
+function errorText(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  return `${code === undefined ? err.name : String(code)}: ${err.message}`;
+}
 
 /** Values JSON cannot carry as-is: errors (own properties are not enumerable), bigints. */
 function plain(value: unknown): unknown {
@@ -191,7 +196,8 @@ class Sink {
   }
 
   private open(): void {
-    this.fd = openSync(this.file!, "a");
+    // Not world-readable: records name users and, with audit include_content, prompts.
+    this.fd = openSync(this.file!, "a", 0o640);
     this.size = fstatSync(this.fd).size;
   }
 
