@@ -1,0 +1,60 @@
+// The schema of a model version's config.json: what the repository needs to load and price
+// a model and to validate it before it takes traffic.
+import { Type, type Static } from "@sinclair/typebox";
+import { Value } from "@sinclair/typebox/value";
+import { MoltbotError } from "../errors.js";
+
+const PricingSchema = Type.Object(
+  {
+    input_per_1k: Type.Number({ minimum: 0, default: 0 }),
+    output_per_1k: Type.Number({ minimum: 0, default: 0 }),
+  },
+  { additionalProperties: false },
+);
+
+const ValidationPromptSchema = Type.Object(
+  {
+    prompt: Type.String({ minLength: 1 }),
+    /** The completion must contain this text (case-sensitive); omitted = any non-empty output. */
+    expect_contains: Type.Optional(Type.String()),
+    max_tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 4096 })),
+  },
+  { additionalProperties: false },
+);
+
+export const ModelConfigSchema = Type.Object(
+  {
+    /** Model name clients use in `model`; defaults to the repository folder name. */
+    name: Type.Optional(Type.String({ minLength: 1, pattern: "^[A-Za-z0-9][A-Za-z0-9._:/-]*$" })),
+    type: Type.Union([Type.Literal("llm"), Type.Literal("embedding")], { default: "llm" }),
+    /** Context length per sequence in tokens; defaults to the model's training context, capped at 4096. */
+    context_size: Type.Optional(Type.Integer({ minimum: 16, maximum: 1_048_576 })),
+    /** Sequences decoded together (parallel slots). */
+    parallel: Type.Integer({ minimum: 1, maximum: 256, default: 4 }),
+    /** Weights file name inside the version folder; found by GGUF magic when omitted. */
+    weights: Type.Optional(Type.String({ minLength: 1 })),
+    pricing: Type.Optional(PricingSchema),
+    validation: Type.Optional(Type.Array(ValidationPromptSchema)),
+    description: Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+export type ModelConfig = Static<typeof ModelConfigSchema>;
+
+/** Parse and check config.json text; errors name the file and the field. */
+export function parseModelConfig(text: string, file: string): ModelConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw new MoltbotError("repository_invalid", `${file}: malformed JSON (${(err as Error).message})`);
+  }
+  const withDefaults = Value.Default(ModelConfigSchema, Value.Clone(raw));
+  const first = Value.Errors(ModelConfigSchema, withDefaults).First();
+  if (first) {
+    const where = first.path === "" ? "(top level)" : first.path.slice(1).replaceAll("/", ".");
+    throw new MoltbotError("repository_invalid", `${file}: ${where}: ${first.message}${first.path ? `, got ${JSON.stringify(first.value)}` : ""}`);
+  }
+  return withDefaults as ModelConfig;
+}

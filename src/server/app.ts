@@ -1,0 +1,64 @@
+// Builds the Fastify app: body parsing and validation, routes, the one error mapping, and
+// an access log line per request. Knows nothing about processes or files.
+import Fastify, { type FastifyInstance } from "fastify";
+import { randomUUID } from "node:crypto";
+import { MoltbotError } from "../errors.js";
+import type { Logger } from "../observe/logger.js";
+import type { ModelPool } from "../pool/model-pool.js";
+import { errorReply } from "./errors-http.js";
+import { registerHealthRoutes } from "./routes/health.js";
+import { registerInferRoute } from "./routes/infer.js";
+import { registerOpenAIRoutes } from "./routes/openai.js";
+
+export interface AppOptions {
+  pool: ModelPool;
+  log: Logger;
+  bodyLimitBytes: number;
+  isClosing: () => boolean;
+}
+
+export function buildApp(opts: AppOptions): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: opts.bodyLimitBytes,
+    genReqId: (req) => {
+      const given = req.headers["x-request-id"];
+      return typeof given === "string" && /^[\w.-]{1,128}$/.test(given) ? given : randomUUID();
+    },
+    ajv: {
+      // Wrong types are a 400, never silently coerced; unknown fields are left alone.
+      customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false },
+    },
+    return503OnClosing: true,
+  });
+  const log = opts.log.child("api");
+
+  app.addHook("onRequest", async (req, reply) => {
+    reply.header("x-request-id", req.id);
+    if (opts.isClosing() && req.url !== "/healthz" && req.url !== "/readyz") {
+      throw new MoltbotError("server_shutting_down", "the server is shutting down; retry on another instance");
+    }
+  });
+
+  app.addHook("onResponse", async (req, reply) => {
+    log.info(`${req.method} ${req.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms id=${req.id}`);
+  });
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const { status, body } = errorReply(err);
+    if (status >= 500) log.error(`${req.method} ${req.url}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
+    else if (status !== 404) log.warning(`Invalid request ${req.method} ${req.url}: ${body.error.message}`);
+    if (status === 503) reply.header("retry-after", "1");
+    return reply.code(status).send(body);
+  });
+
+  app.setNotFoundHandler(async (req, reply) => {
+    const { status, body } = errorReply(new MoltbotError("route_not_found", `no route ${req.method} ${req.url}`));
+    return reply.code(status).send(body);
+  });
+
+  registerHealthRoutes(app, opts.pool, opts.isClosing);
+  registerOpenAIRoutes(app, opts.pool);
+  registerInferRoute(app, opts.pool);
+  return app;
+}

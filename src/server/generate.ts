@@ -1,0 +1,113 @@
+// Runs one generation for an HTTP request, streamed (SSE) or whole, and shapes the result
+// with a route-specific formatter. Client disconnects cancel the generation at once, which
+// frees the worker's slot.
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { MoltbotError } from "../errors.js";
+import type { PoolEntry } from "../pool/model-pool.js";
+import type { GenerateParams, PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
+import type { GenerationDone } from "../workers/model-worker.js";
+import { errorReply } from "./errors-http.js";
+import { SseStream } from "./sse.js";
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface ResponseFormatter {
+  /** One streamed chunk for a text delta (with its tokens' logprobs when asked). */
+  chunk(text: string, logprobs: TokenLogprobEntry[] | undefined, first: boolean): unknown;
+  /** The last streamed chunk, carrying finish_reason and usage. */
+  lastChunk(done: GenerationDone, usage: Usage): unknown;
+  /** The usage-only chunk of `stream_options.include_usage`. */
+  usageChunk(usage: Usage): unknown;
+  /** The whole non-streamed body. */
+  whole(text: string, logprobs: TokenLogprobEntry[] | undefined, done: GenerationDone, usage: Usage): unknown;
+}
+
+export interface GenerateCall {
+  entry: PoolEntry;
+  prompt: PromptInput;
+  params: GenerateParams;
+  stream: boolean;
+  includeUsage: boolean;
+  format: ResponseFormatter;
+}
+
+function usageOf(done: GenerationDone): Usage {
+  return { prompt_tokens: done.promptTokens, completion_tokens: done.completionTokens, total_tokens: done.promptTokens + done.completionTokens };
+}
+
+export async function serveGeneration(request: FastifyRequest, reply: FastifyReply, call: GenerateCall): Promise<void> {
+  const abort = new AbortController();
+  const res = reply.raw;
+  // 'close' on the response fires on completion too; only an unfinished response means the client left.
+  const onClose = () => {
+    if (!res.writableFinished) abort.abort();
+  };
+  res.on("close", onClose);
+  const worker = call.entry.worker;
+  const wantLogprobs = call.params.topLogprobs !== null;
+
+  try {
+    if (!call.stream) {
+      let text = "";
+      const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
+      const done = await worker.generate(
+        call.prompt,
+        call.params,
+        {
+          onText(delta, lp) {
+            text += delta;
+            if (logprobs && lp) logprobs.push(...lp);
+          },
+        },
+        abort.signal,
+      );
+      await reply.send(call.format.whole(text, logprobs, done, usageOf(done)));
+      return;
+    }
+
+    reply.hijack();
+    const sse = new SseStream(res, { "x-request-id": String(request.id) });
+    let first = true;
+    try {
+      const done = await worker.generate(
+        call.prompt,
+        call.params,
+        {
+          onStart() {
+            // Role chunk first, as OpenAI does, so clients see the stream open before the first token.
+            sse.send(call.format.chunk("", undefined, true));
+            first = false;
+          },
+          onText(delta, lp) {
+            sse.send(call.format.chunk(delta, lp, first));
+            first = false;
+          },
+        },
+        abort.signal,
+      );
+      const usage = usageOf(done);
+      sse.send(call.format.lastChunk(done, usage));
+      if (call.includeUsage) sse.send(call.format.usageChunk(usage));
+      sse.end();
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      const { status, body } = errorReply(err);
+      if (!sse.started) {
+        res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id) });
+        res.end(JSON.stringify(body));
+      } else {
+        sse.send(body);
+        sse.end();
+      }
+    }
+  } catch (err) {
+    if (abort.signal.aborted) throw new MoltbotError("invalid_request", "client closed the connection");
+    throw err;
+  } finally {
+    res.off("close", onClose);
+  }
+}

@@ -1,0 +1,26 @@
+// The seed's own route: {"input", "max_tokens"} -> {"output", "model", "usage"}.
+import type { FastifyInstance } from "fastify";
+import type { ModelPool } from "../../pool/model-pool.js";
+import { InferBody } from "../schemas.js";
+import { serveGeneration } from "../generate.js";
+import { samplingParams } from "./openai.js";
+
+export function registerInferRoute(app: FastifyInstance, pool: ModelPool): void {
+  app.post<{ Body: InferBody }>("/infer", { schema: { body: InferBody } }, async (req, reply) => {
+    const body = req.body;
+    const entry = pool.resolve(body.model, "llm");
+    await serveGeneration(req, reply, {
+      entry,
+      prompt: { kind: "text", text: body.input },
+      params: samplingParams(body, body.max_tokens ?? 128, null),
+      stream: false,
+      includeUsage: false,
+      format: {
+        chunk: () => undefined,
+        lastChunk: () => undefined,
+        usageChunk: () => undefined,
+        whole: (text, _lp, done, usage) => ({ output: text, model: entry.name, version: entry.model.active.version, finish_reason: done.finishReason, usage }),
+      },
+    });
+  });
+}

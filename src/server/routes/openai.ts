@@ -1,0 +1,209 @@
+// OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
+// All OpenAI JSON shapes live here; workers only ever see typed prompts and parameters.
+import { randomUUID } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import { MoltbotError } from "../../errors.js";
+import type { ChatTurn } from "../../engine/types.js";
+import type { ModelPool } from "../../pool/model-pool.js";
+import type { GenerateParams, TokenLogprobEntry } from "../../workers/protocol.js";
+import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
+import { serveGeneration, type ResponseFormatter } from "../generate.js";
+
+const now = () => Math.floor(Date.now() / 1000);
+const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
+
+interface SamplingInput {
+  max_tokens?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+  n?: number | null;
+  ignore_eos?: boolean;
+  min_tokens?: number;
+}
+
+/** Validated body fields -> worker parameters, refusing what cannot be honoured. */
+export function samplingParams(body: SamplingInput, maxTokens: number | null, topLogprobs: number | null): GenerateParams {
+  if (body.n !== undefined && body.n !== null && body.n !== 1) {
+    throw new MoltbotError("unsupported_parameter", "'n' > 1 is not supported: send one request per choice", { param: "n" });
+  }
+  const stop = body.stop === undefined || body.stop === null ? [] : typeof body.stop === "string" ? [body.stop] : body.stop;
+  return {
+    maxTokens,
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? 1,
+    seed: body.seed ?? undefined,
+    minTokens: body.min_tokens ?? 0,
+    ignoreEos: body.ignore_eos ?? false,
+    stop: stop.filter((s) => s.length > 0),
+    topLogprobs,
+  };
+}
+
+function chatTurns(messages: ChatCompletionBody["messages"]): ChatTurn[] {
+  return messages.map((m, i) => {
+    const content = m.content === null ? "" : typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
+    if (m.content === null && m.role !== "assistant") throw new MoltbotError("invalid_request", `messages[${i}].content is null`, { param: `messages[${i}].content` });
+    return { role: m.role, content };
+  });
+}
+
+function chatLogprobs(entries: TokenLogprobEntry[] | undefined) {
+  if (!entries) return null;
+  return {
+    content: entries.map((e) => ({
+      token: e.token,
+      logprob: e.logprob,
+      bytes: bytesOf(e.token),
+      top_logprobs: e.top.map((t) => ({ token: t.token, logprob: t.logprob, bytes: bytesOf(t.token) })),
+    })),
+  };
+}
+
+function completionLogprobs(entries: TokenLogprobEntry[] | undefined, startOffset: number) {
+  if (!entries) return null;
+  let offset = startOffset;
+  const text_offset: number[] = [];
+  for (const e of entries) {
+    text_offset.push(offset);
+    offset += e.token.length;
+  }
+  return {
+    tokens: entries.map((e) => e.token),
+    token_logprobs: entries.map((e) => e.logprob),
+    top_logprobs: entries.map((e) => Object.fromEntries(e.top.map((t) => [t.token, t.logprob]))),
+    text_offset,
+  };
+}
+
+function chatFormatter(id: string, model: string): ResponseFormatter {
+  const created = now();
+  const base = { id, object: "chat.completion.chunk", created, model, system_fingerprint: "moltbot" } as const;
+  return {
+    chunk: (text, lp, first) => ({
+      ...base,
+      choices: [{ index: 0, delta: first ? { role: "assistant", content: text } : { content: text }, logprobs: chatLogprobs(lp), finish_reason: null }],
+    }),
+    lastChunk: (done, usage) => ({ ...base, choices: [{ index: 0, delta: {}, logprobs: null, finish_reason: done.finishReason }], usage }),
+    usageChunk: (usage) => ({ ...base, choices: [], usage }),
+    whole: (text, lp, done, usage) => ({
+      id,
+      object: "chat.completion",
+      created,
+      model,
+      system_fingerprint: "moltbot",
+      choices: [{ index: 0, message: { role: "assistant", content: text }, logprobs: chatLogprobs(lp), finish_reason: done.finishReason }],
+      usage,
+    }),
+  };
+}
+
+function completionFormatter(id: string, model: string, echo: string): ResponseFormatter {
+  const created = now();
+  const base = { id, object: "text_completion", created, model, system_fingerprint: "moltbot" } as const;
+  let offset = echo.length;
+  return {
+    chunk: (text, lp, first) => {
+      const out = { ...base, choices: [{ index: 0, text: first ? echo + text : text, logprobs: completionLogprobs(lp, offset), finish_reason: null }] };
+      offset += text.length;
+      return out;
+    },
+    lastChunk: (done, usage) => ({ ...base, choices: [{ index: 0, text: "", logprobs: null, finish_reason: done.finishReason }], usage }),
+    usageChunk: (usage) => ({ ...base, choices: [], usage }),
+    whole: (text, lp, done, usage) => ({
+      ...base,
+      choices: [{ index: 0, text: echo + text, logprobs: completionLogprobs(lp, echo.length), finish_reason: done.finishReason }],
+      usage,
+    }),
+  };
+}
+
+export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): void {
+  app.get("/v1/models", async () => ({
+    object: "list",
+    data: pool.entries.map((e) => ({
+      id: e.name,
+      object: "model",
+      created: e.created,
+      owned_by: "moltbot",
+      type: e.type,
+      version: e.model.active.version,
+      versions: e.model.versions,
+      context_length: e.worker.info?.contextSize ?? null,
+      ready: e.worker.isReady(),
+    })),
+  }));
+
+  app.get<{ Params: { id: string } }>("/v1/models/:id", async (req) => {
+    const e = pool.entries.find((x) => x.name === req.params.id);
+    if (!e) throw new MoltbotError("model_not_found", `The model '${req.params.id}' does not exist`, { param: "model" });
+    return { id: e.name, object: "model", created: e.created, owned_by: "moltbot" };
+  });
+
+  app.post<{ Body: ChatCompletionBody }>("/v1/chat/completions", { schema: { body: ChatCompletionBody } }, async (req, reply) => {
+    const body = req.body;
+    const entry = pool.resolve(body.model, "llm");
+    const topLogprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
+    if (!body.logprobs && body.top_logprobs) {
+      throw new MoltbotError("invalid_request", "'top_logprobs' requires 'logprobs': true", { param: "top_logprobs" });
+    }
+    const params = samplingParams(body, body.max_completion_tokens ?? body.max_tokens ?? null, topLogprobs);
+    await serveGeneration(req, reply, {
+      entry,
+      prompt: { kind: "chat", turns: chatTurns(body.messages) },
+      params,
+      stream: body.stream === true,
+      includeUsage: body.stream_options?.include_usage === true,
+      format: chatFormatter(`chatcmpl-${randomUUID()}`, entry.name),
+    });
+  });
+
+  app.post<{ Body: CompletionBody }>("/v1/completions", { schema: { body: CompletionBody } }, async (req, reply) => {
+    const body = req.body;
+    const entry = pool.resolve(body.model, "llm");
+    if (Array.isArray(body.prompt) && body.prompt.length > 1) {
+      throw new MoltbotError("unsupported_parameter", "a list of several prompts is not supported: send one request per prompt", { param: "prompt" });
+    }
+    if (body.best_of !== undefined && body.best_of !== null && body.best_of !== 1) {
+      throw new MoltbotError("unsupported_parameter", "'best_of' > 1 is not supported", { param: "best_of" });
+    }
+    if (body.suffix) throw new MoltbotError("unsupported_parameter", "'suffix' (fill-in-the-middle) is not supported", { param: "suffix" });
+    const prompt = typeof body.prompt === "string" ? body.prompt : body.prompt[0]!;
+    // OpenAI's legacy completions default to 16 tokens.
+    const params = samplingParams(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null);
+    await serveGeneration(req, reply, {
+      entry,
+      prompt: { kind: "text", text: prompt },
+      params,
+      stream: body.stream === true,
+      includeUsage: body.stream_options?.include_usage === true,
+      format: completionFormatter(`cmpl-${randomUUID()}`, entry.name, body.echo ? prompt : ""),
+    });
+  });
+
+  app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req) => {
+    const body = req.body;
+    const entry = pool.resolve(body.model, "embedding");
+    const inputs = typeof body.input === "string" ? [body.input] : body.input;
+    const { data, promptTokens } = await entry.worker.embed(inputs);
+    const dims = body.dimensions;
+    if (dims !== undefined && data[0] && dims > data[0].length) {
+      throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
+    }
+    return {
+      object: "list",
+      model: entry.name,
+      data: data.map((vec, index) => {
+        const v = dims === undefined ? vec : renormalise(vec.slice(0, dims));
+        return { object: "embedding", index, embedding: body.encoding_format === "base64" ? Buffer.from(new Float32Array(v).buffer).toString("base64") : v };
+      }),
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+    };
+  });
+}
+
+function renormalise(v: number[]): number[] {
+  const n = Math.hypot(...v) || 1;
+  return v.map((x) => x / n);
+}

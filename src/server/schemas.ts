@@ -1,0 +1,76 @@
+// HTTP body schemas: one TypeBox schema per body gives Fastify's validation and our types.
+// Fields OpenAI, vLLM and llama.cpp's server accept are listed; unknown fields are ignored
+// as OpenAI's API does (additionalProperties stays open), wrong types are a 400.
+import { Type, type Static, type TSchema } from "@sinclair/typebox";
+
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+
+const TextPart = Type.Object({ type: Type.Literal("text"), text: Type.String() });
+
+const ChatMessage = Type.Object({
+  role: Type.Union([Type.Literal("system"), Type.Literal("developer"), Type.Literal("user"), Type.Literal("assistant"), Type.Literal("tool")]),
+  content: Nullable(Type.Union([Type.String(), Type.Array(TextPart)])),
+  name: Type.Optional(Type.String()),
+});
+
+const Stop = Nullable(Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: 16 })]));
+
+/** Sampling fields shared by both generation routes. */
+const SamplingFields = {
+  model: Type.Optional(Type.String({ minLength: 1 })),
+  max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+  top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+  seed: Type.Optional(Nullable(Type.Integer())),
+  stop: Type.Optional(Stop),
+  stream: Type.Optional(Nullable(Type.Boolean())),
+  stream_options: Type.Optional(Nullable(Type.Object({ include_usage: Type.Optional(Type.Boolean()) }))),
+  n: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  // vLLM / llama.cpp server extensions
+  ignore_eos: Type.Optional(Type.Boolean()),
+  min_tokens: Type.Optional(Type.Integer({ minimum: 0 })),
+  // accepted for compatibility; see docs/api.md for what is honoured
+  presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+  frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
+  user: Type.Optional(Type.String()),
+};
+
+export const ChatCompletionBody = Type.Object({
+  ...SamplingFields,
+  messages: Type.Array(ChatMessage, { minItems: 1 }),
+  max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  logprobs: Type.Optional(Nullable(Type.Boolean())),
+  top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 20 }))),
+});
+export type ChatCompletionBody = Static<typeof ChatCompletionBody>;
+
+export const CompletionBody = Type.Object({
+  ...SamplingFields,
+  prompt: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1 })]),
+  logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 20 }))),
+  echo: Type.Optional(Nullable(Type.Boolean())),
+  suffix: Type.Optional(Nullable(Type.String())),
+  best_of: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+});
+export type CompletionBody = Static<typeof CompletionBody>;
+
+export const EmbeddingBody = Type.Object({
+  model: Type.Optional(Type.String({ minLength: 1 })),
+  input: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1, maxItems: 2048 })]),
+  encoding_format: Type.Optional(Type.Union([Type.Literal("float"), Type.Literal("base64")])),
+  dimensions: Type.Optional(Type.Integer({ minimum: 1 })),
+  user: Type.Optional(Type.String()),
+});
+export type EmbeddingBody = Static<typeof EmbeddingBody>;
+
+/** The seed's own route. */
+export const InferBody = Type.Object({
+  input: Type.String(),
+  max_tokens: Type.Optional(Type.Integer({ minimum: 1 })),
+  model: Type.Optional(Type.String({ minLength: 1 })),
+  temperature: Type.Optional(Type.Number({ minimum: 0, maximum: 2 })),
+  top_p: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
+  seed: Type.Optional(Type.Integer()),
+  stop: Type.Optional(Stop),
+});
+export type InferBody = Static<typeof InferBody>;

@@ -1,0 +1,121 @@
+// The server's lifecycle: repository -> one worker per model -> pool -> HTTP listener.
+// close() runs in reverse: stop accepting, let in-flight requests finish, stop workers,
+// all under one deadline after which stragglers are cut off.
+import type { AddressInfo } from "node:net";
+import type { FastifyInstance } from "fastify";
+import type { LoadedConfig } from "../config/load.js";
+import { parseBytes } from "../config/units.js";
+import type { EngineKind } from "../engine/load-engine.js";
+import { readGgufMetadata } from "../gguf/reader.js";
+import type { Logger } from "../observe/logger.js";
+import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
+import { openRepository, type RepositoryModel } from "../repository/repository.js";
+import { ModelWorker } from "../workers/model-worker.js";
+import { buildApp } from "./app.js";
+
+export interface ServerOptions {
+  loaded: LoadedConfig;
+  /** Repository directory or GGUF file. */
+  modelPath: string;
+  log: Logger;
+  engine: EngineKind;
+  threads: number;
+  modelVersion?: string | undefined;
+}
+
+/** Default per-sequence context when neither config.json nor moltbot.yaml sets one. */
+const DEFAULT_CONTEXT_CAP = 4096;
+
+async function contextSizeFor(model: RepositoryModel, configured: number | undefined): Promise<number> {
+  const fromModel = model.active.config.context_size ?? configured;
+  if (fromModel !== undefined) return fromModel;
+  const meta = (await readGgufMetadata(model.active.weightsPath)).metadata;
+  const arch = meta.get("general.architecture");
+  const trained = meta.get(`${String(arch)}.context_length`);
+  return typeof trained === "number" && trained > 0 ? Math.min(trained, DEFAULT_CONTEXT_CAP) : DEFAULT_CONTEXT_CAP;
+}
+
+export class MoltbotServer {
+  private app: FastifyInstance | undefined;
+  private pool: ModelPool | undefined;
+  private closing = false;
+  private closed: Promise<void> | undefined;
+
+  constructor(private readonly opts: ServerOptions) {}
+
+  get address(): { host: string; port: number } {
+    const a = this.app?.server.address() as AddressInfo | null | undefined;
+    if (!a) throw new Error("server is not listening");
+    return { host: a.address, port: a.port };
+  }
+
+  get models(): ModelPool {
+    if (!this.pool) throw new Error("server is not started");
+    return this.pool;
+  }
+
+  async start(): Promise<void> {
+    const { loaded, log } = this.opts;
+    const cfg = loaded.config;
+    const started = performance.now();
+    for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
+
+    const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    const loaderLog = log.child("model_loader");
+    const entries: PoolEntry[] = [];
+    try {
+      for (const model of repo) {
+        const init = {
+          name: model.name,
+          version: model.active.version,
+          modelPath: model.active.weightsPath,
+          contextSize: await contextSizeFor(model, cfg.context_size),
+          parallel: model.active.config.parallel,
+          threads: this.opts.threads,
+          embedding: model.active.config.type === "embedding",
+          engine: this.opts.engine,
+        };
+        loaderLog.info(`Loading model ${model.name} ${model.active.version} from ${model.active.weightsPath} (engine ${init.engine}, ${init.threads} thread(s), ${init.parallel} slot(s), context ${init.contextSize})`);
+        const worker = new ModelWorker(init, loaderLog, {
+          initialMs: cfg.worker.restart_backoff_ms.initial,
+          maxMs: cfg.worker.restart_backoff_ms.max,
+          stableMs: 30_000,
+        });
+        entries.push({ name: model.name, type: model.active.config.type, model, worker, created: Math.floor(Date.now() / 1000) });
+      }
+      // Workers load in parallel: start-up time is the slowest model, not the sum.
+      await Promise.all(entries.map((e) => e.worker.start()));
+    } catch (err) {
+      await Promise.all(entries.map((e) => e.worker.close(0)));
+      throw err;
+    }
+
+    this.pool = new ModelPool(entries);
+    this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
+    await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
+    const { host, port } = this.address;
+    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+  }
+
+  /** Drain and stop; resolves when everything is down. Idempotent. */
+  close(deadlineMs = 10_000): Promise<void> {
+    this.closed ??= this.shutdown(deadlineMs);
+    return this.closed;
+  }
+
+  private async shutdown(deadlineMs: number): Promise<void> {
+    this.closing = true;
+    const log = this.opts.log.child("server");
+    log.info("Shutting down: draining in-flight requests");
+    const deadline = Date.now() + deadlineMs;
+    if (this.app) {
+      const app = this.app;
+      const timer = setTimeout(() => app.server.closeAllConnections(), Math.max(0, deadline - Date.now() - 1000)).unref();
+      await app.close();
+      clearTimeout(timer);
+    }
+    const left = Math.max(500, deadline - Date.now());
+    await Promise.all((this.pool?.entries ?? []).map((e) => e.worker.close(left)));
+    log.info("Stopped");
+  }
+}

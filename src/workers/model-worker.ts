@@ -1,0 +1,249 @@
+// Supervises the worker process of one model version.
+//
+//   STARTING ──ready──▶ READY ──exit──▶ RESTARTING ──backoff──▶ STARTING
+//      │                  │                                        
+//      └─fatal─▶ FAILED   └─close()─▶ CLOSING ──drained/deadline──▶ CLOSED
+//
+// In-flight requests of a worker that dies end at once with `worker_crashed` (503); the
+// worker is restarted with exponential backoff and the rest of the server keeps serving.
+// The first load failing is fatal (a bad model is the operator's to fix, not to retry).
+import { fork, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { MoltbotError, type ErrorCode } from "../errors.js";
+import type { EngineModelInfo } from "../engine/types.js";
+import type { Logger } from "../observe/logger.js";
+import type { FinishReason, GenerateParams, MainToWorker, PromptInput, TokenLogprobEntry, WorkerInit, WorkerToMain } from "./protocol.js";
+
+export type WorkerState = "starting" | "ready" | "restarting" | "failed" | "closing" | "closed";
+
+export interface GenerationSink {
+  onStart?(promptTokens: number): void;
+  onText(text: string, logprobs: TokenLogprobEntry[] | undefined): void;
+}
+
+export interface GenerationDone {
+  finishReason: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+export interface RestartPolicy {
+  initialMs: number;
+  maxMs: number;
+  /** A worker that stayed up this long resets the backoff. */
+  stableMs: number;
+}
+
+interface Pending {
+  resolve(value: never): void;
+  reject(err: Error): void;
+  sink?: GenerationSink;
+  kind: "generate" | "embed";
+}
+
+const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
+
+export class ModelWorker {
+  state: WorkerState = "starting";
+  info: EngineModelInfo | undefined;
+  restarts = 0;
+  private child: ChildProcess | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private backoffMs: number;
+  private readyAt = 0;
+  private restartTimer: NodeJS.Timeout | undefined;
+  private firstStart: { resolve(): void; reject(err: Error): void } | undefined;
+  private drained: (() => void) | undefined;
+
+  constructor(
+    readonly init: WorkerInit,
+    private readonly log: Logger,
+    private readonly policy: RestartPolicy = { initialMs: 250, maxMs: 10_000, stableMs: 30_000 },
+    private readonly clock: () => number = Date.now,
+  ) {
+    this.backoffMs = policy.initialMs;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get inflight(): number {
+    return this.pending.size;
+  }
+
+  isReady(): boolean {
+    return this.state === "ready";
+  }
+
+  /** Spawns the worker and resolves once the model is loaded; rejects if it cannot load. */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.firstStart = { resolve, reject };
+      this.spawn();
+    });
+  }
+
+  private spawn(): void {
+    this.state = "starting";
+    const child = fork(WORKER_ENTRY, [], {
+      serialization: "advanced",
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      env: { ...process.env, MOLTBOT_WORKER_INIT: JSON.stringify(this.init) },
+    });
+    this.child = child;
+    child.on("message", (msg: WorkerToMain) => this.onMessage(msg));
+    child.on("exit", (code, signal) => this.onExit(child, code, signal));
+    child.on("error", (err) => this.log.error(`worker for ${this.label} failed: ${err.message}`));
+  }
+
+  private get label(): string {
+    return `model ${this.init.name} ${this.init.version}`;
+  }
+
+  private onMessage(msg: WorkerToMain): void {
+    switch (msg.type) {
+      case "text":
+        this.pending.get(msg.id)?.sink?.onText(msg.text, msg.logprobs);
+        return;
+      case "started":
+        this.pending.get(msg.id)?.sink?.onStart?.(msg.promptTokens);
+        return;
+      case "done": {
+        const p = this.pending.get(msg.id);
+        this.settle(msg.id);
+        p?.resolve({ finishReason: msg.finishReason, promptTokens: msg.promptTokens, completionTokens: msg.completionTokens } as never);
+        return;
+      }
+      case "embedded": {
+        const p = this.pending.get(msg.id);
+        this.settle(msg.id);
+        p?.resolve({ data: msg.data, promptTokens: msg.promptTokens } as never);
+        return;
+      }
+      case "failed": {
+        const p = this.pending.get(msg.id);
+        this.settle(msg.id);
+        p?.reject(new MoltbotError(msg.code, msg.message));
+        return;
+      }
+      case "ready":
+        this.info = msg.info;
+        this.state = this.state === "closing" ? "closing" : "ready";
+        this.readyAt = this.clock();
+        this.log.info(`Model ${this.init.version} loaded successfully (${this.init.name}, ${msg.loadMs} ms, pid ${this.child?.pid})`);
+        this.firstStart?.resolve();
+        this.firstStart = undefined;
+        return;
+      case "fatal":
+        this.log.error(`${this.label} cannot load: ${msg.message}`);
+        if (this.firstStart) {
+          this.state = "failed";
+          this.firstStart.reject(new MoltbotError(msg.code, msg.message));
+          this.firstStart = undefined;
+        }
+        return;
+      case "log":
+        this.log.child(msg.component)[msg.level === "WARNING" ? "warning" : msg.level === "DEBUG" ? "debug" : msg.level === "ERROR" ? "error" : "info"](msg.message);
+        return;
+    }
+  }
+
+  private settle(id: number): void {
+    this.pending.delete(id);
+    if (this.pending.size === 0) this.drained?.();
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    if (child !== this.child) return;
+    this.child = undefined;
+    const how = signal ? `signal ${signal}` : `code ${code}`;
+    const crashed = new MoltbotError("worker_crashed", `the worker of ${this.label} exited unexpectedly (${how}); it is being restarted`);
+    for (const [id, p] of this.pending) {
+      this.pending.delete(id);
+      p.reject(crashed);
+    }
+    this.drained?.();
+    if (this.state === "closing" || this.state === "closed") {
+      this.state = "closed";
+      return;
+    }
+    if (this.state === "failed" || this.firstStart) {
+      this.state = "failed";
+      this.firstStart?.reject(new MoltbotError("repository_invalid", `the worker of ${this.label} exited while loading (${how})`));
+      this.firstStart = undefined;
+      return;
+    }
+    if (this.readyAt > 0 && this.clock() - this.readyAt >= this.policy.stableMs) this.backoffMs = this.policy.initialMs;
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(this.backoffMs * 2, this.policy.maxMs);
+    this.state = "restarting";
+    this.restarts++;
+    this.log.error(`Worker of ${this.label} exited (${how}); restarting in ${delay} ms`);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.state === "restarting") this.spawn();
+    }, delay);
+  }
+
+  private request<T>(msg: MainToWorker & { id: number }, kind: Pending["kind"], sink?: GenerationSink): Promise<T> {
+    if (this.state !== "ready" || !this.child) {
+      const why = this.state === "closing" || this.state === "closed" ? "is shutting down" : `is ${this.state}`;
+      return Promise.reject(new MoltbotError(this.state === "closing" ? "server_shutting_down" : "worker_unavailable", `${this.label} ${why}; retry shortly`));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(msg.id, { resolve: resolve as (v: never) => void, reject, sink, kind });
+      this.child!.send(msg);
+    });
+  }
+
+  generate(prompt: PromptInput, params: GenerateParams, sink: GenerationSink, signal?: AbortSignal): Promise<GenerationDone> {
+    const id = this.nextId++;
+    const done = this.request<GenerationDone>({ type: "generate", id, prompt, params }, "generate", sink);
+    if (signal) {
+      const onAbort = () => this.cancel(id);
+      signal.addEventListener("abort", onAbort, { once: true });
+      void done.then(
+        () => signal.removeEventListener("abort", onAbort),
+        () => signal.removeEventListener("abort", onAbort),
+      );
+    }
+    return done;
+  }
+
+  embed(inputs: string[]): Promise<{ data: number[][]; promptTokens: number }> {
+    const id = this.nextId++;
+    return this.request({ type: "embed", id, inputs }, "embed");
+  }
+
+  /** Stops a generation and frees its slot; its promise rejects with `code`. */
+  cancel(id: number, code: ErrorCode = "invalid_request"): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.settle(id);
+    if (this.child?.connected) this.child.send({ type: "cancel", id } satisfies MainToWorker);
+    p.reject(new MoltbotError(code, "generation cancelled"));
+  }
+
+  /** Lets in-flight work finish (up to the deadline), then stops the process. Idempotent. */
+  async close(deadlineMs = 10_000): Promise<void> {
+    if (this.state === "closed") return;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    const child = this.child;
+    this.state = "closing";
+    if (!child) {
+      this.state = "closed";
+      return;
+    }
+    const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+    const drained = this.pending.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.drained = resolve));
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, deadlineMs).unref());
+    await Promise.race([drained, deadline]);
+    if (child.connected) child.send({ type: "shutdown" } satisfies MainToWorker);
+    const killTimer = setTimeout(() => child.kill("SIGKILL"), Math.max(1000, deadlineMs / 4)).unref();
+    await exited;
+    clearTimeout(killTimer);
+    this.state = "closed";
+  }
+}

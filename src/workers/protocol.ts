@@ -1,0 +1,58 @@
+// The typed IPC protocol between the main process and a model worker. One schema per
+// message kind; the worker's init spec is checked once at start. Per-token messages are
+// NOT validated at run time (hot path): both ends are our own code and share these types.
+import { Type, type Static } from "@sinclair/typebox";
+import type { ErrorCode } from "../errors.js";
+import type { ChatTurn, EngineModelInfo, TokenLogprob } from "../engine/types.js";
+
+export const WorkerInitSchema = Type.Object({
+  name: Type.String(),
+  version: Type.String(),
+  modelPath: Type.String(),
+  contextSize: Type.Integer({ minimum: 16 }),
+  parallel: Type.Integer({ minimum: 1 }),
+  threads: Type.Integer({ minimum: 1 }),
+  embedding: Type.Boolean(),
+  engine: Type.Union([Type.Literal("ffi"), Type.Literal("node-llama-cpp")]),
+});
+export type WorkerInit = Static<typeof WorkerInitSchema>;
+
+/** Generation parameters after the HTTP layer has validated and defaulted them. */
+export interface GenerateParams {
+  /** Completion tokens at most; null = until the context is full. */
+  maxTokens: number | null;
+  temperature: number;
+  topP: number;
+  seed: number | undefined;
+  minTokens: number;
+  ignoreEos: boolean;
+  stop: string[];
+  topLogprobs: number | null;
+}
+
+export type PromptInput = { kind: "text"; text: string } | { kind: "chat"; turns: ChatTurn[] };
+
+export interface TokenLogprobEntry {
+  token: string;
+  logprob: number;
+  top: TokenLogprob[];
+}
+
+export type MainToWorker =
+  | { type: "generate"; id: number; prompt: PromptInput; params: GenerateParams }
+  | { type: "embed"; id: number; inputs: string[] }
+  | { type: "cancel"; id: number }
+  | { type: "shutdown" };
+
+export type FinishReason = "stop" | "length";
+
+export type WorkerToMain =
+  | { type: "ready"; info: EngineModelInfo; loadMs: number }
+  | { type: "started"; id: number; promptTokens: number }
+  /** A text delta; `logprobs` has one entry per token behind it when requested. */
+  | { type: "text"; id: number; text: string; logprobs?: TokenLogprobEntry[] }
+  | { type: "done"; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: "embedded"; id: number; data: number[][]; promptTokens: number }
+  | { type: "failed"; id: number; code: ErrorCode; message: string }
+  | { type: "fatal"; code: ErrorCode; message: string }
+  | { type: "log"; level: "DEBUG" | "INFO" | "WARNING" | "ERROR"; component: string; message: string };

@@ -1,0 +1,104 @@
+// Entry of a model worker process: loads one model version and serves generate/embed
+// requests from the main process over the IPC channel. It exits when the parent goes away,
+// so a killed server never leaves orphaned workers holding memory.
+import { Value } from "@sinclair/typebox/value";
+import { MoltbotError } from "../errors.js";
+import { loadEngine } from "../engine/load-engine.js";
+import type { Engine } from "../engine/types.js";
+import { WorkerInitSchema, type MainToWorker, type WorkerToMain } from "./protocol.js";
+import { runGeneration } from "./generation.js";
+
+function send(msg: WorkerToMain): void {
+  if (process.connected) process.send!(msg);
+}
+
+function errorFields(err: unknown): { code: MoltbotError["code"]; message: string } {
+  if (err instanceof MoltbotError) return { code: err.code, message: err.message };
+  return { code: "engine_error", message: err instanceof Error ? err.message : String(err) };
+}
+
+async function main(): Promise<void> {
+  const raw: unknown = JSON.parse(process.env.MOLTBOT_WORKER_INIT ?? "null");
+  if (!Value.Check(WorkerInitSchema, raw)) {
+    send({ type: "fatal", code: "internal_error", message: "worker started without a valid MOLTBOT_WORKER_INIT" });
+    process.exit(2);
+  }
+  const init = raw;
+  const started = performance.now();
+  let engine: Engine;
+  try {
+    engine = await loadEngine(init.engine, {
+      modelPath: init.modelPath,
+      contextSize: init.contextSize,
+      parallel: init.parallel,
+      threads: init.threads,
+      embedding: init.embedding,
+    });
+  } catch (err) {
+    const f = errorFields(err);
+    send({ type: "fatal", code: f.code === "engine_error" ? "repository_invalid" : f.code, message: `${init.modelPath}: ${f.message}` });
+    process.exitCode = 1;
+    process.disconnect?.();
+    return;
+  }
+
+  const inflight = new Map<number, AbortController>();
+  let shuttingDown = false;
+
+  const finishShutdown = async () => {
+    if (inflight.size > 0) return;
+    await engine.close();
+    process.disconnect?.();
+    process.exit(0);
+  };
+
+  process.on("message", (msg: MainToWorker) => {
+    switch (msg.type) {
+      case "generate": {
+        const ac = new AbortController();
+        inflight.set(msg.id, ac);
+        runGeneration(engine, msg.id, msg.prompt, msg.params, ac.signal, send)
+          .catch((err: unknown) => {
+            if (!ac.signal.aborted) send({ type: "failed", id: msg.id, ...errorFields(err) });
+          })
+          .finally(() => {
+            inflight.delete(msg.id);
+            if (shuttingDown) void finishShutdown();
+          });
+        break;
+      }
+      case "embed": {
+        const id = msg.id;
+        inflight.set(id, new AbortController());
+        (async () => {
+          const tokens = msg.inputs.map((t) => engine.tokenize(t, true));
+          const ctx = engine.info.contextSize;
+          const tooLong = tokens.findIndex((t) => t.length > ctx);
+          if (tooLong !== -1) {
+            throw new MoltbotError("context_length_exceeded", `input[${tooLong}] is ${tokens[tooLong]!.length} tokens but the model's context is ${ctx}`, { param: "input" });
+          }
+          const data = await engine.embed(tokens);
+          send({ type: "embedded", id, data, promptTokens: tokens.reduce((n, t) => n + t.length, 0) });
+        })()
+          .catch((err: unknown) => send({ type: "failed", id, ...errorFields(err) }))
+          .finally(() => {
+            inflight.delete(id);
+            if (shuttingDown) void finishShutdown();
+          });
+        break;
+      }
+      case "cancel":
+        inflight.get(msg.id)?.abort();
+        break;
+      case "shutdown":
+        shuttingDown = true;
+        void finishShutdown();
+        break;
+    }
+  });
+  // The parent died or closed the channel: nothing can reach a client any more.
+  process.on("disconnect", () => process.exit(0));
+  send({ type: "ready", info: engine.info, loadMs: Math.round(performance.now() - started) });
+}
+
+void main();

@@ -1,0 +1,90 @@
+// Test fixtures: real model repositories made of generated GGUF files, and a real server
+// on an ephemeral port. Generated models are cached per test run in the OS temp dir.
+import { readFileSync } from "node:fs";
+import { mkdir, mkdtemp, writeFile, copyFile, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { loadConfig } from "../../src/config/load.js";
+import { createLogger, type Logger } from "../../src/observe/logger.js";
+import { MoltbotServer } from "../../src/server/server.js";
+import { randomModelOptions, writeRandomLlamaModel } from "../../src/gguf/random-model.js";
+import type { EngineKind } from "../../src/engine/load-engine.js";
+
+export const TEST_ENGINE: EngineKind = (process.env.MOLTBOT_TEST_ENGINE as EngineKind | undefined) ?? "ffi";
+
+export async function tempDir(prefix = "moltbot-test-"): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+let tinyModel: Promise<string> | undefined;
+/** A tiny random-weight llama GGUF (shared by the tests of one process). */
+export function tinyModelPath(): Promise<string> {
+  tinyModel ??= (async () => {
+    const dir = await tempDir("moltbot-tiny-");
+    const file = path.join(dir, "tiny.gguf");
+    await writeRandomLlamaModel(file, randomModelOptions("tiny"));
+    return file;
+  })();
+  return tinyModel;
+}
+
+export interface RepoVersion {
+  name?: string;
+  version: string;
+  type?: "llm" | "embedding";
+  parallel?: number;
+  contextSize?: number;
+  extra?: Record<string, unknown>;
+}
+
+/** A multi-model repository `<root>/<name>/<version>/{config.json,weights.bin}` of tiny models. */
+export async function makeRepository(models: Array<RepoVersion & { name: string }>): Promise<string> {
+  const root = await tempDir("moltbot-repo-");
+  const gguf = await tinyModelPath();
+  for (const m of models) {
+    const dir = path.join(root, m.name, m.version);
+    await mkdir(dir, { recursive: true });
+    await copyFile(gguf, path.join(dir, "weights.bin"));
+    const config = { name: m.name, type: m.type ?? "llm", parallel: m.parallel ?? 2, context_size: m.contextSize ?? 256, ...m.extra };
+    await writeFile(path.join(dir, "config.json"), JSON.stringify(config, null, 2));
+  }
+  return root;
+}
+
+export interface RunningServer {
+  server: MoltbotServer;
+  baseURL: string;
+  url: string;
+  log: Logger;
+  /** The log lines written so far. */
+  lines(): string[];
+  close(): Promise<void>;
+}
+
+/** Start the real server (in this process; workers are real child processes) on port 0. */
+export async function startServer(modelPath: string, opts: { bodyLimit?: string; threads?: number } = {}): Promise<RunningServer> {
+  const logFile = path.join(await tempDir("moltbot-log-"), "moltbot.log");
+  const loaded = loadConfig({ env: {}, cwd: path.dirname(logFile), overrides: { server: { port: 0, host: "127.0.0.1", body_limit: opts.bodyLimit }, log: { level: "DEBUG" } } });
+  const log = createLogger({ level: "DEBUG", format: "text", file: logFile, stdout: false });
+  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1 });
+  await server.start();
+  const { port } = server.address;
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    server,
+    url,
+    baseURL: `${url}/v1`,
+    log,
+    lines: () => readFileSync(logFile, "utf8").split("\n").filter(Boolean),
+    close: async () => {
+      await server.close(5000);
+      log.close();
+    },
+  };
+}
+
+export async function removeDir(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
