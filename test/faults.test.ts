@@ -1,0 +1,74 @@
+// Faults a real deployment sees: clients that disconnect mid-stream and workers that die.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { makeRepository, sleep, startServer, type RunningServer } from "./helpers/fixtures.js";
+
+let srv: RunningServer;
+let client: OpenAI;
+
+before(async () => {
+  // One slot and a long context: a generation that kept running would block the next request for seconds.
+  const repo = await makeRepository([{ name: "slow", version: "v1", parallel: 1, contextSize: 8192 }]);
+  srv = await startServer(repo);
+  client = new OpenAI({ baseURL: srv.baseURL, apiKey: "unused", maxRetries: 0 });
+});
+after(async () => srv?.close());
+
+const long = { model: "slow", messages: [{ role: "user" as const, content: "go on" }], max_tokens: 8000, ignore_eos: true, temperature: 0 };
+
+async function firstTokenMs(): Promise<number> {
+  const t0 = performance.now();
+  const r = await client.chat.completions.create({ model: "slow", messages: [{ role: "user", content: "quick" }], max_tokens: 1 });
+  assert.equal(r.choices.length, 1);
+  return performance.now() - t0;
+}
+
+test("a client that disconnects mid-stream frees its slot at once", async () => {
+  // How long the whole long generation takes, so the assertion below is meaningful on any machine.
+  const t0 = performance.now();
+  const full = await client.chat.completions.create({ ...long, max_tokens: 2000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  const fullMs = performance.now() - t0;
+  assert.equal(full.usage!.completion_tokens, 2000);
+
+  const ac = new AbortController();
+  const stream = await client.chat.completions.create({ ...long, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming, { signal: ac.signal });
+  let seen = 0;
+  try {
+    for await (const _ of stream) {
+      if (++seen === 5) {
+        ac.abort();
+        break;
+      }
+    }
+  } catch {
+    // aborting may surface as an error from the iterator; either way the connection is gone
+  }
+  assert.equal(seen, 5);
+  // With the only slot still busy, this would wait for ~8000 tokens (4x the full run above).
+  const ms = await firstTokenMs();
+  assert.ok(ms < fullMs, `next request served in ${ms.toFixed(0)} ms, the 2000-token run took ${fullMs.toFixed(0)} ms`);
+  assert.equal(srv.server.models.entries[0]!.worker.inflight, 0);
+});
+
+test("a worker killed mid-request gives a 503, restarts, and serves again", async () => {
+  const worker = srv.server.models.entries[0]!.worker;
+  const pid = worker.pid!;
+  const pending = client.chat.completions.create({ ...long, max_tokens: 4000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  await sleep(150);
+  process.kill(pid, "SIGKILL");
+  await assert.rejects(pending, (err: InstanceType<typeof OpenAI.APIError>) => err.status === 503 && err.code === "worker_crashed");
+
+  // While it restarts, requests get a clear 503 with Retry-After rather than hanging.
+  const during = await fetch(`${srv.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "x" }], max_tokens: 1 }) });
+  if (during.status === 503) assert.ok(during.headers.get("retry-after"));
+
+  const deadline = Date.now() + 15_000;
+  while (!worker.isReady() && Date.now() < deadline) await sleep(50);
+  assert.ok(worker.isReady(), "worker came back");
+  assert.notEqual(worker.pid, pid);
+  assert.equal(worker.restarts, 1);
+  assert.ok(srv.lines().some((l) => /\[ERROR\] \[model_loader\] Worker of model slow v1 exited \(signal SIGKILL\)/.test(l)), "crash logged");
+  const r = await client.chat.completions.create({ model: "slow", messages: [{ role: "user", content: "back?" }], max_tokens: 2 });
+  assert.equal(r.choices.length, 1);
+});
