@@ -96,6 +96,10 @@ async function main(): Promise<void> {
         break;
     }
   });
+  // Ctrl+C and systemd's stop signal reach the whole process group; the parent drains us
+  // over IPC instead, so in-flight requests finish before the worker goes.
+  process.on("SIGINT", () => {});
+  process.on("SIGTERM", () => {});
   // The parent died or closed the channel: nothing can reach a client any more.
   process.on("disconnect", () => process.exit(0));
   send({ type: "ready", info: engine.info, loadMs: Math.round(performance.now() - started) });

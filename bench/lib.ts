@@ -1,0 +1,108 @@
+// Shared pieces of the benchmark scripts: process control, streamed requests, statistics.
+import { spawn, type ChildProcess } from "node:child_process";
+import os from "node:os";
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+export function machine(): string {
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  return `${os.availableParallelism()} cores (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.platform()} ${os.release()}, node ${process.version}`;
+}
+
+export function commandLine(): string {
+  return `node --import tsx ${process.argv.slice(1).map((a) => a.replace(process.cwd() + "/", "")).join(" ")}`;
+}
+
+export interface StreamTiming {
+  ttftMs: number;
+  totalMs: number;
+  tokens: number;
+  /** Tokens per second between the first and the last token. */
+  decodeTps: number;
+}
+
+/** POST a streamed OpenAI completion and time it; counts one SSE event with text per token. */
+export async function timedStream(url: string, body: Record<string, unknown>): Promise<StreamTiming> {
+  const t0 = performance.now();
+  const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) });
+  if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status} ${await res.text()}`);
+  const decoder = new TextDecoder();
+  let buf = "";
+  let first = 0;
+  let last = 0;
+  let tokens = 0;
+  for await (const chunk of res.body) {
+    buf += decoder.decode(chunk as Uint8Array, { stream: true });
+    let i: number;
+    while ((i = buf.indexOf("\n\n")) !== -1) {
+      const event = buf.slice(0, i);
+      buf = buf.slice(i + 2);
+      if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
+      const data = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; delta?: { content?: string } }> };
+      const c = data.choices?.[0];
+      const text = c?.text ?? c?.delta?.content;
+      if (text) {
+        const now = performance.now();
+        if (tokens === 0) first = now;
+        last = now;
+        tokens++;
+      }
+    }
+  }
+  const end = performance.now();
+  return { ttftMs: first - t0, totalMs: end - t0, tokens, decodeTps: tokens > 1 ? ((tokens - 1) * 1000) / (last - first) : 0 };
+}
+
+export interface Served {
+  proc: ChildProcess;
+  url: string;
+  stop(): Promise<void>;
+}
+
+/** Start a server process and wait until `readyPath` answers 200. */
+export async function startServed(cmd: string, args: string[], port: number, readyPath: string, env: NodeJS.ProcessEnv = {}): Promise<Served & { readyMs: number }> {
+  const t0 = performance.now();
+  const proc = spawn(cmd, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  let log = "";
+  proc.stdout!.on("data", (d: Buffer) => (log += d.toString()));
+  proc.stderr!.on("data", (d: Buffer) => (log += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`${cmd} exited: ${log.slice(-2000)}`);
+    try {
+      const r = await fetch(url + readyPath);
+      if (r.status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (performance.now() - t0 > 120_000) throw new Error(`${cmd} not ready after 120 s: ${log.slice(-2000)}`);
+    await sleep(5);
+  }
+  const readyMs = performance.now() - t0;
+  return {
+    proc,
+    url,
+    readyMs,
+    stop: async () => {
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once("exit", r));
+      proc.kill("SIGTERM");
+      await Promise.race([exited, sleep(10_000)]);
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+    },
+  };
+}
+
+let nextPort = 18_000 + Math.floor(Math.random() * 2000);
+export const freePort = () => nextPort++;

@@ -1,0 +1,175 @@
+// Serving benchmark: start-up time, and single-stream tokens/s and time to first token through
+// Moltbot's HTTP API, against node-llama-cpp driving the same model in-process and llama.cpp's
+// own llama-server on the same GGUF and thread count. Runs are interleaved round by round so
+// machine noise hits every target alike.
+//
+//   node --import tsx bench/serve.ts [--models demo,m100] [--threads 1,2] [--rounds 3] [--requests 4] [--tokens 64]
+//
+// llama-server comes from ../shared/peer/build-llama-server.sh (skipped when not built).
+import { existsSync, readdirSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { getLlama, LlamaCompletion } from "node-llama-cpp";
+import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
+import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
+import { commandLine, freePort, machine, median, startServed, timedStream, type StreamTiming } from "./lib.js";
+
+const { values } = parseArgs({
+  options: {
+    models: { type: "string", default: "demo,m100" },
+    threads: { type: "string", default: "1,2" },
+    rounds: { type: "string", default: "3" },
+    requests: { type: "string", default: "4" },
+    tokens: { type: "string", default: "64" },
+    "startup-runs": { type: "string", default: "5" },
+  },
+});
+const ROUNDS = Number(values.rounds);
+const REQUESTS = Number(values.requests);
+const TOKENS = Number(values.tokens);
+const PROMPT = "The history of the United States began with the arrival of the first people in the Americas. In the";
+const ROOT = path.resolve(import.meta.dirname, "..");
+const BIN = path.join(ROOT, "bin", "moltbot");
+const CACHE = path.join(process.env.MOLTBOT_CACHE_DIR ?? path.join(os.homedir(), ".cache", "moltbot"), "bench");
+
+function peerBin(name: string): string | undefined {
+  const base = path.join(os.homedir(), ".cache", "moltbot-peer");
+  if (!existsSync(base)) return undefined;
+  for (const v of readdirSync(base)) {
+    const p = path.join(base, v, "bin", name);
+    if (existsSync(p)) return p;
+  }
+  return undefined;
+}
+
+async function modelFile(name: string): Promise<string> {
+  if (name === "demo") return ensureDemoModel({ log: (m) => console.error(m) });
+  if (name === "m100" || name === "tiny") {
+    await mkdir(CACHE, { recursive: true });
+    const file = path.join(CACHE, `${name}.gguf`);
+    if (!existsSync(file)) await writeRandomLlamaModel(file, randomModelOptions(name));
+    return file;
+  }
+  return path.resolve(name);
+}
+
+interface Target {
+  name: string;
+  run(): Promise<StreamTiming>;
+  close(): Promise<void>;
+}
+
+async function moltbotTarget(file: string, threads: number): Promise<Target> {
+  const port = freePort();
+  const modelPath = path.basename(file) === "demo.gguf" ? path.dirname(file) : file;
+  const s = await startServed(process.execPath, [BIN, "deploy", "--model-path", modelPath, "--port", String(port), "--threads", String(threads), "--log-level", "WARNING"], port, "/readyz");
+  const models = (await (await fetch(`${s.url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+  const model = models.data[0]!.id;
+  return {
+    name: "moltbot (HTTP)",
+    run: () => timedStream(`${s.url}/v1/completions`, { model, prompt: PROMPT, max_tokens: TOKENS, temperature: 0, ignore_eos: true }),
+    close: s.stop,
+  };
+}
+
+async function llamaServerTarget(bin: string, file: string, threads: number): Promise<Target> {
+  const port = freePort();
+  const s = await startServed(bin, ["-m", file, "--port", String(port), "--host", "127.0.0.1", "-t", String(threads), "-tb", String(threads), "-c", "8192", "-np", "4", "--no-webui", "-lv", "0"], port, "/health");
+  return {
+    name: "llama-server (HTTP)",
+    run: () => timedStream(`${s.url}/v1/completions`, { prompt: PROMPT, max_tokens: TOKENS, temperature: 0, ignore_eos: true }),
+    close: s.stop,
+  };
+}
+
+async function inProcessTarget(file: string, threads: number): Promise<Target> {
+  const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never, maxThreads: 0 } as Parameters<typeof getLlama>[0]);
+  const model = await llama.loadModel({ modelPath: file });
+  const context = await model.createContext({ contextSize: 2048, threads, sequences: 1 });
+  const sequence = context.getSequence();
+  const completion = new LlamaCompletion({ contextSequence: sequence });
+  return {
+    name: "node-llama-cpp (in-process)",
+    run: async () => {
+      await sequence.clearHistory();
+      const t0 = performance.now();
+      let first = 0;
+      let last = 0;
+      let tokens = 0;
+      await completion.generateCompletion(PROMPT, {
+        maxTokens: TOKENS,
+        temperature: 0,
+        onToken: () => {
+          const now = performance.now();
+          if (tokens === 0) first = now;
+          last = now;
+          tokens++;
+        },
+      });
+      const end = performance.now();
+      return { ttftMs: first - t0, totalMs: end - t0, tokens, decodeTps: tokens > 1 ? ((tokens - 1) * 1000) / (last - first) : 0 };
+    },
+    close: async () => {
+      await context.dispose();
+      await model.dispose();
+    },
+  };
+}
+
+async function startup(demoDir: string, runs: number): Promise<number[]> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const port = freePort();
+    const s = await startServed(process.execPath, [BIN, "deploy", "--model-path", demoDir, "--port", String(port), "--log-level", "WARNING"], port, "/readyz");
+    times.push(s.readyMs);
+    await s.stop();
+  }
+  return times;
+}
+
+const fmt = (n: number, d = 1) => n.toFixed(d);
+
+async function main(): Promise<void> {
+  console.log(`# bench/serve.ts — ${new Date().toISOString()}`);
+  console.log(`machine: ${machine()}`);
+  console.log(`command: ${commandLine()}`);
+  const demo = await modelFile("demo");
+  const st = await startup(path.dirname(demo), Number(values["startup-runs"]));
+  console.log(`\nstart-up, moltbot deploy (demo model built) -> /readyz 200: median ${fmt(median(st), 0)} ms, min ${fmt(Math.min(...st), 0)} ms, max ${fmt(Math.max(...st), 0)} ms (${st.length} runs)`);
+
+  const peer = peerBin("llama-server");
+  if (!peer) console.log("llama-server not built (../shared/peer/build-llama-server.sh): skipped");
+  for (const modelName of values.models!.split(",")) {
+    const file = await modelFile(modelName);
+    for (const threads of values.threads!.split(",").map(Number)) {
+      const targets: Target[] = [await moltbotTarget(file, threads), await inProcessTarget(file, threads)];
+      if (peer) targets.push(await llamaServerTarget(peer, file, threads));
+      const results = new Map<string, StreamTiming[]>(targets.map((t) => [t.name, []]));
+      for (const t of targets) await t.run(); // warm-up
+      for (let r = 0; r < ROUNDS; r++) {
+        for (const t of targets) for (let i = 0; i < REQUESTS; i++) results.get(t.name)!.push(await t.run());
+      }
+      for (const t of targets) await t.close();
+      console.log(`\n## ${modelName} (${path.basename(file)}), ${threads} thread(s), ${TOKENS}-token greedy completions, ${ROUNDS}x${REQUESTS} runs each, medians`);
+      console.log(`| target | tokens/s (end to end) | decode tokens/s | TTFT ms |`);
+      console.log(`|---|---|---|---|`);
+      const rows = [...results].map(([name, rs]) => ({ name, e2e: median(rs.map((x) => (x.tokens * 1000) / x.totalMs)), dec: median(rs.map((x) => x.decodeTps)), ttft: median(rs.map((x) => x.ttftMs)) }));
+      for (const row of rows) console.log(`| ${row.name} | ${fmt(row.e2e)} | ${fmt(row.dec)} | ${fmt(row.ttft, 2)} |`);
+      const mb = rows[0]!;
+      const ip = rows.find((x) => x.name.startsWith("node-llama-cpp"));
+      const ls = rows.find((x) => x.name.startsWith("llama-server"));
+      if (ip) console.log(`moltbot vs in-process node-llama-cpp: ${fmt((mb.e2e / ip.e2e) * 100 - 100)}% tokens/s, TTFT ${fmt(mb.ttft - ip.ttft, 2)} ms`);
+      if (ls) console.log(`moltbot vs llama-server: ${fmt(mb.e2e / ls.e2e, 2)}x tokens/s, TTFT ${fmt(mb.ttft - ls.ttft, 2)} ms`);
+    }
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
