@@ -19,7 +19,12 @@ import { parseArgs } from "node:util";
 import { loadFfiEngine } from "../src/engine/ffi-engine.js";
 import type { Engine, SamplingParams } from "../src/engine/types.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/** The package root (holds package.json), whether run from source or from dist/. */
+const root = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+})();
 const commandLine = ["node", ...process.execArgv, path.relative(process.cwd(), process.argv[1]!), ...process.argv.slice(2)].join(" ");
 
 const { values: args } = parseArgs({

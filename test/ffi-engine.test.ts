@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { loadFfiEngine } from "../src/engine/ffi-engine.js";
+import { completeUtf8Length, loadFfiEngine } from "../src/engine/ffi-engine.js";
 import type { Engine, GeneratedToken, SamplingParams } from "../src/engine/types.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { MoltbotError } from "../src/errors.js";
@@ -39,6 +39,17 @@ before(async () => {
 after(async () => {
   await engine?.close();
   rmSync(dir, { recursive: true, force: true });
+});
+
+test("incomplete UTF-8 sequences are held back until complete", () => {
+  const euro = Buffer.from("a€", "utf8"); // 61 e2 82 ac
+  assert.equal(completeUtf8Length(euro), 4);
+  assert.equal(completeUtf8Length(euro.subarray(0, 3)), 1);
+  assert.equal(completeUtf8Length(euro.subarray(0, 2)), 1);
+  const emoji = Buffer.from("😀", "utf8");
+  assert.equal(completeUtf8Length(emoji.subarray(0, 3)), 0);
+  assert.equal(completeUtf8Length(emoji), 4);
+  assert.equal(completeUtf8Length(Buffer.from("plain")), 5);
 });
 
 describe("ffi engine", () => {

@@ -13,7 +13,12 @@ import { fileURLToPath } from "node:url";
 import koffi from "koffi";
 import { LLAMA_STRUCTS } from "../src/engine/libllama.js";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/** The package root (holds package.json), whether run from source or from dist/. */
+const root = (() => {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+})();
 const bundle = path.join(root, "node_modules/node-llama-cpp/llama/gitRelease.bundle");
 const info = JSON.parse(readFileSync(path.join(root, "node_modules/node-llama-cpp/llama/llama.cpp.info.json"), "utf8")) as { tag: string };
 
