@@ -36,7 +36,10 @@ export interface FfiEngineOptions {
   gpuLayers?: number;
   /** Tokens per llama_decode call: prompt chunks are cut to fit (default 512). */
   batchSize?: number;
-  /** One KV buffer shared by all sequences (default false: each sequence gets its own, faster without shared prefixes). */
+  /**
+   * One KV buffer shared by all sequences. Default false: each sequence gets its own stream,
+   * measured ~10% faster for 8 independent sequences (m100, 1 thread: 545 vs 494 tok/s).
+   */
   kvUnified?: boolean;
 }
 
