@@ -11,7 +11,7 @@ import { mkdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { getLlama, LlamaCompletion } from "node-llama-cpp";
+import { getLlama, LlamaCompletion, LlamaLogLevel } from "node-llama-cpp";
 import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { commandLine, freePort, machine, median, startServed, timedStream, type StreamTiming } from "./lib.js";
@@ -85,7 +85,7 @@ async function llamaServerTarget(bin: string, file: string, threads: number): Pr
 }
 
 async function inProcessTarget(file: string, threads: number): Promise<Target> {
-  const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" as never, maxThreads: 0 } as Parameters<typeof getLlama>[0]);
+  const llama = await getLlama({ gpu: false, build: "never", skipDownload: true, logLevel: LlamaLogLevel.error, maxThreads: 0, progressLogs: false });
   const model = await llama.loadModel({ modelPath: file });
   const context = await model.createContext({ contextSize: 2048, threads, sequences: 1 });
   const sequence = context.getSequence();
