@@ -1,5 +1,5 @@
 // Returns the demo model's GGUF path, building it once per builder version into the cache:
-//   ${cacheDir ?? MOLTBOT_CACHE_DIR ?? ~/.cache/moltbot}/demo/<version>/{demo.gguf, config.json}
+//   ${cacheDir ?? MOLTBOT_CACHE_DIR ?? ~/.cache/moltbot}/demo/v<builder version>.0/{demo.gguf, config.json}
 // The build loads llama.cpp, so it runs in a child process (build-demo-main) and never in the
 // caller's process. Concurrent callers (two CLIs, parallel tests) serialise on a lock file;
 // the GGUF is renamed into place last, so its presence means the directory is complete.
@@ -25,7 +25,8 @@ const POLL_MS = 250;
 export async function ensureDemoModel(opts: EnsureDemoModelOptions = {}): Promise<string> {
   const log = opts.log ?? (() => undefined);
   const root = opts.cacheDir ?? process.env.MOLTBOT_CACHE_DIR ?? join(homedir(), ".cache", "moltbot");
-  const dir = join(root, "demo", DEMO_BUILDER_VERSION);
+  // The folder is a repository version folder: a new builder version is a new model version.
+  const dir = join(root, "demo", `v${DEMO_BUILDER_VERSION}.0`);
   const modelPath = join(dir, "demo.gguf");
   if (await isGgufFile(modelPath)) return modelPath;
 
