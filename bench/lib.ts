@@ -32,16 +32,33 @@ export interface StreamTiming {
   decodeTps: number;
 }
 
+/** Times a token stream: call tick() as each token arrives, result() at the end. */
+export class TokenClock {
+  private readonly t0 = performance.now();
+  private first = 0;
+  private last = 0;
+  tokens = 0;
+
+  tick(): void {
+    const now = performance.now();
+    if (this.tokens === 0) this.first = now;
+    this.last = now;
+    this.tokens++;
+  }
+
+  result(): StreamTiming {
+    const { first, last, tokens } = this;
+    return { ttftMs: first - this.t0, totalMs: performance.now() - this.t0, tokens, decodeTps: tokens > 1 ? ((tokens - 1) * 1000) / (last - first) : 0 };
+  }
+}
+
 /** POST a streamed OpenAI completion and time it; counts one SSE event with text per token. */
 export async function timedStream(url: string, body: Record<string, unknown>): Promise<StreamTiming> {
-  const t0 = performance.now();
+  const clock = new TokenClock();
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) });
   if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status} ${await res.text()}`);
   const decoder = new TextDecoder();
   let buf = "";
-  let first = 0;
-  let last = 0;
-  let tokens = 0;
   for await (const chunk of res.body) {
     buf += decoder.decode(chunk as Uint8Array, { stream: true });
     let i: number;
@@ -52,16 +69,10 @@ export async function timedStream(url: string, body: Record<string, unknown>): P
       const data = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; delta?: { content?: string } }> };
       const c = data.choices?.[0];
       const text = c?.text ?? c?.delta?.content;
-      if (text) {
-        const now = performance.now();
-        if (tokens === 0) first = now;
-        last = now;
-        tokens++;
-      }
+      if (text) clock.tick();
     }
   }
-  const end = performance.now();
-  return { ttftMs: first - t0, totalMs: end - t0, tokens, decodeTps: tokens > 1 ? ((tokens - 1) * 1000) / (last - first) : 0 };
+  return clock.result();
 }
 
 export interface Served {

@@ -14,7 +14,7 @@ import { parseArgs } from "node:util";
 import { getLlama, LlamaCompletion, LlamaLogLevel } from "node-llama-cpp";
 import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
-import { commandLine, freePort, machine, median, startServed, timedStream, type StreamTiming } from "./lib.js";
+import { commandLine, freePort, machine, median, startServed, timedStream, TokenClock, type StreamTiming } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -94,22 +94,9 @@ async function inProcessTarget(file: string, threads: number): Promise<Target> {
     name: "node-llama-cpp (in-process)",
     run: async () => {
       await sequence.clearHistory();
-      const t0 = performance.now();
-      let first = 0;
-      let last = 0;
-      let tokens = 0;
-      await completion.generateCompletion(PROMPT, {
-        maxTokens: TOKENS,
-        temperature: 0,
-        onToken: () => {
-          const now = performance.now();
-          if (tokens === 0) first = now;
-          last = now;
-          tokens++;
-        },
-      });
-      const end = performance.now();
-      return { ttftMs: first - t0, totalMs: end - t0, tokens, decodeTps: tokens > 1 ? ((tokens - 1) * 1000) / (last - first) : 0 };
+      const clock = new TokenClock();
+      await completion.generateCompletion(PROMPT, { maxTokens: TOKENS, temperature: 0, onToken: () => clock.tick() });
+      return clock.result();
     },
     close: async () => {
       await context.dispose();

@@ -10,17 +10,10 @@ import { SPM_SPACE, buildSpmVocab, wordWithPrefixes } from "./spm-vocab.js";
 import type { SpmVocab } from "./spm-vocab.js";
 import type { TensorTypeName, WriteGgufResult } from "./writer.js";
 
-export interface RandomLlamaOptions {
-  vocabSize: number;
-  embeddingLength: number;
-  blockCount: number;
-  headCount: number;
-  headCountKv: number;
-  feedForwardLength: number;
-  contextLength: number;
+export type RandomLlamaOptions = Required<Omit<LlamaHParams, "keyLength" | "valueLength" | "rmsEpsilon">> & {
   tensorType: TensorTypeName;
   seed: number;
-}
+};
 
 export type RandomModelPreset = "tiny" | "m100";
 
