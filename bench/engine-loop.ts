@@ -5,12 +5,17 @@
 // llama.cpp's own llama-bench joins when a peer build exists (~/.cache/moltbot-peer/*/bin).
 //
 //   node --import tsx bench/engine-loop.ts [--model FILE] [--rounds 3] [--seconds 3]
-//        [--tokens 64] [--only ffi,nlc,llama-bench] [--json FILE]
+//        [--tokens 64] [--only ffi,ffi-fixed,nlc,llama-bench] [--hog N] [--json FILE]
+//
+// "ffi" is the engine as configured by default (persistent threadpool, threads chosen per step
+// by StepThreadTuner); "ffi-fixed" is the same engine at a fixed thread count and no
+// threadpool (what it did before). --hog N runs N busy-looping processes beside the
+// measurement, the way the server process and other workers share a small machine.
 //
 // Without --model the m100 random-weight model (~98M parameters, Q8_0) is generated once
 // into ~/.cache/moltbot/bench/ by scripts/make-model.ts.
 
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -34,6 +39,7 @@ const { values: args } = parseArgs({
     seconds: { type: "string", default: "3" },
     tokens: { type: "string", default: "64" },
     only: { type: "string" },
+    hog: { type: "string", default: "0" },
     json: { type: "string" },
     help: { type: "boolean" },
   },
@@ -45,7 +51,8 @@ if (args.help) {
 const ROUNDS = Number(args.rounds);
 const SECONDS = Number(args.seconds);
 const TOKENS = Number(args.tokens);
-const ONLY = args.only?.split(",") ?? ["ffi", "nlc", "llama-bench"];
+const ONLY = args.only?.split(",") ?? ["ffi", "ffi-fixed", "nlc", "llama-bench"];
+const HOGS = Number(args.hog);
 const PROMPT = "The old man looked at the sea and said that";
 const CTX = 256;
 
@@ -73,11 +80,11 @@ interface Config {
 
 const greedy: SamplingParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: TOKENS, minTokens: 0, ignoreEos: true, topLogprobs: null };
 
-function ffiConfig(modelPath: string, threads: number, streams: number): Config {
+function ffiConfig(modelPath: string, threads: number, streams: number, fixed = false): Config {
   return {
-    name: `ffi        t=${threads} x${streams}`,
+    name: `${fixed ? "ffi-fixed " : "ffi       "} t=${threads} x${streams}`,
     async open() {
-      const engine: Engine = await loadFfiEngine({ modelPath, contextSize: CTX, parallel: streams, threads, embedding: false });
+      const engine: Engine = await loadFfiEngine({ modelPath, contextSize: CTX, parallel: streams, threads, embedding: false }, fixed ? { threadpoolPoll: false, adaptiveThreads: false } : {});
       const prompt = engine.tokenize(PROMPT, true);
       return {
         async once(signal) {
@@ -172,16 +179,20 @@ async function main(): Promise<void> {
     for (const streams of [1, 8]) {
       if (ONLY.includes("nlc")) configs.push(nlcConfig(modelPath, threads, streams));
       if (ONLY.includes("ffi")) configs.push(ffiConfig(modelPath, threads, streams));
+      if (ONLY.includes("ffi-fixed") && threads > 1) configs.push(ffiConfig(modelPath, threads, streams, true));
     }
   }
   const lb = ONLY.includes("llama-bench") ? findLlamaBench() : null;
   if (lb !== null) for (const threads of [1, 2]) configs.push(llamaBenchConfig(lb, modelPath, threads));
 
+  const hogs = Array.from({ length: HOGS }, () => spawn(process.execPath, ["-e", "for (;;) {}"], { stdio: "ignore" }));
+  process.on("exit", () => { for (const h of hogs) h.kill("SIGKILL"); });
   const load0 = os.loadavg()[0]!;
   console.log(`# ${commandLine}`);
   console.log(`# model ${modelPath}; ${os.cpus().length} x ${os.cpus()[0]?.model ?? "cpu"}; node ${process.version}; load avg ${load0.toFixed(2)}`);
   console.log(`# ${TOKENS}-token greedy generations, ${ROUNDS} interleaved rounds of ~${SECONDS}s per configuration${lb ? `; llama-bench: ${lb}` : ""}`);
   const yieldUs = await measureYield();
+  if (HOGS > 0) console.log(`# ${HOGS} busy-looping process(es) running beside the measurement`);
   console.log(`# setImmediate yield between decode steps: ${yieldUs.toFixed(2)} us per step`);
 
   const results = new Map<string, number[]>(configs.map((c) => [c.name, []]));
@@ -220,6 +231,7 @@ async function main(): Promise<void> {
     writeFileSync(args.json, JSON.stringify({ command: commandLine, model: modelPath, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, node: process.version, tokens: TOKENS, yieldUs, loadAvg: [load0, os.loadavg()[0]], results: summary }, null, 2));
   }
   await nlc?.llama.dispose();
+  for (const h of hogs) h.kill("SIGKILL");
 }
 
 main().catch((err: unknown) => {

@@ -11,6 +11,7 @@ import { completeUtf8Length, loadFfiEngine } from "../src/engine/ffi-engine.js";
 import type { Engine, GeneratedToken, SamplingParams } from "../src/engine/types.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { MoltbotError } from "../src/errors.js";
+import { StepThreadTuner } from "../src/engine/threads.js";
 
 const dir = mkdtempSync(path.join(os.tmpdir(), "moltbot-ffi-"));
 const modelPath = path.join(dir, "tiny.gguf");
@@ -50,6 +51,52 @@ test("incomplete UTF-8 sequences are held back until complete", () => {
   assert.equal(completeUtf8Length(emoji.subarray(0, 3)), 0);
   assert.equal(completeUtf8Length(emoji), 4);
   assert.equal(completeUtf8Length(Buffer.from("plain")), 5);
+});
+
+describe("step thread tuner", () => {
+  /** Run `steps` steps of `size` tokens through the tuner, timed by `cost(threads)`. */
+  function drive(tuner: StepThreadTuner, size: number, steps: number, cost: (threads: number) => number): number[] {
+    const chosen: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const t = tuner.choose(size);
+      tuner.record(size, t, cost(t));
+      chosen.push(t);
+    }
+    return chosen;
+  }
+  const share = (xs: number[], v: number) => xs.filter((x) => x === v).length / xs.length;
+
+  test("keeps all threads while they are faster, probing 1 thread rarely", () => {
+    const tuner = new StepThreadTuner(2);
+    const chosen = drive(tuner, 1, 1000, (t) => (t === 2 ? 0.8 : 1.4)).slice(10);
+    assert.ok(share(chosen, 2) > 0.97, `2 threads chosen ${share(chosen, 2)}`);
+    assert.ok(share(chosen, 1) > 0, "1 thread is re-tried now and then");
+  });
+
+  test("falls back to 1 thread when all threads get slower (a busy neighbour), and back again", () => {
+    const tuner = new StepThreadTuner(2);
+    let busy = false;
+    const cost = (t: number) => (t === 2 ? (busy ? 2.4 : 0.8) : 1.4);
+    drive(tuner, 8, 300, cost);
+    busy = true;
+    const during = drive(tuner, 8, 600, cost);
+    assert.ok(share(during.slice(-400), 1) > 0.97, `1 thread chosen ${share(during.slice(-400), 1)} under contention`);
+    busy = false;
+    const after = drive(tuner, 8, 600, cost);
+    assert.ok(share(after.slice(-400), 2) > 0.97, `2 threads chosen ${share(after.slice(-400), 2)} after it`);
+  });
+
+  test("step sizes are judged apart, and the warm-up step is not counted", () => {
+    const tuner = new StepThreadTuner(4);
+    // First step of each choice is very slow (page-in): it must not decide anything.
+    let first = true;
+    drive(tuner, 1, 400, (t) => (first && t === 4 ? ((first = false), 500) : t === 4 ? 2 : 1));
+    drive(tuner, 256, 400, (t) => (t === 4 ? 10 : 30));
+    const small = drive(tuner, 1, 200, (t) => (t === 4 ? 2 : 1));
+    const large = drive(tuner, 300, 200, (t) => (t === 4 ? 10 : 30));
+    assert.ok(share(small, 1) > 0.97 && share(large, 4) > 0.97);
+    assert.equal(new StepThreadTuner(1).choose(512), 1);
+  });
 });
 
 describe("ffi engine", () => {
@@ -109,6 +156,21 @@ describe("ffi engine", () => {
     const r = await run(engine, prompt, greedy(7));
     assert.deepEqual(r.result, { finishReason: "length", promptTokens: prompt.length, completionTokens: 7 });
     assert.equal(r.tokens.length, 7);
+  });
+
+  test("2 threads (persistent pool, per-step tuner) give the same greedy tokens as 1", async () => {
+    const prompt = engine.tokenize("the old man said that", true);
+    const one = await run(engine, prompt, greedy(40));
+    for (const ffi of [{}, { threadpoolPoll: 0, adaptiveThreads: false }, { threadpoolPoll: false as const }]) {
+      const two = await loadFfiEngine({ modelPath, contextSize: 256, parallel: PARALLEL, threads: 2, embedding: false }, ffi);
+      try {
+        const [a, b] = await Promise.all([run(two, prompt, greedy(40)), run(two, prompt, greedy(40))]);
+        assert.deepEqual(a.ids, one.ids, `threads 2 ${JSON.stringify(ffi)}`);
+        assert.deepEqual(b.ids, one.ids);
+      } finally {
+        await two.close();
+      }
+    }
   });
 
   test("two concurrent generations share decode steps and both finish", async () => {

@@ -16,7 +16,8 @@ import {
   loadLibLlama,
   NativeBatch,
 } from "./libllama.js";
-import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, VocabPtr } from "./libllama.js";
+import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, ThreadpoolPtr, VocabPtr } from "./libllama.js";
+import { StepThreadTuner } from "./threads.js";
 import type {
   ChatTurn,
   Engine,
@@ -41,6 +42,19 @@ export interface FfiEngineOptions {
    * measured ~10% faster for 8 independent sequences (m100, 1 thread: 545 vs 494 tok/s).
    */
   kvUnified?: boolean;
+  /**
+   * With more than one thread: the polling level of the persistent ggml threadpool (0-100, how
+   * long a compute thread spins for the next graph before it sleeps), or false for none (ggml
+   * then creates and joins its threads on every llama_decode). Default 1: spins ~ms, which
+   * covers the gap between steps (sampling) but not an idle engine. Demo model, 2 threads,
+   * 1 stream: no pool 1113 tok/s (one round 289), poll 0 1222, poll 1 1289, poll 50 1320.
+   */
+  threadpoolPoll?: number | false;
+  /**
+   * Pick 1 thread or all `threads` per decode step by measured speed (StepThreadTuner in
+   * threads.ts). Default true; false always uses all.
+   */
+  adaptiveThreads?: boolean;
 }
 
 const LLAMA_DEFAULT_SEED = 0xffffffff;
@@ -90,9 +104,18 @@ class FfiEngine implements Engine {
   private readonly pieceBuf = Buffer.alloc(256);
   private running = false;
   private closed = false;
+  private readonly threads: number;
+  /** Persistent compute threads, attached while a step runs on more than 1 thread. */
+  private readonly threadpool: ThreadpoolPtr | null;
+  private readonly tuner: StepThreadTuner | null;
+  private currentThreads: number;
 
-  constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number) {
+  constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number, threading: { threads: number; threadpool: ThreadpoolPtr | null; adaptive: boolean }) {
     this.lib = lib;
+    this.threads = threading.threads;
+    this.currentThreads = threading.threads;
+    this.threadpool = threading.threadpool;
+    this.tuner = threading.adaptive && threading.threads > 1 ? new StepThreadTuner(threading.threads) : null;
     this.model = model;
     this.ctx = ctx;
     this.vocab = lib.llama_model_get_vocab(model);
@@ -323,7 +346,16 @@ class FfiEngine implements Engine {
     }
     if (n === 0) return;
     b.value.n_tokens = n;
-    const rc = this.lib.llama_decode(this.ctx, b.value);
+    let rc: number;
+    if (this.tuner === null) {
+      rc = this.lib.llama_decode(this.ctx, b.value);
+    } else {
+      const threads = this.tuner.choose(n);
+      this.useThreads(threads);
+      const t0 = performance.now();
+      rc = this.lib.llama_decode(this.ctx, b.value);
+      this.tuner.record(n, threads, performance.now() - t0);
+    }
     if (rc !== 0) {
       const why = rc === 1 ? "no KV cache room for the batch" : rc === 2 ? "decode aborted" : `llama_decode failed (${rc})`;
       for (const job of [...this.active]) {
@@ -336,6 +368,21 @@ class FfiEngine implements Engine {
       if (job.outIndex < 0) continue;
       if (this.sampleNext(job)) i--; // finished: removed from active
     }
+  }
+
+  /**
+   * Switching costs two field stores in llama.cpp (the CPU plan is rebuilt on every compute
+   * anyway). A 1-thread step runs detached from the pool: ggml then pauses the pool, so its
+   * threads sleep instead of waking (or spinning) on every step they take no part in.
+   */
+  private useThreads(threads: number): void {
+    if (threads === this.currentThreads) return;
+    if (this.threadpool !== null) {
+      if (threads === 1) this.lib.llama_detach_threadpool(this.ctx);
+      else this.lib.llama_attach_threadpool(this.ctx, this.threadpool, null);
+    }
+    this.lib.llama_set_n_threads(this.ctx, threads, threads);
+    this.currentThreads = threads;
   }
 
   /** Sample, report and decide whether the sequence goes on; true when it finished. */
@@ -490,6 +537,7 @@ class FfiEngine implements Engine {
         group.push(next++);
       }
       b.value.n_tokens = n;
+      this.useThreads(this.threads); // whole inputs: large steps, where all threads pay
       const rc = L.llama_decode(this.ctx, b.value);
       if (rc !== 0) throw new MoltbotError("engine_error", `llama_decode failed for embeddings (${rc})`);
       const dim = this.info.embeddingSize;
@@ -520,7 +568,9 @@ class FfiEngine implements Engine {
     this.queue.length = 0;
     for (const job of [...this.active]) this.fail(job, err);
     this.batch.free();
+    if (this.threadpool !== null) this.lib.llama_detach_threadpool(this.ctx);
     this.lib.llama_free(this.ctx);
+    if (this.threadpool !== null) this.lib.ggml_threadpool_free!(this.threadpool);
     this.lib.llama_model_free(this.model);
   }
 }
@@ -578,5 +628,17 @@ export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptio
     lib.llama_model_free(model);
     throw new MoltbotError("engine_error", `llama.cpp could not create a context of ${opts.parallel} x ${opts.contextSize} tokens for ${opts.modelPath} (out of memory?)`);
   }
-  return new FfiEngine(lib, model, ctx, opts, batchSize);
+  // Without a threadpool ggml creates and joins threads-1 threads on every graph compute, and a
+  // freshly created thread queues behind whatever else runs (it starts with no sleeper credit),
+  // while the calling thread spins in ggml_barrier for it.
+  const poll = ffi.threadpoolPoll ?? 1;
+  let threadpool: ThreadpoolPtr | null = null;
+  if (threads > 1 && poll !== false && lib.ggml_threadpool_new !== null) {
+    const params = lib.ggml_threadpool_params_default(threads);
+    params.poll = Math.max(0, Math.min(100, Math.floor(poll)));
+    params.strict_cpu = false; // no pinning: the JS thread and the server share these cores
+    threadpool = nullable(lib.ggml_threadpool_new(params));
+    if (threadpool !== null) lib.llama_attach_threadpool(ctx, threadpool, null);
+  }
+  return new FfiEngine(lib, model, ctx, opts, batchSize, { threads, threadpool, adaptive: ffi.adaptiveThreads ?? true });
 }

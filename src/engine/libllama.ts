@@ -101,6 +101,19 @@ export const LlamaChatMessage = koffi.struct("llama_chat_message", {
   content: "const char *",
 });
 
+/** ggml.h's GGML_MAX_N_THREADS: the length of ggml_threadpool_params.cpumask. */
+export const GGML_MAX_N_THREADS = 512;
+
+/** ggml.h's ggml_threadpool_params (passed by pointer to ggml_threadpool_new). */
+export const GgmlThreadpoolParams = koffi.struct("ggml_threadpool_params", {
+  cpumask: koffi.array("bool", GGML_MAX_N_THREADS),
+  n_threads: "int32_t",
+  prio: "int32_t",
+  poll: "uint32_t",
+  strict_cpu: "bool",
+  paused: "bool",
+});
+
 /** The structs the layout test checks, by their C name. */
 export const LLAMA_STRUCTS = {
   llama_model_params: LlamaModelParams,
@@ -109,11 +122,17 @@ export const LLAMA_STRUCTS = {
   llama_sampler_chain_params: LlamaSamplerChainParams,
   llama_chat_message: LlamaChatMessage,
   llama_logit_bias: LlamaLogitBias,
+  ggml_threadpool_params: GgmlThreadpoolParams,
 } as const;
 
 export const LLAMA_POOLING_MEAN = 1;
 export const LLAMA_FLASH_ATTN_AUTO = -1;
 export const GGML_LOG_LEVEL = { none: 0, debug: 1, info: 2, warn: 3, error: 4, cont: 5 } as const;
+
+// The CPU backend is a module ggml loads at run time (the variant that suits this CPU), so its
+// threadpool functions are reached through ggml_backend_reg_get_proc_address, not by symbol.
+const ThreadpoolNewFn = koffi.proto("void *moltbot_ggml_threadpool_new(ggml_threadpool_params *params)");
+const ThreadpoolFreeFn = koffi.proto("void moltbot_ggml_threadpool_free(void *threadpool)");
 
 const LogCallback = koffi.proto("void moltbot_llama_log_cb(int level, const char *text, void *user_data)");
 
@@ -127,6 +146,17 @@ export type VocabPtr = Ptr<"llama_vocab">;
 export type MemoryPtr = Ptr<"llama_memory">;
 export type SamplerPtr = Ptr<"llama_sampler">;
 export type FloatPtr = Ptr<"float">;
+export type ThreadpoolPtr = Ptr<"ggml_threadpool">;
+
+/** The JS shape of ggml_threadpool_params. */
+export interface GgmlThreadpoolParamsValue {
+  cpumask: boolean[];
+  n_threads: number;
+  prio: number;
+  poll: number;
+  strict_cpu: boolean;
+  paused: boolean;
+}
 
 /** The JS shape of llama_batch when passed by value. Pointers come from koffi.alloc. */
 export interface LlamaBatchValue {
@@ -177,6 +207,12 @@ export interface LibLlama {
   llama_chat_apply_template(tmpl: string, chat: { role: string; content: string }[], nMsg: number, addAss: boolean, buf: Buffer, length: number): number;
   llama_decode(ctx: ContextPtr, batch: LlamaBatchValue): number;
   llama_set_n_threads(ctx: ContextPtr, nThreads: number, nThreadsBatch: number): void;
+  llama_attach_threadpool(ctx: ContextPtr, threadpool: ThreadpoolPtr, threadpoolBatch: ThreadpoolPtr | null): void;
+  llama_detach_threadpool(ctx: ContextPtr): void;
+  ggml_threadpool_params_default(nThreads: number): GgmlThreadpoolParamsValue;
+  /** From the loaded CPU backend; null when no CPU backend exports it. */
+  ggml_threadpool_new: ((params: GgmlThreadpoolParamsValue) => ThreadpoolPtr | null) | null;
+  ggml_threadpool_free: ((threadpool: ThreadpoolPtr) => void) | null;
   llama_get_logits_ith(ctx: ContextPtr, i: number): FloatPtr | null;
   llama_get_embeddings_ith(ctx: ContextPtr, i: number): FloatPtr | null;
   llama_get_embeddings_seq(ctx: ContextPtr, seqId: number): FloatPtr | null;
@@ -303,6 +339,9 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_chat_apply_template: f("int32_t llama_chat_apply_template(const char *tmpl, const llama_chat_message *chat, size_t n_msg, bool add_ass, uint8_t *buf, int32_t length)"),
     llama_decode: f("int32_t llama_decode(void *ctx, llama_batch batch)"),
     llama_set_n_threads: f("void llama_set_n_threads(void *ctx, int32_t n_threads, int32_t n_threads_batch)"),
+    llama_attach_threadpool: f("void llama_attach_threadpool(void *ctx, void *threadpool, void *threadpool_batch)"),
+    llama_detach_threadpool: f("void llama_detach_threadpool(void *ctx)"),
+    ggml_threadpool_params_default: ggml.func("ggml_threadpool_params ggml_threadpool_params_default(int n_threads)"),
     llama_get_logits_ith: f("void *llama_get_logits_ith(void *ctx, int32_t i)"),
     llama_get_embeddings_ith: f("void *llama_get_embeddings_ith(void *ctx, int32_t i)"),
     llama_get_embeddings_seq: f("void *llama_get_embeddings_seq(void *ctx, int32_t seq_id)"),
@@ -337,6 +376,13 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
   bindings.llama_log_set(logCallbackHandle, null);
   bindings.ggml_backend_load_all_from_path(binsDir);
   bindings.llama_backend_init();
+  const regGetProc = ggml.func("void *ggml_backend_reg_get_proc_address(void *reg, const char *name)");
+  const cpuReg = nullable(ggml.func("void *ggml_backend_reg_by_name(const char *name)")("CPU"));
+  const proc = (name: string): unknown => (cpuReg === null ? null : nullable(regGetProc(cpuReg, name)));
+  const tpNew = proc("ggml_threadpool_new");
+  const tpFree = proc("ggml_threadpool_free");
+  b.ggml_threadpool_new = tpNew === null || tpFree === null ? null : koffi.decode(tpNew, ThreadpoolNewFn);
+  b.ggml_threadpool_free = tpNew === null || tpFree === null ? null : koffi.decode(tpFree, ThreadpoolFreeFn);
   loaded.set(kind, bindings);
   return bindings;
 }
@@ -384,6 +430,11 @@ export class NativeBatch {
     this.freed = true;
     for (const p of this.allocations) koffi.free(p);
   }
+}
+
+/** koffi returns NULL as null (or 0n for some pointer shapes): normalise to null. */
+function nullable(p: unknown): unknown {
+  return p === null || p === undefined || p === 0n || p === 0 ? null : p;
 }
 
 /** A zero-copy Float32Array over `count` floats at a native pointer (valid until the next decode). */

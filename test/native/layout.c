@@ -1,5 +1,6 @@
-// Prints sizeof/offsetof of every field of the llama.h structs Moltbot passes by value,
-// as JSON, so test/libllama-layout.test.ts can compare them with koffi's layout.
+// Prints sizeof/offsetof of every field of the llama.h structs Moltbot passes by value (and of
+// ggml.h's ggml_threadpool_params), as JSON, so test/libllama-layout.test.ts can compare them
+// with koffi's layout.
 #include <stddef.h>
 #include <stdio.h>
 #include "llama.h"
@@ -96,6 +97,15 @@ int main(void) {
     BEGIN(llama_logit_bias);
     FIELD(llama_logit_bias, token);
     FIELD(llama_logit_bias, bias);
+    END();
+
+    BEGIN(ggml_threadpool_params);
+    FIELD(ggml_threadpool_params, cpumask);
+    FIELD(ggml_threadpool_params, n_threads);
+    FIELD(ggml_threadpool_params, prio);
+    FIELD(ggml_threadpool_params, poll);
+    FIELD(ggml_threadpool_params, strict_cpu);
+    FIELD(ggml_threadpool_params, paused);
     END();
 
     printf("}\n");
