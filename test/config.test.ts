@@ -39,7 +39,7 @@ test("no file: every default, data dir in cwd", () => {
   assert.equal(dataDir, join(dir, "data"));
   assert.deepEqual(notEnforced, []);
   assert.deepEqual(config.server, { host: "127.0.0.1", port: 8080, body_limit: "1MiB" });
-  assert.equal(config.threads, 1);
+  assert.equal(config.threads, "auto");
   assert.deepEqual(config.model_pool, []);
   assert.deepEqual(config.log, { level: "INFO", format: "text", max_size: "100MiB", keep: 5, utc: false });
   assert.deepEqual(config.metrics, { enabled: true, path: "/metrics" });

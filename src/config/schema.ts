@@ -107,10 +107,10 @@ export const ConfigSchema = Type.Object(
       body_limit: bytes({ default: "1MiB", description: "largest request body" }),
       request_timeout_ms: Type.Optional(positiveInt({ description: "abort a request after this long, in ms (default: none)", examples: [600000] })),
     }),
-    // The measured best default (cores vs. physical cores vs. 1) is documented in
-    // docs/benchmarks.md; 1 stays until that measurement replaces it.
+    // "auto" = every core for the FFI engine, which measures 1 vs N threads per step size and
+    // uses the faster (docs/benchmarks.md: a fixed 2 collapses under contention on 2 cores).
     threads: Type.Union([Type.Integer({ minimum: 1 }), Type.Literal("auto")], {
-      default: 1,
+      default: "auto",
       expected: 'integer >= 1 or "auto"',
       description: 'CPU threads per model worker, or "auto"',
     }),
