@@ -4,6 +4,7 @@
 // machine noise hits every target alike.
 //
 //   node --import tsx bench/serve.ts [--models demo,m100] [--threads 1,2] [--rounds 3] [--requests 4] [--tokens 64]
+//        [--startup-runs 5] [--llama-server PATH]
 //
 // llama-server comes from ../shared/peer/build-llama-server.sh (skipped when not built).
 import { existsSync, readdirSync } from "node:fs";
@@ -13,6 +14,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaCompletion, LlamaLogLevel } from "node-llama-cpp";
 import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
+import { loadFfiEngine } from "../src/engine/ffi-engine.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { commandLine, freePort, machine, median, startServed, timedStream, TokenClock, type StreamTiming } from "./lib.js";
 
@@ -24,6 +26,9 @@ const { values } = parseArgs({
     requests: { type: "string", default: "4" },
     tokens: { type: "string", default: "64" },
     "startup-runs": { type: "string", default: "5" },
+    // A llama-server binary other than the peer build's (e.g. one built without AMX where the
+    // native build's AMX kernels fault on this VM).
+    "llama-server": { type: "string" },
   },
 });
 const ROUNDS = Number(values.rounds);
@@ -55,6 +60,11 @@ async function modelFile(name: string): Promise<string> {
   return path.resolve(name);
 }
 
+// Every request gets a prompt of its own: llama-server would otherwise reuse the previous
+// request's KV cache (cache_prompt) and its TTFT would measure one decode step, not a prompt.
+let requestNo = 0;
+const nextPrompt = () => `${++requestNo}. ${PROMPT}`;
+
 interface Target {
   name: string;
   run(): Promise<StreamTiming>;
@@ -69,7 +79,7 @@ async function moltbotTarget(file: string, threads: number): Promise<Target> {
   const model = models.data[0]!.id;
   return {
     name: "moltbot (HTTP)",
-    run: () => timedStream(`${s.url}/v1/completions`, { model, prompt: PROMPT, max_tokens: TOKENS, temperature: 0, ignore_eos: true }),
+    run: () => timedStream(`${s.url}/v1/completions`, { model, prompt: nextPrompt(), max_tokens: TOKENS, temperature: 0, ignore_eos: true }),
     close: s.stop,
   };
 }
@@ -79,7 +89,7 @@ async function llamaServerTarget(bin: string, file: string, threads: number): Pr
   const s = await startServed(bin, ["-m", file, "--port", String(port), "--host", "127.0.0.1", "-t", String(threads), "-tb", String(threads), "-c", "8192", "-np", "4", "--no-webui", "-lv", "0"], port, "/health");
   return {
     name: "llama-server (HTTP)",
-    run: () => timedStream(`${s.url}/v1/completions`, { prompt: PROMPT, max_tokens: TOKENS, temperature: 0, ignore_eos: true }),
+    run: () => timedStream(`${s.url}/v1/completions`, { prompt: nextPrompt(), max_tokens: TOKENS, temperature: 0, ignore_eos: true, cache_prompt: false }),
     close: s.stop,
   };
 }
@@ -95,13 +105,29 @@ async function inProcessTarget(file: string, threads: number): Promise<Target> {
     run: async () => {
       await sequence.clearHistory();
       const clock = new TokenClock();
-      await completion.generateCompletion(PROMPT, { maxTokens: TOKENS, temperature: 0, onToken: () => clock.tick() });
+      await completion.generateCompletion(nextPrompt(), { maxTokens: TOKENS, temperature: 0, onToken: () => clock.tick() });
       return clock.result();
     },
     close: async () => {
       await context.dispose();
       await model.dispose();
     },
+  };
+}
+
+// Moltbot's own engine without the server around it: the difference to "moltbot (HTTP)" is
+// what HTTP, IPC and the worker process cost.
+async function engineTarget(file: string, threads: number): Promise<Target> {
+  const engine = await loadFfiEngine({ modelPath: file, contextSize: 2048, parallel: 4, threads, embedding: false });
+  const params = { temperature: 0, topP: 1, seed: undefined, maxTokens: TOKENS, minTokens: TOKENS, ignoreEos: true, topLogprobs: null };
+  return {
+    name: "moltbot engine (in-process)",
+    run: async () => {
+      const clock = new TokenClock();
+      await engine.generate({ promptTokens: engine.tokenize(nextPrompt(), true), params, onToken: (t) => (t.text ? clock.tick() : undefined, true) });
+      return clock.result();
+    },
+    close: () => engine.close(),
   };
 }
 
@@ -126,12 +152,12 @@ async function main(): Promise<void> {
   const st = await startup(path.dirname(demo), Number(values["startup-runs"]));
   console.log(`\nstart-up, moltbot deploy (demo model built) -> /readyz 200: median ${fmt(median(st), 0)} ms, min ${fmt(Math.min(...st), 0)} ms, max ${fmt(Math.max(...st), 0)} ms (${st.length} runs)`);
 
-  const peer = peerBin("llama-server");
+  const peer = values["llama-server"] ?? peerBin("llama-server");
   if (!peer) console.log("llama-server not built (../shared/peer/build-llama-server.sh): skipped");
   for (const modelName of values.models!.split(",")) {
     const file = await modelFile(modelName);
     for (const threads of values.threads!.split(",").map(Number)) {
-      const targets: Target[] = [await moltbotTarget(file, threads), await inProcessTarget(file, threads)];
+      const targets: Target[] = [await moltbotTarget(file, threads), await engineTarget(file, threads), await inProcessTarget(file, threads)];
       if (peer) targets.push(await llamaServerTarget(peer, file, threads));
       const results = new Map<string, StreamTiming[]>(targets.map((t) => [t.name, []]));
       for (const t of targets) await t.run(); // warm-up
@@ -145,6 +171,8 @@ async function main(): Promise<void> {
       const rows = [...results].map(([name, rs]) => ({ name, e2e: median(rs.map((x) => (x.tokens * 1000) / x.totalMs)), dec: median(rs.map((x) => x.decodeTps)), ttft: median(rs.map((x) => x.ttftMs)) }));
       for (const row of rows) console.log(`| ${row.name} | ${fmt(row.e2e)} | ${fmt(row.dec)} | ${fmt(row.ttft, 2)} |`);
       const mb = rows[0]!;
+      const own = rows.find((x) => x.name.startsWith("moltbot engine"));
+      if (own) console.log(`server overhead (HTTP + IPC + worker process) vs the same engine in-process: ${fmt(100 - (mb.e2e / own.e2e) * 100)}% tokens/s, TTFT +${fmt(mb.ttft - own.ttft, 2)} ms`);
       const ip = rows.find((x) => x.name.startsWith("node-llama-cpp"));
       const ls = rows.find((x) => x.name.startsWith("llama-server"));
       if (ip) console.log(`moltbot vs in-process node-llama-cpp: ${fmt((mb.e2e / ip.e2e) * 100 - 100)}% tokens/s, TTFT ${fmt(mb.ttft - ip.ttft, 2)} ms`);

@@ -32,27 +32,46 @@ const bucketOf = (nTokens: number): number => Math.min(BUCKETS - 1, 31 - Math.cl
 
 /**
  * Chooses, for each decode step, 1 thread or `maxThreads`, whichever has been faster for steps
- * of that size: an exponential moving average of the milliseconds per step for each choice and
- * size bucket; the first step of each choice is not counted (page-in of the weights, graph
- * allocation); every `probeEvery`-th step of a bucket runs the other choice so a change in the
- * machine's load (a busy neighbour arriving or leaving) is seen within a few dozen steps.
+ * of that size: the median of the last `window` step times of each choice and size bucket.
+ * Every `probeEvery`-th step of a bucket starts a burst of `probeBurst` steps on the other
+ * choice, so a change in the machine's load (a busy neighbour arriving or leaving) is seen.
+ * A step that switched thread counts is not counted: its time includes waking the pool (or
+ * the page-in of the weights on the very first step), which would make every probe of the
+ * losing choice look worse than it is. A median, not a mean: the server process preempting a
+ * compute thread now and then must not flip the choice (measured: with a mean, the server at
+ * 2 threads settled on 1 thread and lost 25% on the demo model).
  */
 export class StepThreadTuner {
   readonly maxThreads: number;
   private readonly probeEvery: number;
-  private readonly alpha: number;
-  /** [bucket * 2 + arm]: arm 0 is 1 thread, arm 1 is maxThreads. NaN until measured. */
-  private readonly msPerStep: Float64Array;
-  private readonly samples: Uint32Array;
+  private readonly probeBurst: number;
+  private readonly window: number;
+  /** [(bucket * 2 + arm) * window + k]: recent step times; arm 0 is 1 thread, arm 1 maxThreads. */
+  private readonly times: Float64Array;
+  private readonly counts: Uint32Array;
   private readonly steps: Uint32Array;
+  private readonly probing: Uint32Array;
+  private readonly scratch: Float64Array;
+  private lastThreads = 0;
 
-  constructor(maxThreads: number, opts: { probeEvery?: number; alpha?: number } = {}) {
+  constructor(maxThreads: number, opts: { probeEvery?: number; probeBurst?: number; window?: number } = {}) {
     this.maxThreads = Math.max(1, Math.floor(maxThreads));
-    this.probeEvery = opts.probeEvery ?? 64;
-    this.alpha = opts.alpha ?? 0.3;
-    this.msPerStep = new Float64Array(BUCKETS * 2).fill(NaN);
-    this.samples = new Uint32Array(BUCKETS * 2);
+    this.probeEvery = opts.probeEvery ?? 160;
+    this.probeBurst = opts.probeBurst ?? 4;
+    this.window = opts.window ?? 5;
+    this.times = new Float64Array(BUCKETS * 2 * this.window);
+    this.counts = new Uint32Array(BUCKETS * 2);
     this.steps = new Uint32Array(BUCKETS);
+    this.probing = new Uint32Array(BUCKETS);
+    this.scratch = new Float64Array(this.window);
+  }
+
+  private median(i: number): number {
+    const n = Math.min(this.counts[i]!, this.window);
+    const s = this.scratch.subarray(0, n);
+    s.set(this.times.subarray(i * this.window, i * this.window + n));
+    s.sort();
+    return n % 2 ? s[n >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
   }
 
   /** Threads for a step of `nTokens` tokens. */
@@ -60,20 +79,29 @@ export class StepThreadTuner {
     if (this.maxThreads === 1) return 1;
     const b = bucketOf(nTokens);
     // Measure all threads first (the usual winner), then 1 thread, then exploit.
-    if (this.samples[b * 2 + 1]! < 2) return this.maxThreads;
-    if (this.samples[b * 2]! < 2) return 1;
-    const many = this.msPerStep[b * 2 + 1]! <= this.msPerStep[b * 2]!;
-    const probe = ++this.steps[b]! % this.probeEvery === 0;
-    return many !== probe ? this.maxThreads : 1;
+    if (this.counts[b * 2 + 1]! < 2) return this.maxThreads;
+    if (this.counts[b * 2]! < 2) return 1;
+    const many = this.median(b * 2 + 1) <= this.median(b * 2);
+    if (this.probing[b]! > 0) {
+      this.probing[b]!--;
+      return many ? 1 : this.maxThreads;
+    }
+    if (++this.steps[b]! % this.probeEvery === 0) {
+      this.probing[b] = this.probeBurst - 1;
+      return many ? 1 : this.maxThreads;
+    }
+    return many ? this.maxThreads : 1;
   }
 
   /** Record how long a step of `nTokens` tokens took on `threads` threads. */
   record(nTokens: number, threads: number, ms: number): void {
     if (this.maxThreads === 1) return;
+    if (threads !== this.lastThreads) {
+      this.lastThreads = threads; // a switch (or the first step): not representative
+      return;
+    }
     const i = bucketOf(nTokens) * 2 + (threads === 1 ? 0 : 1);
-    const n = ++this.samples[i]!;
-    if (n === 1) return; // warm-up step
-    const prev = this.msPerStep[i]!;
-    this.msPerStep[i] = n === 2 ? ms : prev + this.alpha * (ms - prev);
+    const n = this.counts[i]!++;
+    this.times[i * this.window + (n % this.window)] = ms;
   }
 }
