@@ -12,7 +12,11 @@ export const ERRORS = {
   route_not_found: { status: 404, type: "invalid_request_error" },
   payload_too_large: { status: 413, type: "invalid_request_error" },
   model_not_embedding: { status: 400, type: "invalid_request_error" },
-  // capacity
+  token_limit_exceeded: { status: 400, type: "invalid_request_error" },
+  // capacity and budgets (429 carries Retry-After)
+  budget_exceeded: { status: 429, type: "insufficient_quota" },
+  queue_full: { status: 429, type: "rate_limit_error" },
+  queue_timeout: { status: 429, type: "rate_limit_error" },
   worker_unavailable: { status: 503, type: "server_error" },
   worker_crashed: { status: 503, type: "server_error" },
   server_shutting_down: { status: 503, type: "server_error" },
@@ -33,12 +37,15 @@ export class MoltbotError extends Error {
   readonly code: ErrorCode;
   /** Extra fields for the client (e.g. `param`), never internals. */
   readonly param: string | undefined;
+  /** Seconds a client should wait before retrying (429/503 `Retry-After`). */
+  readonly retryAfterS: number | undefined;
 
-  constructor(code: ErrorCode, message: string, options?: { param?: string; cause?: unknown }) {
+  constructor(code: ErrorCode, message: string, options?: { param?: string; cause?: unknown; retryAfterS?: number }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "MoltbotError";
     this.code = code;
     this.param = options?.param;
+    this.retryAfterS = options?.retryAfterS;
     (this as unknown as Record<symbol, boolean>)[BRAND] = true;
   }
 
