@@ -46,15 +46,6 @@ export interface LoadedConfig {
  * `notEnforced`. Remove an entry in the same change that makes its feature real.
  */
 export const NOT_YET_ENFORCED: readonly string[] = [
-  "model_pool[].context_size",
-  "model_pool[].budget",
-  "model_pool[].pricing",
-  "model_pool[].strategy.priority",
-  "model_pool[].strategy.fallback",
-  "model_pool[].batching",
-  "model_pool[].queue",
-  "batching",
-  "queue",
   "resource_limits",
   "cache",
   "security",

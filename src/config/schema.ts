@@ -56,8 +56,8 @@ const BatchingSchema = (description: string) =>
 
 const QueueSchema = (description: string) =>
   section(description, {
-    max_size: positiveInt({ default: 256, description: "requests waiting per model beyond which new ones get 503" }),
-    max_wait_ms: positiveInt({ default: 30000, description: "longest a request waits for a slot before 503, in ms" }),
+    max_size: positiveInt({ default: 256, description: "requests waiting per model; beyond it the lowest priority is shed with 429" }),
+    max_wait_ms: positiveInt({ default: 30000, description: "longest a request waits for a slot before 429, in ms" }),
   });
 
 const PricingSchema = section(
@@ -87,7 +87,11 @@ export const ModelPoolEntrySchema = Type.Object(
     ),
     strategy: section("scheduling under load", {
       priority: oneOf(["high", "normal", "low"] as const, { default: "normal", description: "high | normal | low: queue order and load shedding" }),
-      fallback: Type.Boolean({ default: false, description: "when over budget, overloaded or down, route to the next entry" }),
+      fallback: Type.Union([Type.Boolean(), Type.String({ minLength: 1 })], {
+        default: false,
+        expected: "true, false or the name of another pool entry",
+        description: "when over budget, overloaded or down: true = the next entry, or an entry's name",
+      }),
     }),
     pricing: Type.Optional(PricingSchema),
     batching: Type.Optional(BatchingSchema("batching for this entry (default: the global batching)")),

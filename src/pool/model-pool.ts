@@ -1,26 +1,76 @@
-// The set of served models, by the name clients put in `model`. Budgets, priorities and
-// fallback arrive here later; today it resolves a name to the worker that serves it.
-import { MoltbotError } from "../errors.js";
-import type { ModelWorker } from "../workers/model-worker.js";
+// The model pool: the entries clients name in `model`, each serving a repository model with
+// its own budget, priority and fallback. A generation is admitted here, in this order:
+//   prepare (tokenize in the worker) -> per-inference token cap -> reserve the worst-case cost
+//   in the ledger -> a slot from the model's scheduler (queued by priority, maybe shed)
+// and when the entry cannot take it (over budget, worker down, queue full) and its strategy
+// allows, the next entry is tried. The real cost is settled when the generation ends, also
+// when it fails or the client leaves.
+import { MoltbotError, type ErrorCode } from "../errors.js";
+import type { Logger } from "../observe/logger.js";
 import type { RepositoryModel } from "../repository/repository.js";
+import type { ModelScheduler } from "../scheduler/model-scheduler.js";
+import type { Priority } from "../scheduler/priority.js";
+import type { BudgetLedger } from "../ledger/ledger.js";
+import { costOf } from "../ledger/sqlite-ledger.js";
+import type { GenerationDone, GenerationSink, ModelWorker } from "../workers/model-worker.js";
+import type { GenerateParams, PromptInput } from "../workers/protocol.js";
+
+export interface Pricing {
+  input_per_1k: number;
+  output_per_1k: number;
+}
 
 export interface PoolEntry {
   name: string;
   type: "llm" | "embedding";
   model: RepositoryModel;
   worker: ModelWorker;
+  scheduler: ModelScheduler;
   /** Epoch seconds the entry was created (OpenAI's `created`). */
   created: number;
+  priority: Priority;
+  /** false: never; true: the next entry of the same type in pool order; a name: that entry. */
+  fallback: boolean | string;
+  /** Cap on prompt + completion tokens of one inference. */
+  maxTokens: number | undefined;
+  /** Monthly spend cap; undefined = unlimited (spend is still recorded). */
+  costLimit: number | undefined;
+  pricing: Pricing;
+}
+
+/** A generation that passed admission: it holds a slot and a reservation until `run` ends. */
+export interface GenerationAdmission {
+  entry: PoolEntry;
+  /** One "<code> (<entry>)" per hop when the request left the entry it named. */
+  fallbacks: string[];
+  /** Completion tokens this request may produce (after the context and budget caps). */
+  maxTokens: number;
+  run(sink: GenerationSink, signal: AbortSignal): Promise<GenerationDone>;
+}
+
+/** Errors after which a request may go to the next entry. */
+const FALLBACK_CODES: ReadonlySet<ErrorCode> = new Set(["budget_exceeded", "worker_unavailable", "worker_crashed", "queue_full"]);
+
+function secondsToNextMonth(now: Date): number {
+  const next = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
+  return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
 }
 
 export class ModelPool {
   private readonly byName = new Map<string, PoolEntry>();
+  private readonly log: Logger;
 
-  constructor(readonly entries: PoolEntry[]) {
+  constructor(
+    readonly entries: PoolEntry[],
+    private readonly ledger: BudgetLedger,
+    log: Logger,
+    private readonly clock: () => Date = () => new Date(),
+  ) {
     for (const e of entries) this.byName.set(e.name, e);
+    this.log = log.child("inference");
   }
 
-  /** The entry for `name`; without a name, the first model of the wanted type. */
+  /** The entry for `name`; without a name, the first entry of the wanted type. */
   resolve(name: string | undefined, type: "llm" | "embedding"): PoolEntry {
     if (name === undefined) {
       const e = this.entries.find((x) => x.type === type);
@@ -44,5 +94,131 @@ export class ModelPool {
 
   isReady(): boolean {
     return this.entries.some((e) => e.worker.isReady());
+  }
+
+  /**
+   * Embed on an embedding entry: a slot from its scheduler, and the budget. The cost of an
+   * embedding is known only after tokenizing, so the reservation uses a bound that cannot be
+   * beaten (a token covers at least one byte, plus BOS/EOS per input).
+   */
+  async embed(name: string | undefined, inputs: string[], signal?: AbortSignal): Promise<{ entry: PoolEntry; data: number[][]; promptTokens: number }> {
+    const entry = this.resolve(name, "embedding");
+    const bound = inputs.reduce((n, t) => n + Buffer.byteLength(t) + 2, 0);
+    const reservation = this.ledger.reserve(entry.name, costOf(bound, 0, entry.pricing), entry.costLimit ?? Infinity);
+    if (reservation === null) {
+      throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit})`, { retryAfterS: secondsToNextMonth(this.clock()) });
+    }
+    let cost = 0;
+    try {
+      const lease = await entry.scheduler.acquire(entry.priority, signal);
+      try {
+        const r = await entry.worker.embed(inputs);
+        cost = costOf(r.promptTokens, 0, entry.pricing);
+        return { entry, ...r };
+      } finally {
+        lease.release();
+      }
+    } finally {
+      this.ledger.settle(reservation, cost);
+    }
+  }
+
+  /** The entry a request goes to when `from` cannot take it, or undefined. */
+  private fallbackOf(from: PoolEntry, tried: Set<string>): PoolEntry | undefined {
+    if (from.fallback === false) return undefined;
+    if (typeof from.fallback === "string") {
+      const e = this.byName.get(from.fallback);
+      return e && !tried.has(e.name) ? e : undefined;
+    }
+    const i = this.entries.indexOf(from);
+    return this.entries.slice(i + 1).find((e) => e.type === from.type && !tried.has(e.name));
+  }
+
+  /** Admit a generation on the named entry or, by its strategy, a fallback. */
+  async admit(name: string | undefined, prompt: PromptInput, params: GenerateParams, signal: AbortSignal): Promise<GenerationAdmission> {
+    let entry = this.resolve(name, "llm");
+    const tried = new Set<string>();
+    const fallbacks: string[] = [];
+    for (;;) {
+      tried.add(entry.name);
+      try {
+        return await this.admitOn(entry, prompt, params, signal, fallbacks);
+      } catch (err) {
+        const next = err instanceof MoltbotError && FALLBACK_CODES.has(err.code) ? this.fallbackOf(entry, tried) : undefined;
+        if (!next) throw err;
+        const code = (err as MoltbotError).code;
+        this.log.warning(`Fallback from ${entry.name} to ${next.name}: ${code}`);
+        fallbacks.push(`${code} (${entry.name})`);
+        entry = next;
+      }
+    }
+  }
+
+  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerateParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
+    const worker = entry.worker;
+    const prepared = await worker.prepare(prompt);
+    const promptTokens = prepared.promptTokens;
+    let reservation: ReturnType<BudgetLedger["reserve"]> = null;
+    try {
+      const ctx = worker.info?.contextSize ?? 0;
+      if (promptTokens >= ctx) {
+        throw new MoltbotError("context_length_exceeded", `prompt is ${promptTokens} tokens but the model's context is ${ctx} tokens (at least one completion token must fit)`, { param: "messages" });
+      }
+      let allowed = ctx - promptTokens;
+      if (entry.maxTokens !== undefined) {
+        if (promptTokens >= entry.maxTokens) {
+          throw new MoltbotError("token_limit_exceeded", `prompt is ${promptTokens} tokens but ${entry.name} allows ${entry.maxTokens} tokens per inference (budget.max_tokens, prompt + completion)`, { param: "messages" });
+        }
+        allowed = Math.min(allowed, entry.maxTokens - promptTokens);
+        if (params.maxTokens !== null && promptTokens + params.maxTokens > entry.maxTokens) {
+          this.log.warning(`Token limit exceeded (${promptTokens + params.maxTokens}/${entry.maxTokens})`);
+        }
+      }
+      const maxTokens = params.maxTokens === null ? allowed : Math.min(params.maxTokens, allowed);
+      const worst = costOf(promptTokens, maxTokens, entry.pricing);
+      reservation = this.ledger.reserve(entry.name, worst, entry.costLimit ?? Infinity);
+      if (reservation === null) {
+        throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit}); this request could cost up to ${worst.toFixed(6)}`, {
+          retryAfterS: secondsToNextMonth(this.clock()),
+        });
+      }
+      const lease = await entry.scheduler.acquire(entry.priority, signal);
+      const held = reservation;
+      return {
+        entry,
+        fallbacks,
+        maxTokens,
+        run: async (sink, runSignal) => {
+          let generated = 0;
+          let cost = costOf(promptTokens, 0, entry.pricing);
+          try {
+            const done = await worker.generate(
+              prepared,
+              { ...params, maxTokens },
+              {
+                onStart: sink.onStart?.bind(sink),
+                onText(text, logprobs, n) {
+                  generated = n;
+                  sink.onText(text, logprobs, n);
+                },
+              },
+              runSignal,
+            );
+            cost = costOf(done.promptTokens, done.completionTokens, entry.pricing);
+            return done;
+          } catch (err) {
+            cost = costOf(promptTokens, generated, entry.pricing);
+            throw err;
+          } finally {
+            this.ledger.settle(held, cost);
+            lease.release();
+          }
+        },
+      };
+    } catch (err) {
+      if (reservation) this.ledger.settle(reservation, 0);
+      worker.discard(prepared);
+      throw err;
+    }
   }
 }

@@ -29,8 +29,8 @@ export const ModelConfigSchema = Type.Object(
     type: Type.Union([Type.Literal("llm"), Type.Literal("embedding")], { default: "llm" }),
     /** Context length per sequence in tokens; defaults to the model's training context, capped at 4096. */
     context_size: Type.Optional(Type.Integer({ minimum: 16, maximum: 1_048_576 })),
-    /** Sequences decoded together (parallel slots). */
-    parallel: Type.Integer({ minimum: 1, maximum: 256, default: 4 }),
+    /** Sequences decoded together (parallel slots); moltbot.yaml's batching overrides it. */
+    parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
     /** Weights file name inside the version folder; found by GGUF magic when omitted. */
     weights: Type.Optional(Type.String({ minLength: 1 })),
     pricing: Type.Optional(PricingSchema),

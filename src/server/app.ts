@@ -48,7 +48,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     const { status, body } = errorReply(err);
     if (status >= 500) log.error(`${req.method} ${req.url}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
     else if (status !== 404) log.warning(`Invalid request ${req.method} ${req.url}: ${body.error.message}`);
-    if (status === 503) reply.header("retry-after", "1");
+    const retryAfterS = err instanceof MoltbotError ? err.retryAfterS : undefined;
+    if (retryAfterS !== undefined) reply.header("retry-after", String(retryAfterS));
+    else if (status === 503) reply.header("retry-after", "1");
     return reply.code(status).send(body);
   });
 

@@ -3,7 +3,7 @@
 // frees the worker's slot.
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { MoltbotError } from "../errors.js";
-import type { PoolEntry } from "../pool/model-pool.js";
+import type { ModelPool, PoolEntry } from "../pool/model-pool.js";
 import type { GenerateParams, PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
 import { errorReply } from "./errors-http.js";
@@ -27,12 +27,19 @@ export interface ResponseFormatter {
 }
 
 export interface GenerateCall {
-  entry: PoolEntry;
+  pool: ModelPool;
+  /** The pool entry the client named (undefined: the first generation entry). */
+  model: string | undefined;
   prompt: PromptInput;
   params: GenerateParams;
   stream: boolean;
   includeUsage: boolean;
-  format: ResponseFormatter;
+  /** The response shape, for the entry that ends up serving (fallback may change it). */
+  format: (entry: PoolEntry) => ResponseFormatter;
+}
+
+function retryAfter(err: unknown): Record<string, string> {
+  return err instanceof MoltbotError && err.retryAfterS !== undefined ? { "retry-after": String(err.retryAfterS) } : {};
 }
 
 function usageOf(done: GenerationDone): Usage {
@@ -47,16 +54,18 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     if (!res.writableFinished) abort.abort();
   };
   res.on("close", onClose);
-  const worker = call.entry.worker;
   const wantLogprobs = call.params.topLogprobs !== null;
 
   try {
+    // Admission errors (unknown model, budget, queue) are thrown before anything is written,
+    // so they keep their status code and Retry-After.
+    const admission = await call.pool.admit(call.model, call.prompt, call.params, abort.signal);
+    const format = call.format(admission.entry);
+    const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
     if (!call.stream) {
       let text = "";
       const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
-      const done = await worker.generate(
-        call.prompt,
-        call.params,
+      const done = await admission.run(
         {
           onText(delta, lp) {
             text += delta;
@@ -65,39 +74,38 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
         },
         abort.signal,
       );
-      await reply.send(call.format.whole(text, logprobs, done, usageOf(done)));
+      if (fallbackHeader) void reply.headers(fallbackHeader);
+      await reply.send(format.whole(text, logprobs, done, usageOf(done)));
       return;
     }
 
     reply.hijack();
-    const sse = new SseStream(res, { "x-request-id": String(request.id) });
+    const sse = new SseStream(res, { "x-request-id": String(request.id), ...fallbackHeader });
     let first = true;
     try {
-      const done = await worker.generate(
-        call.prompt,
-        call.params,
+      const done = await admission.run(
         {
           onStart() {
             // Role chunk first, as OpenAI does, so clients see the stream open before the first token.
-            sse.send(call.format.chunk("", undefined, true));
+            sse.send(format.chunk("", undefined, true));
             first = false;
           },
           onText(delta, lp) {
-            sse.send(call.format.chunk(delta, lp, first));
+            sse.send(format.chunk(delta, lp, first));
             first = false;
           },
         },
         abort.signal,
       );
       const usage = usageOf(done);
-      sse.send(call.format.lastChunk(done, usage));
-      if (call.includeUsage) sse.send(call.format.usageChunk(usage));
+      sse.send(format.lastChunk(done, usage));
+      if (call.includeUsage) sse.send(format.usageChunk(usage));
       sse.end();
     } catch (err) {
       if (abort.signal.aborted) return;
       const { status, body } = errorReply(err);
       if (!sse.started) {
-        res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id) });
+        res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id), ...retryAfter(err) });
         res.end(JSON.stringify(body));
       } else {
         sse.send(body);

@@ -8,7 +8,11 @@ import { parseBytes } from "../config/units.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
+import { openSqliteLedger, ledgerPath } from "../ledger/sqlite-ledger.js";
+import type { BudgetLedger } from "../ledger/ledger.js";
 import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
+import { planPool } from "../pool/plan.js";
+import { ModelScheduler } from "../scheduler/model-scheduler.js";
 import { openRepository, type RepositoryModel } from "../repository/repository.js";
 import { ModelWorker } from "../workers/model-worker.js";
 import { buildApp } from "./app.js";
@@ -21,6 +25,8 @@ export interface ServerOptions {
   engine: EngineKind;
   threads: number;
   modelVersion?: string | undefined;
+  /** Injected for the ledger's month rollover in tests. */
+  clock?: () => Date;
 }
 
 /** Default per-sequence context when neither config.json nor moltbot.yaml sets one. */
@@ -38,6 +44,7 @@ async function contextSizeFor(model: RepositoryModel, configured: number | undef
 export class MoltbotServer {
   private app: FastifyInstance | undefined;
   private pool: ModelPool | undefined;
+  private ledger: BudgetLedger | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
 
@@ -61,16 +68,18 @@ export class MoltbotServer {
     for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
 
     const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    const plan = planPool(cfg, repo, loaded.file ?? "config");
     const loaderLog = log.child("model_loader");
-    const entries: PoolEntry[] = [];
+    const workers = new Map<string, { worker: ModelWorker; scheduler: ModelScheduler }>();
     try {
-      for (const model of repo) {
+      for (const m of plan.models) {
+        const model = m.model;
         const init = {
           name: model.name,
           version: model.active.version,
           modelPath: model.active.weightsPath,
-          contextSize: await contextSizeFor(model, cfg.context_size),
-          parallel: model.active.config.parallel,
+          contextSize: m.contextSize ?? (await contextSizeFor(model, cfg.context_size)),
+          parallel: m.parallel,
           threads: this.opts.threads,
           embedding: model.active.config.type === "embedding",
           engine: this.opts.engine,
@@ -81,20 +90,32 @@ export class MoltbotServer {
           maxMs: cfg.worker.restart_backoff_ms.max,
           stableMs: 30_000,
         });
-        entries.push({ name: model.name, type: model.active.config.type, model, worker, created: Math.floor(Date.now() / 1000) });
+        const scheduler = new ModelScheduler({ slots: m.parallel, maxQueue: m.queue.maxSize, maxWaitMs: m.queue.maxWaitMs });
+        workers.set(model.name, { worker, scheduler });
       }
       // Workers load in parallel: start-up time is the slowest model, not the sum.
-      await Promise.all(entries.map((e) => e.worker.start()));
+      await Promise.all([...workers.values()].map((w) => w.worker.start()));
     } catch (err) {
-      await Promise.all(entries.map((e) => e.worker.close(0)));
+      await Promise.all([...workers.values()].map((w) => w.worker.close(0)));
       throw err;
     }
 
-    this.pool = new ModelPool(entries);
+    const ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock });
+    this.ledger = ledger;
+    if (ledger.reconciled.reservations > 0) {
+      log.child("ledger").warning(`Released ${ledger.reconciled.reservations} reservation(s) (${ledger.reconciled.amount.toFixed(6)}) left by a process that stopped before settling`);
+    }
+    const created = Math.floor(Date.now() / 1000);
+    const entries: PoolEntry[] = plan.entries.map((e) => {
+      const { worker, scheduler } = workers.get(e.model)!;
+      const model = plan.models.find((m) => m.model.name === e.model)!.model;
+      return { ...e, model, worker, scheduler, created };
+    });
+    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock);
     this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
     const { host, port } = this.address;
-    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
   }
 
   /** Drain and stop; resolves when everything is down. Idempotent. */
@@ -115,7 +136,9 @@ export class MoltbotServer {
       clearTimeout(timer);
     }
     const left = Math.max(500, deadline - Date.now());
-    await Promise.all((this.pool?.entries ?? []).map((e) => e.worker.close(left)));
+    const workers = new Set((this.pool?.entries ?? []).map((e) => e.worker));
+    await Promise.all([...workers].map((w) => w.close(left)));
+    this.ledger?.close();
     log.info("Stopped");
   }
 }

@@ -14,12 +14,11 @@ export function promptTokens(engine: Engine, prompt: PromptInput): number[] {
 export async function runGeneration(
   engine: Engine,
   id: number,
-  prompt: PromptInput,
+  tokens: number[],
   params: GenerateParams,
   signal: AbortSignal,
   send: (msg: WorkerToMain) => void,
 ): Promise<void> {
-  const tokens = promptTokens(engine, prompt);
   const ctx = engine.info.contextSize;
   if (tokens.length >= ctx) {
     throw new MoltbotError(
@@ -34,19 +33,21 @@ export async function runGeneration(
 
   const stop = new StopMatcher(params.stop);
   let stoppedByString = false;
+  let generated = 0;
   let pendingLogprobs: TokenLogprobEntry[] | undefined = params.topLogprobs === null ? undefined : [];
 
   const onToken = (tok: GeneratedToken): boolean => {
+    generated++;
     const { emit, stopped } = stop.push(tok.text);
     if (pendingLogprobs && tok.logprob !== undefined) {
       pendingLogprobs.push({ token: tok.text, logprob: tok.logprob, top: tok.top ?? [] });
     }
     if (emit.length > 0 || (pendingLogprobs && pendingLogprobs.length > 0 && !stopped)) {
       if (pendingLogprobs) {
-        send({ type: "text", id, text: emit, logprobs: pendingLogprobs });
+        send({ type: "text", id, text: emit, n: generated, logprobs: pendingLogprobs });
         pendingLogprobs = [];
       } else {
-        send({ type: "text", id, text: emit });
+        send({ type: "text", id, text: emit, n: generated });
       }
     }
     if (stopped) stoppedByString = true;
@@ -69,7 +70,7 @@ export async function runGeneration(
   });
   if (signal.aborted) return; // the client is gone: nobody reads a "done"
   const rest = stop.flush();
-  if (rest.length > 0) send({ type: "text", id, text: rest });
+  if (rest.length > 0) send({ type: "text", id, text: rest, n: generated });
   const finishReason = stoppedByString ? "stop" : result.finishReason === "length" ? "length" : "stop";
   send({ type: "done", id, finishReason, promptTokens: result.promptTokens, completionTokens: result.completionTokens });
 }

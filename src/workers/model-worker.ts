@@ -18,7 +18,16 @@ export type WorkerState = "starting" | "ready" | "restarting" | "failed" | "clos
 
 export interface GenerationSink {
   onStart?(promptTokens: number): void;
-  onText(text: string, logprobs: TokenLogprobEntry[] | undefined): void;
+  /** `generated`: completion tokens so far (a delta may span several when text was held back). */
+  onText(text: string, logprobs: TokenLogprobEntry[] | undefined, generated: number): void;
+}
+
+/** A prompt tokenized in the worker and kept there until generated or discarded. */
+export interface PreparedPrompt {
+  readonly id: number;
+  readonly promptTokens: number;
+  /** The worker process that holds the tokens; a restarted worker does not. */
+  readonly incarnation: number;
 }
 
 export interface GenerationDone {
@@ -38,7 +47,7 @@ interface Pending {
   resolve(value: never): void;
   reject(err: Error): void;
   sink?: GenerationSink;
-  kind: "generate" | "embed";
+  kind: "generate" | "embed" | "prepare";
 }
 
 const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
@@ -47,6 +56,8 @@ export class ModelWorker {
   state: WorkerState = "starting";
   info: EngineModelInfo | undefined;
   restarts = 0;
+  /** Counts spawns: prepared prompts live in one process only. */
+  private incarnation = 0;
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
@@ -87,6 +98,7 @@ export class ModelWorker {
 
   private spawn(): void {
     this.state = "starting";
+    this.incarnation++;
     const child = fork(WORKER_ENTRY, [], {
       // JSON beats structured clone for small per-token messages (bench/ipc.ts: ~9 vs ~15 us end to end).
       serialization: "json",
@@ -106,7 +118,7 @@ export class ModelWorker {
   private onMessage(msg: WorkerToMain): void {
     switch (msg.type) {
       case "text":
-        this.pending.get(msg.id)?.sink?.onText(msg.text, msg.logprobs);
+        this.pending.get(msg.id)?.sink?.onText(msg.text, msg.logprobs, msg.n);
         return;
       case "started":
         this.pending.get(msg.id)?.sink?.onStart?.(msg.promptTokens);
@@ -115,6 +127,12 @@ export class ModelWorker {
         const p = this.pending.get(msg.id);
         this.settle(msg.id);
         p?.resolve({ finishReason: msg.finishReason, promptTokens: msg.promptTokens, completionTokens: msg.completionTokens } as never);
+        return;
+      }
+      case "prepared": {
+        const p = this.pending.get(msg.id);
+        this.settle(msg.id);
+        p?.resolve({ id: msg.id, promptTokens: msg.promptTokens, incarnation: this.incarnation } as never);
         return;
       }
       case "embedded": {
@@ -199,11 +217,29 @@ export class ModelWorker {
     });
   }
 
-  generate(prompt: PromptInput, params: GenerateParams, sink: GenerationSink, signal?: AbortSignal): Promise<GenerationDone> {
+  /** Tokenize in the worker; the count is known before any budget or queue decision. */
+  prepare(prompt: PromptInput): Promise<PreparedPrompt> {
     const id = this.nextId++;
-    const done = this.request<GenerationDone>({ type: "generate", id, prompt, params }, "generate", sink);
+    return this.request({ type: "prepare", id, prompt }, "prepare");
+  }
+
+  /** Forget a prepared prompt that will not run here. */
+  discard(prepared: PreparedPrompt): void {
+    if (this.child?.connected) this.child.send({ type: "discard", id: prepared.id } satisfies MainToWorker);
+  }
+
+  /** Generate from a prompt, or from a prepared one (which is then consumed). */
+  generate(prompt: PromptInput | PreparedPrompt, params: GenerateParams, sink: GenerationSink, signal?: AbortSignal): Promise<GenerationDone> {
+    const isPrepared = "id" in prompt;
+    if (isPrepared && prompt.incarnation !== this.incarnation) {
+      return Promise.reject(new MoltbotError("worker_crashed", `the worker of ${this.label} restarted after this request was prepared; retry`));
+    }
+    const id = isPrepared ? prompt.id : this.nextId++;
+    const msg: MainToWorker & { id: number } = isPrepared ? { type: "generate", id, params } : { type: "generate", id, prompt, params };
+    const done = this.request<GenerationDone>(msg, "generate", sink);
     if (signal) {
       const onAbort = () => this.cancel(id);
+      if (signal.aborted) onAbort();
       signal.addEventListener("abort", onAbort, { once: true });
       void done.then(
         () => signal.removeEventListener("abort", onAbort),

@@ -39,7 +39,12 @@ export interface TokenLogprobEntry {
 }
 
 export type MainToWorker =
-  | { type: "generate"; id: number; prompt: PromptInput; params: GenerateParams }
+  /** Tokenize a prompt and keep the tokens under `id` for a later generate (budgets need the count first). */
+  | { type: "prepare"; id: number; prompt: PromptInput }
+  /** Generate from the prompt given, or from the one prepared under `id` when `prompt` is absent. */
+  | { type: "generate"; id: number; prompt?: PromptInput; params: GenerateParams }
+  /** Drop a prepared prompt that will not be generated (refused, shed, routed elsewhere). */
+  | { type: "discard"; id: number }
   | { type: "embed"; id: number; inputs: string[] }
   | { type: "cancel"; id: number }
   | { type: "shutdown" };
@@ -48,9 +53,13 @@ export type FinishReason = "stop" | "length";
 
 export type WorkerToMain =
   | { type: "ready"; info: EngineModelInfo; loadMs: number }
+  | { type: "prepared"; id: number; promptTokens: number }
   | { type: "started"; id: number; promptTokens: number }
-  /** A text delta; `logprobs` has one entry per token behind it when requested. */
-  | { type: "text"; id: number; text: string; logprobs?: TokenLogprobEntry[] }
+  /**
+   * A text delta and the number of tokens generated so far (`n`; held-back text can make a delta
+   * span several tokens). `logprobs` has one entry per token behind it when requested.
+   */
+  | { type: "text"; id: number; text: string; n: number; logprobs?: TokenLogprobEntry[] }
   | { type: "done"; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
   | { type: "embedded"; id: number; data: number[][]; promptTokens: number }
   | { type: "failed"; id: number; code: ErrorCode; message: string }

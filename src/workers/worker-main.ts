@@ -6,7 +6,7 @@ import { MoltbotError } from "../errors.js";
 import { loadEngine } from "../engine/load-engine.js";
 import type { Engine } from "../engine/types.js";
 import { WorkerInitSchema, type MainToWorker, type WorkerToMain } from "./protocol.js";
-import { runGeneration } from "./generation.js";
+import { promptTokens, runGeneration } from "./generation.js";
 
 function send(msg: WorkerToMain): void {
   if (process.connected) process.send!(msg);
@@ -43,6 +43,7 @@ async function main(): Promise<void> {
   }
 
   const inflight = new Map<number, AbortController>();
+  const prepared = new Map<number, number[]>();
   let shuttingDown = false;
 
   const finishShutdown = async () => {
@@ -54,10 +55,34 @@ async function main(): Promise<void> {
 
   process.on("message", (msg: MainToWorker) => {
     switch (msg.type) {
+      case "prepare": {
+        try {
+          const tokens = promptTokens(engine, msg.prompt);
+          prepared.set(msg.id, tokens);
+          send({ type: "prepared", id: msg.id, promptTokens: tokens.length });
+        } catch (err) {
+          send({ type: "failed", id: msg.id, ...errorFields(err) });
+        }
+        break;
+      }
+      case "discard":
+        prepared.delete(msg.id);
+        break;
       case "generate": {
         const ac = new AbortController();
         inflight.set(msg.id, ac);
-        runGeneration(engine, msg.id, msg.prompt, msg.params, ac.signal, send)
+        let tokens: number[] | undefined;
+        try {
+          tokens = msg.prompt ? promptTokens(engine, msg.prompt) : prepared.get(msg.id);
+          if (!tokens) throw new MoltbotError("internal_error", `no prepared prompt ${msg.id}`);
+        } catch (err) {
+          send({ type: "failed", id: msg.id, ...errorFields(err) });
+          inflight.delete(msg.id);
+          break;
+        } finally {
+          prepared.delete(msg.id);
+        }
+        runGeneration(engine, msg.id, tokens, msg.params, ac.signal, send)
           .catch((err: unknown) => {
             if (!ac.signal.aborted) send({ type: "failed", id: msg.id, ...errorFields(err) });
           })

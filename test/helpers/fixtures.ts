@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile, copyFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { loadConfig } from "../../src/config/load.js";
+import { loadConfig, type DeepPartial } from "../../src/config/load.js";
+import type { MoltbotConfig } from "../../src/config/schema.js";
 import { createLogger, type Logger } from "../../src/observe/logger.js";
 import { MoltbotServer } from "../../src/server/server.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../../src/gguf/random-model.js";
@@ -62,11 +63,26 @@ export interface RunningServer {
 }
 
 /** Start the real server (in this process; workers are real child processes) on port 0. */
-export async function startServer(modelPath: string, opts: { bodyLimit?: string; threads?: number } = {}): Promise<RunningServer> {
+export interface StartOptions {
+  bodyLimit?: string;
+  threads?: number;
+  /** moltbot.yaml content as an object (model_pool, queue, batching, ...). */
+  config?: DeepPartial<MoltbotConfig>;
+  /** State directory (ledger); default: a fresh temp dir. Reuse it to test restarts. */
+  dataDir?: string;
+  clock?: () => Date;
+}
+
+export async function startServer(modelPath: string, opts: StartOptions = {}): Promise<RunningServer> {
   const logFile = path.join(await tempDir("moltbot-log-"), "moltbot.log");
-  const loaded = loadConfig({ env: {}, cwd: path.dirname(logFile), overrides: { server: { port: 0, host: "127.0.0.1", body_limit: opts.bodyLimit }, log: { level: "DEBUG" } } });
+  const dataDir = opts.dataDir ?? path.join(path.dirname(logFile), "data");
+  const loaded = loadConfig({
+    env: {},
+    cwd: path.dirname(logFile),
+    overrides: { ...opts.config, data_dir: dataDir, server: { port: 0, host: "127.0.0.1", body_limit: opts.bodyLimit }, log: { level: "DEBUG" } },
+  });
   const log = createLogger({ level: "DEBUG", format: "text", file: logFile, stdout: false });
-  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1 });
+  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1, clock: opts.clock });
   await server.start();
   const { port } = server.address;
   const url = `http://127.0.0.1:${port}`;

@@ -8,19 +8,19 @@ import { samplingParams } from "./openai.js";
 export function registerInferRoute(app: FastifyInstance, pool: ModelPool): void {
   app.post<{ Body: InferBody }>("/infer", { schema: { body: InferBody } }, async (req, reply) => {
     const body = req.body;
-    const entry = pool.resolve(body.model, "llm");
     await serveGeneration(req, reply, {
-      entry,
+      pool,
+      model: body.model,
       prompt: { kind: "text", text: body.input },
       params: samplingParams(body, body.max_tokens ?? 128, null),
       stream: false,
       includeUsage: false,
-      format: {
+      format: (entry) => ({
         chunk: () => undefined,
         lastChunk: () => undefined,
         usageChunk: () => undefined,
         whole: (text, _lp, done, usage) => ({ output: text, model: entry.name, version: entry.model.active.version, finish_reason: done.finishReason, usage }),
-      },
+      }),
     });
   });
 }

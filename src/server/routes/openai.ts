@@ -143,25 +143,24 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): voi
 
   app.post<{ Body: ChatCompletionBody }>("/v1/chat/completions", { schema: { body: ChatCompletionBody } }, async (req, reply) => {
     const body = req.body;
-    const entry = pool.resolve(body.model, "llm");
     const topLogprobs = body.logprobs ? (body.top_logprobs ?? 0) : null;
     if (!body.logprobs && body.top_logprobs) {
       throw new MoltbotError("invalid_request", "'top_logprobs' requires 'logprobs': true", { param: "top_logprobs" });
     }
     const params = samplingParams(body, body.max_completion_tokens ?? body.max_tokens ?? null, topLogprobs);
     await serveGeneration(req, reply, {
-      entry,
+      pool,
+      model: body.model,
       prompt: { kind: "chat", turns: chatTurns(body.messages) },
       params,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
-      format: chatFormatter(`chatcmpl-${randomUUID()}`, entry.name),
+      format: (entry) => chatFormatter(`chatcmpl-${randomUUID()}`, entry.name),
     });
   });
 
   app.post<{ Body: CompletionBody }>("/v1/completions", { schema: { body: CompletionBody } }, async (req, reply) => {
     const body = req.body;
-    const entry = pool.resolve(body.model, "llm");
     if (Array.isArray(body.prompt) && body.prompt.length > 1) {
       throw new MoltbotError("unsupported_parameter", "a list of several prompts is not supported: send one request per prompt", { param: "prompt" });
     }
@@ -173,20 +172,20 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): voi
     // OpenAI's legacy completions default to 16 tokens.
     const params = samplingParams(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null);
     await serveGeneration(req, reply, {
-      entry,
+      pool,
+      model: body.model,
       prompt: { kind: "text", text: prompt },
       params,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
-      format: completionFormatter(`cmpl-${randomUUID()}`, entry.name, body.echo ? prompt : ""),
+      format: (entry) => completionFormatter(`cmpl-${randomUUID()}`, entry.name, body.echo ? prompt : ""),
     });
   });
 
   app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req) => {
     const body = req.body;
-    const entry = pool.resolve(body.model, "embedding");
     const inputs = typeof body.input === "string" ? [body.input] : body.input;
-    const { data, promptTokens } = await entry.worker.embed(inputs);
+    const { entry, data, promptTokens } = await pool.embed(body.model, inputs);
     const dims = body.dimensions;
     if (dims !== undefined && data[0] && dims > data[0].length) {
       throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
