@@ -102,7 +102,8 @@ test("bad values: one line naming the key path and what was expected", () => {
     ["model_pool:\n  - name: chat\n    budget: { cost_limit: abc }", 'FILE: model_pool[0].budget.cost_limit: expected number >= 0, got "abc"'],
     ["model_pool:\n  - name: chat\n    budget: { max_tokens: 0 }", "FILE: model_pool[0].budget.max_tokens: expected integer >= 1, got 0"],
     ["model_pool:\n  - name: chat\n    strategy: { priority: urgent }", 'FILE: model_pool[0].strategy.priority: expected one of "high", "normal", "low", got "urgent"'],
-    ["model_pool:\n  - name: chat\n    strategy: { fallback: maybe }", 'FILE: model_pool[0].strategy.fallback: expected true or false, got "maybe"'],
+    ["model_pool:\n  - name: chat\n    strategy: { fallback: maybe }", 'FILE: model_pool[0].strategy.fallback: no pool entry named "maybe" (use true, false or an entry\'s name)'],
+    ["model_pool:\n  - name: chat\n    strategy: { fallback: 3 }", "FILE: model_pool[0].strategy.fallback: expected true, false or the name of another pool entry, got 3"],
     ["model_pool:\n  - type: llm", "FILE: model_pool[0].name: required key missing (non-empty string)"],
     ["model_pool: chat", 'FILE: model_pool: expected a list, got "chat"'],
     ["server: 8080", "FILE: server: expected a mapping of keys, got 8080"],
@@ -183,12 +184,13 @@ test("notEnforced lists set, non-default keys of unbuilt features", () => {
       "    strategy: { priority: high }",
       "  - name: spare",
       "    strategy: { priority: normal, fallback: false }",
-      "cache: { enabled: false }",
+      "cache: { enabled: true }",
       "resource_limits:",
       "  memory: { limit: 4GiB }",
     ].join("\n"),
   );
-  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["model_pool[0].budget", "model_pool[0].strategy.priority", "resource_limits"]);
+  // Budgets and priorities are enforced now: only the unbuilt features are listed.
+  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["resource_limits", "cache"]);
 });
 
 test("the template loads back to exactly the defaults and shows every key", () => {

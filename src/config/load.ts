@@ -310,6 +310,12 @@ function crossCheck(config: MoltbotConfig, source: string): void {
     if (first !== undefined) problems.push(`model_pool[${i}].name: duplicate name "${entry.name}" (also model_pool[${first}])`);
     else names.set(entry.name, i);
   });
+  config.model_pool.forEach((entry, i) => {
+    const target = entry.strategy.fallback;
+    if (typeof target === "string" && !names.has(target)) {
+      problems.push(`model_pool[${i}].strategy.fallback: no pool entry named "${target}" (use true, false or an entry's name)`);
+    }
+  });
   const jwt = config.security.jwt;
   if (jwt !== undefined) {
     const sources = (["secret", "secret_file", "public_key_file", "jwks_file"] as const).filter((k) => jwt[k] !== undefined);

@@ -45,20 +45,22 @@ const rate = (notes: Notes) => Type.String({ format: "moltbot-rate", expected: '
 const filePath = (notes: Notes) => Type.String({ minLength: 1, xPath: true, ...notes });
 const positiveInt = (notes: Notes & { maximum?: number }) => Type.Integer({ minimum: 1, ...notes });
 
-const BatchingSchema = (description: string) =>
+// `optional`: a pool entry's own batching/queue stays absent unless written, so the model's
+// config.json and the global section apply.
+const BatchingSchema = (description: string, optional = false) =>
   section(description, {
     enabled: Type.Boolean({ default: true, description: "decode concurrent requests to one model together" }),
     // Parallel sequences per model; each holds its own KV cache, so memory grows with it.
     // 4 matches llama.cpp server's and Ollama's parallel default; raise it on big machines.
     max_batch_size: positiveInt({ default: 4, description: "most sequences decoded together (parallel slots)" }),
     timeout_ms: Type.Integer({ minimum: 0, default: 100, description: "longest wait to fill a batch before decoding, in ms" }),
-  });
+  }, { optional });
 
-const QueueSchema = (description: string) =>
+const QueueSchema = (description: string, optional = false) =>
   section(description, {
     max_size: positiveInt({ default: 256, description: "requests waiting per model; beyond it the lowest priority is shed with 429" }),
     max_wait_ms: positiveInt({ default: 30000, description: "longest a request waits for a slot before 429, in ms" }),
-  });
+  }, { optional });
 
 const PricingSchema = section(
   "price per 1K tokens; overrides the model's config.json",
@@ -94,8 +96,8 @@ export const ModelPoolEntrySchema = Type.Object(
       }),
     }),
     pricing: Type.Optional(PricingSchema),
-    batching: Type.Optional(BatchingSchema("batching for this entry (default: the global batching)")),
-    queue: Type.Optional(QueueSchema("queue for this entry (default: the global queue)")),
+    batching: Type.Optional(BatchingSchema("batching for this entry (default: config.json parallel, else the global batching)", true)),
+    queue: Type.Optional(QueueSchema("queue for this entry (default: the global queue)", true)),
   },
   { additionalProperties: false, description: "one served model" },
 );

@@ -56,6 +56,11 @@ export class MoltbotServer {
     return { host: a.address, port: a.port };
   }
 
+  /** Where the ledger and other state live. */
+  get dataDir(): string {
+    return this.opts.loaded.dataDir;
+  }
+
   get models(): ModelPool {
     if (!this.pool) throw new Error("server is not started");
     return this.pool;
