@@ -2,6 +2,7 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { MoltbotError } from "../errors.js";
+import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
 
@@ -11,6 +12,7 @@ export async function main(argv: string[]): Promise<void> {
     .usage("$0 <command> [options]\n\nSelf-hosted inference server for GGUF models with an OpenAI-compatible API.")
     .command(deployCommand)
     .command(initCommand)
+    .command(budgetCommand)
     .demandCommand(1, "name a command (see --help)")
     .recommendCommands()
     .strict()

@@ -1,0 +1,135 @@
+// Continuous batching: aggregate tokens/s and time to first token at concurrency 1, 4, 8, 16
+// with batching on and off, on the demo model and the ~100M model, with llama.cpp's own
+// llama-server (-np 8, same threads) in the same run.
+//
+//   node --import tsx bench/batching.ts [--models demo,m100] [--concurrency 1,4,8,16] [--requests 3]
+//        [--tokens 64] [--threads 2] [--llama-server PATH]
+import { existsSync, readdirSync } from "node:fs";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
+import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
+import { commandLine, freePort, machine, median, percentile, startServed, timedStream, type Served, type StreamTiming } from "./lib.js";
+
+const { values } = parseArgs({
+  options: {
+    models: { type: "string", default: "demo,m100" },
+    concurrency: { type: "string", default: "1,4,8,16" },
+    requests: { type: "string", default: "3" },
+    tokens: { type: "string", default: "64" },
+    threads: { type: "string", default: "2" },
+    "llama-server": { type: "string" },
+  },
+});
+const ROOT = path.resolve(import.meta.dirname, "..");
+const BIN = path.join(ROOT, "bin", "moltbot");
+const TOKENS = Number(values.tokens);
+const REQUESTS = Number(values.requests);
+const THREADS = Number(values.threads);
+const PROMPT = "The history of the United States began with the arrival of the first people in the Americas. In the";
+
+function peerServer(): string | undefined {
+  if (values["llama-server"]) return values["llama-server"];
+  const base = path.join(os.homedir(), ".cache", "moltbot-peer");
+  if (!existsSync(base)) return undefined;
+  for (const v of readdirSync(base)) if (existsSync(path.join(base, v, "bin", "llama-server"))) return path.join(base, v, "bin", "llama-server");
+  return undefined;
+}
+
+async function modelFile(name: string): Promise<{ file: string; modelPath: string; modelName: string }> {
+  if (name === "demo") {
+    const file = await ensureDemoModel();
+    return { file, modelPath: path.dirname(file), modelName: "demo" };
+  }
+  const dir = path.join(process.env.MOLTBOT_CACHE_DIR ?? path.join(os.homedir(), ".cache", "moltbot"), "bench");
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, `${name}.gguf`);
+  if (!existsSync(file)) await writeRandomLlamaModel(file, randomModelOptions(name as "m100"));
+  return { file, modelPath: file, modelName: name };
+}
+
+interface Target {
+  name: string;
+  served: Served;
+  body: (i: number) => Record<string, unknown>;
+}
+
+let requestNo = 0;
+
+async function moltbot(modelPath: string, modelName: string, batching: boolean): Promise<Target> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), "moltbot-bench-"));
+  const yaml = path.join(dir, "moltbot.yaml");
+  await writeFile(
+    yaml,
+    [
+      `model_path: ${modelPath}`,
+      "model_pool:",
+      `  - name: ${modelName}`,
+      "    type: llm",
+      `    batching: { enabled: ${batching}, max_batch_size: 16 }`,
+      "log: { level: WARNING }",
+    ].join("\n"),
+  );
+  const port = freePort();
+  const served = await startServed(process.execPath, [BIN, "deploy", "--config", yaml, "--port", String(port), "--threads", String(THREADS)], port, "/readyz");
+  return {
+    name: `moltbot batching ${batching ? "on (16)" : "off"}`,
+    served,
+    body: () => ({ model: modelName, prompt: `${++requestNo}. ${PROMPT}`, max_tokens: TOKENS, temperature: 0, ignore_eos: true }),
+  };
+}
+
+async function llamaServer(bin: string, file: string): Promise<Target> {
+  const port = freePort();
+  const served = await startServed(bin, ["-m", file, "--port", String(port), "--host", "127.0.0.1", "-t", String(THREADS), "-tb", String(THREADS), "-c", String(8 * 2048), "-np", "8", "--no-webui", "-lv", "0"], port, "/health");
+  return { name: "llama-server -np 8", served, body: () => ({ prompt: `${++requestNo}. ${PROMPT}`, max_tokens: TOKENS, temperature: 0, ignore_eos: true, cache_prompt: false }) };
+}
+
+async function load(t: Target, concurrency: number): Promise<{ tps: number; ttft: number[] }> {
+  const timings: StreamTiming[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let i = 0; i < REQUESTS; i++) timings.push(await timedStream(`${t.served.url}/v1/completions`, t.body(i)));
+    }),
+  );
+  const wall = performance.now() - t0;
+  return { tps: (timings.reduce((n, x) => n + x.tokens, 0) * 1000) / wall, ttft: timings.map((x) => x.ttftMs) };
+}
+
+async function main(): Promise<void> {
+  console.log(`# bench/batching.ts — ${new Date().toISOString()}\nmachine: ${machine()}\ncommand: ${commandLine()}`);
+  const levels = values.concurrency!.split(",").map(Number);
+  const peer = peerServer();
+  for (const name of values.models!.split(",")) {
+    const m = await modelFile(name);
+    const targets = [await moltbot(m.modelPath, m.modelName, true), await moltbot(m.modelPath, m.modelName, false)];
+    if (peer) targets.push(await llamaServer(peer, m.file));
+    for (const t of targets) await load(t, 1); // warm-up
+    const rows = new Map<string, string[]>();
+    const base = new Map<string, number>();
+    for (const c of levels) {
+      // Interleaved: every target at this concurrency before the next level.
+      for (const t of targets) {
+        const r = await load(t, c);
+        if (c === levels[0]) base.set(t.name, r.tps);
+        const row = rows.get(t.name) ?? [];
+        row.push(`c=${c}: ${r.tps.toFixed(1)} tok/s (x${(r.tps / base.get(t.name)!).toFixed(2)}), TTFT p50 ${median(r.ttft).toFixed(1)} / p99 ${percentile(r.ttft, 99).toFixed(1)} ms`);
+        rows.set(t.name, row);
+      }
+    }
+    for (const t of targets) await t.served.stop();
+    console.log(`\n## ${name}, ${THREADS} threads, ${TOKENS}-token completions, ${REQUESTS} per client`);
+    for (const [t, row] of rows) console.log(`${t}\n  ${row.join("\n  ")}`);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
