@@ -1,0 +1,170 @@
+// `moltbot budget status|reset`: read and reset the monthly spend of each pool entry, straight
+// from the ledger file under the data directory. Safe beside a running server: the ledger is
+// transactional across processes, and opening it never releases a live server's reservations.
+import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { loadConfig, type LoadedConfig } from "../../config/load.js";
+import { MoltbotError } from "../../errors.js";
+import { periodOf, type EntrySpend } from "../../ledger/ledger.js";
+import { ledgerPath, openSqliteLedger, type SqliteLedger } from "../../ledger/sqlite-ledger.js";
+
+interface CommonArgs {
+  config?: string;
+  "data-dir"?: string;
+}
+interface StatusArgs extends CommonArgs {
+  json?: boolean;
+}
+interface ResetArgs extends CommonArgs {
+  name: string;
+}
+
+/** One line of `budget status`; `limit`/`remaining` are null when the entry has no cost_limit. */
+interface BudgetRow {
+  entry: string;
+  period: string;
+  spent: number;
+  reserved: number;
+  reservations: number;
+  limit: number | null;
+  remaining: number | null;
+  /** false for an entry the ledger knows but the config's model_pool does not name. */
+  configured: boolean;
+  resetAt?: string;
+}
+
+const common = (y: Argv) =>
+  y
+    .option("config", { type: "string", describe: "moltbot.yaml to read (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)" })
+    .option("data-dir", { type: "string", describe: "state directory holding ledger.sqlite (default: data_dir from the config)" });
+
+function load(args: CommonArgs): LoadedConfig {
+  return loadConfig({ file: args.config, env: process.env, overrides: { data_dir: args["data-dir"] } });
+}
+
+function openLedger(loaded: LoadedConfig): SqliteLedger {
+  const ledger = openSqliteLedger(ledgerPath(loaded.dataDir));
+  const r = ledger.reconciled;
+  // stderr, so `--json` output stays parseable.
+  if (r.reservations > 0) console.error(`Released ${r.reservations} reservation(s) (${money(r.amount)}) left by stopped processes`);
+  return ledger;
+}
+
+const statusCommand: CommandModule<object, StatusArgs> = {
+  command: "status",
+  describe: "Spend, reservations, limit and remaining per pool entry for the current month (UTC)",
+  builder: (y: Argv) =>
+    common(y)
+      .option("json", { type: "boolean", default: false, describe: "print a JSON array instead of a table" })
+      .example("$0 budget status --config /etc/moltbot/moltbot.yaml", "this month's spend per pool entry") as Argv<StatusArgs>,
+  handler: (args: ArgumentsCamelCase<StatusArgs>) => {
+    const loaded = load(args);
+    const ledger = openLedger(loaded);
+    let rows: BudgetRow[];
+    try {
+      rows = budgetRows(loaded, ledger.status());
+    } finally {
+      ledger.close();
+    }
+    console.log(args.json ? JSON.stringify(rows, null, 2) : table(rows));
+  },
+};
+
+const resetCommand: CommandModule<object, ResetArgs> = {
+  command: "reset <name>",
+  describe: "Start the current month of pool entry NAME over: spent and reservations to 0 (recorded with your user name)",
+  builder: (y: Argv) =>
+    common(y)
+      .positional("name", { type: "string", demandOption: true, describe: "pool entry (model_pool[].name)" })
+      .example("$0 budget reset text-generation", "let text-generation spend its whole cost_limit again this month") as Argv<ResetArgs>,
+  handler: (args: ArgumentsCamelCase<ResetArgs>) => {
+    const loaded = load(args);
+    const names = loaded.config.model_pool.map((e) => e.name);
+    if (!names.includes(args.name)) {
+      const where = loaded.file ?? "the configuration (no config file found)";
+      const known = names.length > 0 ? `pool entries: ${names.join(", ")}` : "its model_pool is empty";
+      throw new MoltbotError("cli_usage", `budget reset: "${args.name}" is not a model_pool entry in ${where} (${known})`);
+    }
+    const actor = nonEmpty(process.env.SUDO_USER) ?? nonEmpty(process.env.USER) ?? "cli";
+    const ledger = openLedger(loaded);
+    let before: EntrySpend | undefined;
+    let period: string;
+    try {
+      // Read for the message only; reset itself is one transaction and logs the same figures.
+      before = ledger.status().find((s) => s.entry === args.name);
+      ledger.reset(args.name, actor);
+      period = ledger.status().find((s) => s.entry === args.name)?.period ?? before?.period ?? "";
+    } finally {
+      ledger.close();
+    }
+    const was = before === undefined ? "nothing spent or reserved" : `was spent ${money(before.spent)}, reserved ${money(before.reserved)} in ${before.reservations} reservation(s)`;
+    console.log(`Reset the ${period} budget of "${args.name}" by '${actor}' (${was})`);
+  },
+};
+
+export const budgetCommand: CommandModule<object, object> = {
+  command: "budget <command>",
+  describe: "Monthly spend per pool entry: status, reset",
+  builder: (y: Argv) => y.command(statusCommand).command(resetCommand).demandCommand(1, "name a budget command: status or reset"),
+  handler: () => {
+    // Only reached through a subcommand, whose handler runs instead.
+  },
+};
+
+/** Every configured entry (zero when the ledger has not seen it), then ledger-only entries. */
+function budgetRows(loaded: LoadedConfig, spend: EntrySpend[]): BudgetRow[] {
+  const byEntry = new Map(spend.map((s) => [s.entry, s]));
+  const period = spend[0]?.period ?? periodOf(new Date());
+  const rows: BudgetRow[] = [];
+  const row = (entry: string, limit: number | undefined, configured: boolean): BudgetRow => {
+    const s = byEntry.get(entry);
+    const spent = s?.spent ?? 0;
+    const reserved = s?.reserved ?? 0;
+    const out: BudgetRow = {
+      entry,
+      period: s?.period ?? period,
+      spent,
+      reserved,
+      reservations: s?.reservations ?? 0,
+      limit: limit ?? null,
+      // In micro-units, as the ledger counts, so the figure carries no float residue.
+      remaining: limit === undefined ? null : (micros(limit) - micros(spent) - micros(reserved)) / 1e6,
+      configured,
+    };
+    if (s?.resetAt !== undefined) out.resetAt = s.resetAt;
+    return out;
+  };
+  for (const e of loaded.config.model_pool) rows.push(row(e.name, e.budget?.cost_limit, true));
+  for (const s of spend) if (!rows.some((r) => r.entry === s.entry)) rows.push(row(s.entry, undefined, false));
+  return rows;
+}
+
+function table(rows: BudgetRow[]): string {
+  if (rows.length === 0) return "No pool entries in the config and no spend recorded this month.";
+  const head = ["ENTRY", "PERIOD", "SPENT", "RESERVED", "OPEN", "LIMIT", "REMAINING"];
+  const body = rows.map((r) => [
+    r.configured ? r.entry : `${r.entry} (not in config)`,
+    r.period,
+    money(r.spent),
+    money(r.reserved),
+    String(r.reservations),
+    r.limit === null ? "unlimited" : money(r.limit),
+    r.remaining === null ? "unlimited" : money(r.remaining),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
+  // Names left-aligned, figures right-aligned so the decimals line up.
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ").trimEnd();
+  return [line(head), ...body.map(line)].join("\n");
+}
+
+/** At least two decimals, up to the micro-unit the ledger keeps: 12.50, 0.000123. */
+function money(x: number): string {
+  return x.toFixed(6).replace(/(\.\d\d\d*?)0+$/, "$1");
+}
+
+function micros(x: number): number {
+  return Math.round(x * 1e6);
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === "" ? undefined : v;
+}
