@@ -56,6 +56,27 @@ describe("batching", () => {
   });
 });
 
+describe("embedding grouping", () => {
+  test("concurrent embedding requests share evaluations and get their own vectors and usage", async () => {
+    // Long inputs make one evaluation last long enough for the next requests to arrive meanwhile.
+    const repo = await makeRepository([{ name: "emb", version: "v1", type: "embedding", parallel: 8, contextSize: 2048 }]);
+    const { srv, client } = await serve({}, { repo });
+    const texts = Array.from({ length: 12 }, (_, i) => `sentence number ${i} ${"many words ".repeat(150 + i)}`);
+    const alone = await Promise.all(texts.slice(0, 2).map((t) => client.embeddings.create({ model: "emb", input: t, encoding_format: "float" })));
+    const worker = srv.server.models.entries[0]!.worker;
+    const before = worker.embedBatches;
+    const together = await Promise.all(texts.map((t) => client.embeddings.create({ model: "emb", input: t, encoding_format: "float" })));
+    assert.ok(worker.embedBatches - before < texts.length, `${worker.embedBatches - before} evaluations for ${texts.length} requests`);
+    for (let i = 0; i < 2; i++) {
+      const a = alone[i]!.data[0]!.embedding;
+      const b = together[i]!.data[0]!.embedding;
+      assert.ok(a.every((x, k) => Math.abs(x - b[k]!) < 1e-4), "grouping does not change a vector");
+      assert.equal(together[i]!.usage.prompt_tokens, alone[i]!.usage.prompt_tokens);
+    }
+    assert.ok(together[11]!.usage.prompt_tokens > together[0]!.usage.prompt_tokens);
+  });
+});
+
 describe("priorities and overload", () => {
   test("under a full slot, high priority is served before normal and low", async () => {
     const { srv, client } = await serve(

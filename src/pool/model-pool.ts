@@ -113,8 +113,9 @@ export class ModelPool {
       const lease = await entry.scheduler.acquire(entry.priority, signal);
       try {
         const r = await entry.worker.embed(inputs);
-        cost = costOf(r.promptTokens, 0, entry.pricing);
-        return { entry, ...r };
+        const promptTokens = r.tokens.reduce((a, b) => a + b, 0);
+        cost = costOf(promptTokens, 0, entry.pricing);
+        return { entry, data: r.data, promptTokens };
       } finally {
         lease.release();
       }

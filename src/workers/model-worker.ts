@@ -66,6 +66,10 @@ export class ModelWorker {
   private restartTimer: NodeJS.Timeout | undefined;
   private firstStart: { resolve(): void; reject(err: Error): void } | undefined;
   private drained: (() => void) | undefined;
+  private readonly embedQueue: Array<{ inputs: string[]; resolve(r: { data: number[][]; tokens: number[] }): void; reject(err: Error): void }> = [];
+  private embedRunning = false;
+  /** Embedding evaluations sent to the worker (fewer than embed() calls when grouped). */
+  embedBatches = 0;
 
   constructor(
     readonly init: WorkerInit,
@@ -138,7 +142,7 @@ export class ModelWorker {
       case "embedded": {
         const p = this.pending.get(msg.id);
         this.settle(msg.id);
-        p?.resolve({ data: msg.data, promptTokens: msg.promptTokens } as never);
+        p?.resolve({ data: msg.data, tokens: msg.tokens } as never);
         return;
       }
       case "failed": {
@@ -249,9 +253,42 @@ export class ModelWorker {
     return done;
   }
 
-  embed(inputs: string[]): Promise<{ data: number[][]; promptTokens: number }> {
-    const id = this.nextId++;
-    return this.request({ type: "embed", id, inputs }, "embed");
+  /**
+   * Embed inputs. Calls that arrive while an embedding is running are grouped and sent as one
+   * evaluation when it ends (the engine packs several inputs into one batch), so concurrent
+   * small requests share a decode; an idle worker starts at once, without waiting.
+   */
+  embed(inputs: string[]): Promise<{ data: number[][]; tokens: number[] }> {
+    return new Promise((resolve, reject) => {
+      this.embedQueue.push({ inputs, resolve, reject });
+      if (!this.embedRunning) void this.flushEmbeds();
+    });
+  }
+
+  private async flushEmbeds(): Promise<void> {
+    this.embedRunning = true;
+    while (this.embedQueue.length > 0) {
+      const group = this.embedQueue.splice(0, this.embedQueue.length);
+      const id = this.nextId++;
+      this.embedBatches++;
+      try {
+        const r = await this.request<{ data: number[][]; tokens: number[] }>({ type: "embed", id, inputs: group.flatMap((g) => g.inputs) }, "embed");
+        let at = 0;
+        for (const g of group) {
+          const n = g.inputs.length;
+          g.resolve({ data: r.data.slice(at, at + n), tokens: r.tokens.slice(at, at + n) });
+          at += n;
+        }
+      } catch (err) {
+        // One input too long fails its own request only: retry the others alone.
+        if (group.length > 1 && err instanceof MoltbotError && err.code === "context_length_exceeded") {
+          for (const g of group) this.request<{ data: number[][]; tokens: number[] }>({ type: "embed", id: this.nextId++, inputs: g.inputs }, "embed").then(g.resolve, g.reject);
+        } else {
+          for (const g of group) g.reject(err as Error);
+        }
+      }
+    }
+    this.embedRunning = false;
   }
 
   /** Stops a generation and frees its slot; its promise rejects with `code`. */

@@ -61,7 +61,8 @@ export type WorkerToMain =
    */
   | { type: "text"; id: number; text: string; n: number; logprobs?: TokenLogprobEntry[] }
   | { type: "done"; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: "embedded"; id: number; data: number[][]; promptTokens: number }
+  /** One vector and one token count per input. */
+  | { type: "embedded"; id: number; data: number[][]; tokens: number[] }
   | { type: "failed"; id: number; code: ErrorCode; message: string }
   | { type: "fatal"; code: ErrorCode; message: string }
   | { type: "log"; level: "DEBUG" | "INFO" | "WARNING" | "ERROR"; component: string; message: string };

@@ -103,7 +103,7 @@ async function main(): Promise<void> {
             throw new MoltbotError("context_length_exceeded", `input[${tooLong}] is ${tokens[tooLong]!.length} tokens but the model's context is ${ctx}`, { param: "input" });
           }
           const data = await engine.embed(tokens);
-          send({ type: "embedded", id, data, promptTokens: tokens.reduce((n, t) => n + t.length, 0) });
+          send({ type: "embedded", id, data, tokens: tokens.map((t) => t.length) });
         })()
           .catch((err: unknown) => send({ type: "failed", id, ...errorFields(err) }))
           .finally(() => {
