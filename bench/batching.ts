@@ -5,13 +5,11 @@
 //   node --import tsx bench/batching.ts [--models demo,m100] [--concurrency 1,4,8,16] [--requests 3]
 //        [--tokens 64] [--threads 2] [--llama-server PATH]
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
-import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
-import { commandLine, freePort, machine, median, percentile, startServed, timedStream, type Served, type StreamTiming } from "./lib.js";
+import { benchModel, commandLine, freePort, machine, median, percentile, startServed, timedStream, type Served, type StreamTiming } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -36,18 +34,6 @@ function peerServer(): string | undefined {
   if (!existsSync(base)) return undefined;
   for (const v of readdirSync(base)) if (existsSync(path.join(base, v, "bin", "llama-server"))) return path.join(base, v, "bin", "llama-server");
   return undefined;
-}
-
-async function modelFile(name: string): Promise<{ file: string; modelPath: string; modelName: string }> {
-  if (name === "demo") {
-    const file = await ensureDemoModel();
-    return { file, modelPath: path.dirname(file), modelName: "demo" };
-  }
-  const dir = path.join(process.env.MOLTBOT_CACHE_DIR ?? path.join(os.homedir(), ".cache", "moltbot"), "bench");
-  await mkdir(dir, { recursive: true });
-  const file = path.join(dir, `${name}.gguf`);
-  if (!existsSync(file)) await writeRandomLlamaModel(file, randomModelOptions(name as "m100"));
-  return { file, modelPath: file, modelName: name };
 }
 
 interface Target {
@@ -104,7 +90,7 @@ async function main(): Promise<void> {
   const levels = values.concurrency!.split(",").map(Number);
   const peer = peerServer();
   for (const name of values.models!.split(",")) {
-    const m = await modelFile(name);
+    const m = await benchModel(name);
     const targets = [await moltbot(m.modelPath, m.modelName, true), await moltbot(m.modelPath, m.modelName, false)];
     if (peer) targets.push(await llamaServer(peer, m.file));
     for (const t of targets) await load(t, 1); // warm-up

@@ -1,6 +1,11 @@
 // Shared pieces of the benchmark scripts: process control, streamed requests, statistics.
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
 import os from "node:os";
+import path from "node:path";
+import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
+import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -117,3 +122,29 @@ export async function startServed(cmd: string, args: string[], port: number, rea
 
 let nextPort = 18_000 + Math.floor(Math.random() * 2000);
 export const freePort = () => nextPort++;
+
+export interface BenchModel {
+  /** The GGUF file. */
+  file: string;
+  /** What `moltbot deploy --model-path` takes (the demo's version folder, else the file). */
+  modelPath: string;
+  /** The model's name in the repository (what a pool entry's `model` names). */
+  modelName: string;
+}
+
+/** "demo", a random-weight preset ("tiny", "m100", generated once into the cache) or a GGUF path. */
+export async function benchModel(name: string): Promise<BenchModel> {
+  if (name === "demo") {
+    const file = await ensureDemoModel({ log: (m) => console.error(m) });
+    return { file, modelPath: path.dirname(file), modelName: "demo" };
+  }
+  if (name === "m100" || name === "tiny") {
+    const dir = path.join(process.env.MOLTBOT_CACHE_DIR ?? path.join(os.homedir(), ".cache", "moltbot"), "bench");
+    await mkdir(dir, { recursive: true });
+    const file = path.join(dir, `${name}.gguf`);
+    if (!existsSync(file)) await writeRandomLlamaModel(file, randomModelOptions(name));
+    return { file, modelPath: file, modelName: name };
+  }
+  const file = path.resolve(name);
+  return { file, modelPath: file, modelName: path.basename(file).replace(/\.(gguf|bin)$/i, "") };
+}

@@ -3,14 +3,11 @@
 // switched off (both entries normal) for comparison.
 //
 //   node --import tsx bench/priority.ts [--model demo|m100] [--high 20] [--flood 24] [--tokens 32] [--threads 2]
-import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
-import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
-import { commandLine, freePort, machine, median, percentile, sleep, startServed, timedStream } from "./lib.js";
+import { benchModel, commandLine, freePort, machine, median, percentile, sleep, startServed, timedStream } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -25,17 +22,8 @@ const ROOT = path.resolve(import.meta.dirname, "..");
 const BIN = path.join(ROOT, "bin", "moltbot");
 const TOKENS = Number(values.tokens);
 
-async function modelPath(): Promise<{ modelPath: string; model: string }> {
-  if (values.model === "demo") return { modelPath: path.dirname(await ensureDemoModel()), model: "demo" };
-  const dir = path.join(process.env.MOLTBOT_CACHE_DIR ?? path.join(os.homedir(), ".cache", "moltbot"), "bench");
-  await mkdir(dir, { recursive: true });
-  const file = path.join(dir, `${values.model}.gguf`);
-  if (!existsSync(file)) await writeRandomLlamaModel(file, randomModelOptions(values.model as "m100"));
-  return { modelPath: file, model: values.model! };
-}
-
 async function run(label: string, lowPriority: "low" | "normal", highPriority: "high" | "normal", flood: number): Promise<void> {
-  const { modelPath: mp, model } = await modelPath();
+  const { modelPath: mp, modelName: model } = await benchModel(values.model!);
   const dir = await mkdtemp(path.join(os.tmpdir(), "moltbot-bench-"));
   const yaml = path.join(dir, "moltbot.yaml");
   await writeFile(

@@ -8,15 +8,12 @@
 //
 // llama-server comes from ../shared/peer/build-llama-server.sh (skipped when not built).
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { getLlama, LlamaCompletion, LlamaLogLevel } from "node-llama-cpp";
-import { ensureDemoModel } from "../src/demo/ensure-demo-model.js";
 import { loadFfiEngine } from "../src/engine/ffi-engine.js";
-import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
-import { commandLine, freePort, machine, median, startServed, timedStream, TokenClock, type StreamTiming } from "./lib.js";
+import { benchModel, commandLine, freePort, machine, median, startServed, timedStream, TokenClock, type StreamTiming } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -37,7 +34,6 @@ const TOKENS = Number(values.tokens);
 const PROMPT = "The history of the United States began with the arrival of the first people in the Americas. In the";
 const ROOT = path.resolve(import.meta.dirname, "..");
 const BIN = path.join(ROOT, "bin", "moltbot");
-const CACHE = path.join(process.env.MOLTBOT_CACHE_DIR ?? path.join(os.homedir(), ".cache", "moltbot"), "bench");
 
 function peerBin(name: string): string | undefined {
   const base = path.join(os.homedir(), ".cache", "moltbot-peer");
@@ -49,16 +45,7 @@ function peerBin(name: string): string | undefined {
   return undefined;
 }
 
-async function modelFile(name: string): Promise<string> {
-  if (name === "demo") return ensureDemoModel({ log: (m) => console.error(m) });
-  if (name === "m100" || name === "tiny") {
-    await mkdir(CACHE, { recursive: true });
-    const file = path.join(CACHE, `${name}.gguf`);
-    if (!existsSync(file)) await writeRandomLlamaModel(file, randomModelOptions(name));
-    return file;
-  }
-  return path.resolve(name);
-}
+const modelFile = async (name: string) => (await benchModel(name)).file;
 
 // Every request gets a prompt of its own: llama-server would otherwise reuse the previous
 // request's KV cache (cache_prompt) and its TTFT would measure one decode step, not a prompt.

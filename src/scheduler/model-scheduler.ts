@@ -13,7 +13,7 @@
 // the order of admission, not who is shed: an aged low request is still low when making room,
 // so a flood of low traffic can never push high requests out.
 import { MoltbotError } from "../errors.js";
-import { DEFAULT_AGING_MS, PRIORITIES, admissionKey, baseRank, compareAdmission, type Priority } from "./priority.js";
+import { DEFAULT_AGING_MS, admissionKey, baseRank, compareAdmission, type Priority } from "./priority.js";
 
 export interface SlotLease {
   /** Frees the slot and admits the next queued request synchronously. Idempotent. */
