@@ -154,18 +154,24 @@ describe("budgets", () => {
 
   test("spend is accounted to the token from the usage returned", async () => {
     const pricing = { input_per_1k: 2, output_per_1k: 5 };
-    const { srv, client } = await serve({ model_pool: [entry("tiny", { pricing, budget: { cost_limit: 100 } })] });
-    let expected = 0;
-    for (let i = 0; i < 5; i++) {
-      const r = await client.completions.create({ model: "tiny", prompt: `count ${i} `.repeat(i + 1), max_tokens: 3 + i, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
-      expected += (r.usage!.prompt_tokens * 2 + r.usage!.completion_tokens * 5) / 1000;
+    // "tiny" has a cost limit (reserve, then settle); "open" has none (recorded after the fact).
+    const { srv, client } = await serve({ model_pool: [entry("tiny", { pricing, budget: { cost_limit: 100 } }), entry("open", { pricing })] });
+    const expected: Record<string, number> = { tiny: 0, open: 0 };
+    for (const model of ["tiny", "open"]) {
+      for (let i = 0; i < 5; i++) {
+        const r = await client.completions.create({ model, prompt: `count ${i} `.repeat(i + 1), max_tokens: 3 + i, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+        expected[model] += (r.usage!.prompt_tokens * 2 + r.usage!.completion_tokens * 5) / 1000;
+      }
     }
     const { openSqliteLedger, ledgerPath } = await import("../src/ledger/sqlite-ledger.js");
     const ledger = openSqliteLedger(ledgerPath(srv.server.dataDir));
-    const row = ledger.status().find((e) => e.entry === "tiny")!;
+    const rows = ledger.status();
     ledger.close();
-    assert.ok(Math.abs(row.spent - expected) < 1e-9, `spent ${row.spent}, expected ${expected}`);
-    assert.equal(row.reserved, 0);
+    for (const model of ["tiny", "open"]) {
+      const row = rows.find((e) => e.entry === model)!;
+      assert.ok(Math.abs(row.spent - expected[model]!) < 1e-9, `${model}: spent ${row.spent}, expected ${expected[model]}`);
+      assert.equal(row.reserved, 0);
+    }
   });
 
   test("50 concurrent requests against a budget that fits 10 never overspend", async () => {

