@@ -160,7 +160,7 @@ describe("budgets", () => {
     for (const model of ["tiny", "open"]) {
       for (let i = 0; i < 5; i++) {
         const r = await client.completions.create({ model, prompt: `count ${i} `.repeat(i + 1), max_tokens: 3 + i, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
-        expected[model] += (r.usage!.prompt_tokens * 2 + r.usage!.completion_tokens * 5) / 1000;
+        expected[model] = expected[model]! + (r.usage!.prompt_tokens * 2 + r.usage!.completion_tokens * 5) / 1000;
       }
     }
     const { openSqliteLedger, ledgerPath } = await import("../src/ledger/sqlite-ledger.js");
