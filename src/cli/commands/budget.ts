@@ -102,7 +102,7 @@ const resetCommand: CommandModule<object, ResetArgs> = {
 };
 
 export const budgetCommand: CommandModule<object, object> = {
-  command: "budget <command>",
+  command: "budget",
   describe: "Monthly spend per pool entry: status, reset",
   builder: (y: Argv) => y.command(statusCommand).command(resetCommand).demandCommand(1, "name a budget command: status or reset"),
   handler: () => {
