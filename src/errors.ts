@@ -58,16 +58,8 @@ export class MoltbotError extends Error {
     return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[BRAND] === true;
   }
 
-  toJSON(): { code: ErrorCode; message: string; param?: string } {
-    return this.param === undefined
-      ? { code: this.code, message: this.message }
-      : { code: this.code, message: this.message, param: this.param };
-  }
 }
 
-export function isErrorCode(code: unknown): code is ErrorCode {
-  return typeof code === "string" && Object.hasOwn(ERRORS, code);
-}
 
 /** OpenAI's error body for any thrown value; unknown errors become a bare 500. */
 export function toOpenAIError(err: unknown): { status: number; body: { error: { message: string; type: string; code: string; param: string | null } } } {

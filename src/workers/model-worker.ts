@@ -22,6 +22,12 @@ export interface GenerationSink {
   onText(text: string, logprobs: TokenLogprobEntry[] | undefined, generated: number): void;
 }
 
+/** One vector and one token count per input. */
+export interface EmbedResult {
+  data: number[][];
+  tokens: number[];
+}
+
 /** A prompt tokenized in the worker and kept there until generated or discarded. */
 export interface PreparedPrompt {
   readonly id: number;
@@ -47,7 +53,6 @@ interface Pending {
   resolve(value: never): void;
   reject(err: Error): void;
   sink?: GenerationSink;
-  kind: "generate" | "embed" | "prepare";
 }
 
 const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
@@ -66,7 +71,7 @@ export class ModelWorker {
   private restartTimer: NodeJS.Timeout | undefined;
   private firstStart: { resolve(): void; reject(err: Error): void } | undefined;
   private drained: (() => void) | undefined;
-  private readonly embedQueue: Array<{ inputs: string[]; resolve(r: { data: number[][]; tokens: number[] }): void; reject(err: Error): void }> = [];
+  private readonly embedQueue: Array<{ inputs: string[]; resolve(r: EmbedResult): void; reject(err: Error): void }> = [];
   private embedRunning = false;
   /** Embedding evaluations sent to the worker (fewer than embed() calls when grouped). */
   embedBatches = 0;
@@ -210,13 +215,13 @@ export class ModelWorker {
     }, delay);
   }
 
-  private request<T>(msg: MainToWorker & { id: number }, kind: Pending["kind"], sink?: GenerationSink): Promise<T> {
+  private request<T>(msg: MainToWorker & { id: number }, sink?: GenerationSink): Promise<T> {
     if (this.state !== "ready" || !this.child) {
       const why = this.state === "closing" || this.state === "closed" ? "is shutting down" : `is ${this.state}`;
       return Promise.reject(new MoltbotError(this.state === "closing" ? "server_shutting_down" : "worker_unavailable", `${this.label} ${why}; retry shortly`));
     }
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(msg.id, { resolve: resolve as (v: never) => void, reject, sink, kind });
+      this.pending.set(msg.id, { resolve: resolve as (v: never) => void, reject, sink });
       this.child!.send(msg);
     });
   }
@@ -224,7 +229,7 @@ export class ModelWorker {
   /** Tokenize in the worker; the count is known before any budget or queue decision. */
   prepare(prompt: PromptInput): Promise<PreparedPrompt> {
     const id = this.nextId++;
-    return this.request({ type: "prepare", id, prompt }, "prepare");
+    return this.request({ type: "prepare", id, prompt });
   }
 
   /** Forget a prepared prompt that will not run here. */
@@ -240,7 +245,7 @@ export class ModelWorker {
     }
     const id = isPrepared ? prompt.id : this.nextId++;
     const msg: MainToWorker & { id: number } = isPrepared ? { type: "generate", id, params } : { type: "generate", id, prompt, params };
-    const done = this.request<GenerationDone>(msg, "generate", sink);
+    const done = this.request<GenerationDone>(msg, sink);
     if (signal) {
       const onAbort = () => this.cancel(id);
       if (signal.aborted) onAbort();
@@ -258,7 +263,7 @@ export class ModelWorker {
    * evaluation when it ends (the engine packs several inputs into one batch), so concurrent
    * small requests share a decode; an idle worker starts at once, without waiting.
    */
-  embed(inputs: string[]): Promise<{ data: number[][]; tokens: number[] }> {
+  embed(inputs: string[]): Promise<EmbedResult> {
     return new Promise((resolve, reject) => {
       this.embedQueue.push({ inputs, resolve, reject });
       if (!this.embedRunning) void this.flushEmbeds();
@@ -272,7 +277,7 @@ export class ModelWorker {
       const id = this.nextId++;
       this.embedBatches++;
       try {
-        const r = await this.request<{ data: number[][]; tokens: number[] }>({ type: "embed", id, inputs: group.flatMap((g) => g.inputs) }, "embed");
+        const r = await this.request<EmbedResult>({ type: "embed", id, inputs: group.flatMap((g) => g.inputs) });
         let at = 0;
         for (const g of group) {
           const n = g.inputs.length;
@@ -282,7 +287,7 @@ export class ModelWorker {
       } catch (err) {
         // One input too long fails its own request only: retry the others alone.
         if (group.length > 1 && err instanceof MoltbotError && err.code === "context_length_exceeded") {
-          for (const g of group) this.request<{ data: number[][]; tokens: number[] }>({ type: "embed", id: this.nextId++, inputs: g.inputs }, "embed").then(g.resolve, g.reject);
+          for (const g of group) this.request<EmbedResult>({ type: "embed", id: this.nextId++, inputs: g.inputs }).then(g.resolve, g.reject);
         } else {
           for (const g of group) g.reject(err as Error);
         }
