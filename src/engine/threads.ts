@@ -26,31 +26,52 @@ export function resolveThreads(setting: number | "auto", engine: EngineKind): nu
   return engine === "node-llama-cpp" ? Math.max(1, cores - 1) : cores;
 }
 
-/** Step sizes are grouped by powers of two: 1, 2-3, 4-7, ... tokens. */
+/**
+ * Step sizes are grouped by powers of two: 1, 2, 3-4, 5-8, 9-16, 17-32, 33-64, ... tokens. A
+ * decode step carries one token per generating sequence (1-32 tokens for up to 32 streams:
+ * buckets 0-5); larger steps are prompt chunks (buckets from BIG_BUCKET up).
+ */
 const BUCKETS = 16;
-const bucketOf = (nTokens: number): number => Math.min(BUCKETS - 1, 31 - Math.clz32(Math.max(1, nTokens)));
+const BIG_BUCKET = 6;
+const bucketOf = (nTokens: number): number => (nTokens <= 1 ? 0 : Math.min(BUCKETS - 1, 32 - Math.clz32(nTokens - 1)));
+/**
+ * A prompt chunk on all threads this many times slower per token than the best seen means
+ * something else is taking the cores: about the speed-up that all threads give over one on a
+ * prompt chunk (m100, 2 threads: 1.8-1.9x), so below it all threads still win without asking.
+ */
+const DEGRADED = 2;
 
 /**
  * Chooses, for each decode step, 1 thread or `maxThreads`, whichever has been faster for steps
- * of that size: the median of the last `window` step times of each choice and size bucket.
- * Every `probeEvery`-th step of a bucket starts a burst of `probeBurst` steps on the other
- * choice, so a change in the machine's load (a busy neighbour arriving or leaving) is seen.
- * A step that switched thread counts is not counted: its time includes waking the pool (or
- * the page-in of the weights on the very first step), which would make every probe of the
- * losing choice look worse than it is. A median, not a mean: the server process preempting a
- * compute thread now and then must not flip the choice (measured: with a mean, the server at
- * 2 threads settled on 1 thread and lost 25% on the demo model).
+ * of that size: the median of the last `window` per-token step times of each choice and size
+ * bucket. Every `probeEvery`-th step of a bucket starts a burst of `probeBurst` steps on the
+ * other choice, so a change in the machine's load (a busy neighbour arriving or leaving) is
+ * seen. A small step (decode) that switched thread counts is not counted: its time includes
+ * waking the pool (or the page-in of the weights on the very first step), which would make
+ * every probe of the losing choice look worse than it is. A median, not a mean: the server
+ * process preempting a compute thread now and then must not flip the choice (measured: with a
+ * mean, the server at 2 threads settled on 1 thread and lost 25% on the demo model).
+ *
+ * Prompt chunks (33 tokens and up) are different: all threads win by 1.8-1.9x on an idle
+ * machine, and a chunk is hundreds of milliseconds, so a 1-thread probe there is a prompt that
+ * takes ~1.7x as long: measured as the p99 of time to first token (m100, 1,077-token prompts:
+ * 3-4% of prompts hit a probe). So a big step runs on all threads, and tries 1 thread only when
+ * the machine looks contended: a decode bucket currently finds 1 thread faster, or all
+ * threads have become DEGRADED times slower than their best on steps of this size. Their
+ * cost is so much larger than waking the pool that a big step after a switch counts.
  */
 export class StepThreadTuner {
   readonly maxThreads: number;
   private readonly probeEvery: number;
   private readonly probeBurst: number;
   private readonly window: number;
-  /** [(bucket * 2 + arm) * window + k]: recent step times; arm 0 is 1 thread, arm 1 maxThreads. */
+  /** [(bucket * 2 + arm) * window + k]: recent ms per token; arm 0 is 1 thread, arm 1 maxThreads. */
   private readonly times: Float64Array;
   private readonly counts: Uint32Array;
   private readonly steps: Uint32Array;
   private readonly probing: Uint32Array;
+  /** Per bucket: the lowest median ms per token seen on all threads (big buckets only). */
+  private readonly best: Float64Array;
   private readonly scratch: Float64Array;
   private lastThreads = 0;
 
@@ -63,6 +84,7 @@ export class StepThreadTuner {
     this.counts = new Uint32Array(BUCKETS * 2);
     this.steps = new Uint32Array(BUCKETS);
     this.probing = new Uint32Array(BUCKETS);
+    this.best = new Float64Array(BUCKETS).fill(Infinity);
     this.scratch = new Float64Array(this.window);
   }
 
@@ -74,20 +96,30 @@ export class StepThreadTuner {
     return n % 2 ? s[n >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
   }
 
+  /** Whether 1 thread deserves a try on big steps of bucket `b` (see the class comment). */
+  private contended(b: number): boolean {
+    for (let d = 0; d < BIG_BUCKET; d++) {
+      if (this.counts[d * 2]! >= 2 && this.counts[d * 2 + 1]! >= 2 && this.median(d * 2) < this.median(d * 2 + 1)) return true;
+    }
+    return this.median(b * 2 + 1) > DEGRADED * this.best[b]!;
+  }
+
   /** Threads for a step of `nTokens` tokens. */
   choose(nTokens: number): number {
     if (this.maxThreads === 1) return 1;
     const b = bucketOf(nTokens);
+    const big = b >= BIG_BUCKET;
     // Measure all threads first (the usual winner), then 1 thread, then exploit.
     if (this.counts[b * 2 + 1]! < 2) return this.maxThreads;
-    if (this.counts[b * 2]! < 2) return 1;
+    if (this.counts[b * 2]! < 2) return !big || this.contended(b) ? 1 : this.maxThreads;
     const many = this.median(b * 2 + 1) <= this.median(b * 2);
     if (this.probing[b]! > 0) {
       this.probing[b]!--;
       return many ? 1 : this.maxThreads;
     }
-    if (++this.steps[b]! % this.probeEvery === 0) {
-      this.probing[b] = this.probeBurst - 1;
+    if (++this.steps[b]! % this.probeEvery === 0 && (!big || !many || this.contended(b))) {
+      // every step of a big burst counts; a small burst's first step (the switch) does not
+      this.probing[b] = Math.max(1, big ? this.probeBurst - 1 : this.probeBurst) - 1;
       return many ? 1 : this.maxThreads;
     }
     return many ? this.maxThreads : 1;
@@ -96,12 +128,15 @@ export class StepThreadTuner {
   /** Record how long a step of `nTokens` tokens took on `threads` threads. */
   record(nTokens: number, threads: number, ms: number): void {
     if (this.maxThreads === 1) return;
-    if (threads !== this.lastThreads) {
-      this.lastThreads = threads; // a switch (or the first step): not representative
-      return;
-    }
-    const i = bucketOf(nTokens) * 2 + (threads === 1 ? 0 : 1);
+    const b = bucketOf(nTokens);
+    const switched = threads !== this.lastThreads;
+    const first = this.lastThreads === 0;
+    this.lastThreads = threads;
+    // a switch (or the very first step, the page-in): not representative of a small step
+    if (first || (switched && b < BIG_BUCKET)) return;
+    const i = b * 2 + (threads === 1 ? 0 : 1);
     const n = this.counts[i]!++;
-    this.times[i * this.window + (n % this.window)] = ms;
+    this.times[i * this.window + (n % this.window)] = ms / nTokens;
+    if (threads !== 1 && b >= BIG_BUCKET && this.counts[i]! >= 3) this.best[b] = Math.min(this.best[b]!, this.median(i));
   }
 }
