@@ -22,7 +22,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadFfiEngine } from "../src/engine/ffi-engine.js";
-import type { Engine, SamplingParams } from "../src/engine/types.js";
+import type { Engine, GenerationParams } from "../src/engine/types.js";
 
 /** The package root (holds package.json), whether run from source or from dist/. */
 const root = (() => {
@@ -78,7 +78,7 @@ interface Config {
   open(): Promise<{ once(signal: AbortSignal): Promise<{ tokens: number; ms: number }>; close(): Promise<void> }>;
 }
 
-const greedy: SamplingParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: TOKENS, minTokens: 0, ignoreEos: true, topLogprobs: null };
+const greedy: GenerationParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: TOKENS, minTokens: 0, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true };
 
 function ffiConfig(modelPath: string, threads: number, streams: number, fixed = false): Config {
   return {
@@ -90,7 +90,7 @@ function ffiConfig(modelPath: string, threads: number, streams: number, fixed = 
         async once(signal) {
           let tokens = 0;
           const t0 = performance.now();
-          await Promise.all(Array.from({ length: streams }, () => engine.generate({ promptTokens: prompt, params: greedy, signal, onToken: () => (tokens++, true) })));
+          await Promise.all(Array.from({ length: streams }, () => engine.generate({ promptTokens: prompt, params: greedy, maxTokens: TOKENS, signal, onToken: () => (tokens++, true) })));
           return { tokens, ms: performance.now() - t0 };
         },
         close: () => engine.close(),

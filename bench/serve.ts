@@ -106,12 +106,12 @@ async function inProcessTarget(file: string, threads: number): Promise<Target> {
 // what HTTP, IPC and the worker process cost.
 async function engineTarget(file: string, threads: number): Promise<Target> {
   const engine = await loadFfiEngine({ modelPath: file, contextSize: 2048, parallel: 4, threads, embedding: false });
-  const params = { temperature: 0, topP: 1, seed: undefined, maxTokens: TOKENS, minTokens: TOKENS, ignoreEos: true, topLogprobs: null };
+  const params = { temperature: 0, topP: 1, seed: undefined, maxTokens: TOKENS, minTokens: TOKENS, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true };
   return {
     name: "moltbot engine (in-process)",
     run: async () => {
       const clock = new TokenClock();
-      await engine.generate({ promptTokens: engine.tokenize(nextPrompt(), true), params, onToken: (t) => (t.text ? clock.tick() : undefined, true) });
+      await engine.generate({ promptTokens: engine.tokenize(nextPrompt(), true), params, maxTokens: TOKENS, onToken: (t) => (t.text ? clock.tick() : undefined, true) });
       return clock.result();
     },
     close: () => engine.close(),

@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { completeUtf8Length, loadFfiEngine } from "../src/engine/ffi-engine.js";
-import type { Engine, GeneratedToken, SamplingParams } from "../src/engine/types.js";
+import type { Engine, GeneratedToken, GenerationParams } from "../src/engine/types.js";
+import { completionLimit } from "../src/workers/generation.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { MoltbotError } from "../src/errors.js";
 import { StepThreadTuner } from "../src/engine/threads.js";
@@ -18,15 +19,20 @@ const modelPath = path.join(dir, "tiny.gguf");
 const PARALLEL = 2;
 let engine: Engine;
 
-const greedy = (maxTokens: number, extra: Partial<SamplingParams> = {}): SamplingParams => ({
-  temperature: 0, topP: 1, seed: undefined, maxTokens, minTokens: 0, ignoreEos: true, topLogprobs: null, ...extra,
+const greedy = (maxTokens: number | null, extra: Partial<GenerationParams> = {}): GenerationParams => ({
+  temperature: 0, topP: 1, seed: undefined, maxTokens, minTokens: 0, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true, ...extra,
 });
 
-async function run(e: Engine, prompt: number[], params: SamplingParams, signal?: AbortSignal) {
+/** A request as the worker builds it: the completion limit resolved against the context. */
+const request = (e: Engine, prompt: number[], params: GenerationParams) => ({
+  promptTokens: prompt, params, maxTokens: completionLimit(e.info.contextSize, prompt.length, params.maxTokens),
+});
+
+async function run(e: Engine, prompt: number[], params: GenerationParams, signal?: AbortSignal) {
   const tokens: GeneratedToken[] = [];
   const times: number[] = [];
   const result = await e.generate({
-    promptTokens: prompt, params, ...(signal ? { signal } : {}),
+    ...request(e, prompt, params), ...(signal ? { signal } : {}),
     onToken: (t) => { tokens.push(t); times.push(performance.now()); return true; },
   });
   return { result, tokens, ids: tokens.map((t) => t.id), times };
@@ -162,7 +168,8 @@ describe("ffi engine", () => {
   test("maxTokens ends with finishReason length and exactly that many tokens", async () => {
     const prompt = engine.tokenize("in the beginning", true);
     const r = await run(engine, prompt, greedy(7));
-    assert.deepEqual(r.result, { finishReason: "length", promptTokens: prompt.length, completionTokens: 7 });
+    const { finishReason, promptTokens, completionTokens } = r.result;
+    assert.deepEqual({ finishReason, promptTokens, completionTokens }, { finishReason: "length", promptTokens: prompt.length, completionTokens: 7 });
     assert.equal(r.tokens.length, 7);
   });
 
@@ -202,8 +209,8 @@ describe("ffi engine", () => {
     const ac = new AbortController();
     const stopB = new AbortController();
     let aTokens = 0;
-    const a = engine.generate({ promptTokens: prompt, params: greedy(100_000), signal: ac.signal, onToken: () => { if (++aTokens === 5) ac.abort(); return true; } });
-    const b = engine.generate({ promptTokens: prompt, params: greedy(100_000), signal: stopB.signal, onToken: () => true });
+    const a = engine.generate({ ...request(engine, prompt, greedy(null)), signal: ac.signal, onToken: () => { if (++aTokens === 5) ac.abort(); return true; } });
+    const b = engine.generate({ ...request(engine, prompt, greedy(null)), signal: stopB.signal, onToken: () => true });
     // The (parallel+1)th request waits for a slot; it can only run once `a` releases its own.
     const c = run(engine, prompt, greedy(10));
     const ra = await a;
@@ -215,8 +222,10 @@ describe("ffi engine", () => {
     stopB.abort();
     assert.equal((await b).finishReason, "aborted");
     // onToken returning false also stops and frees the slot.
-    const r = await engine.generate({ promptTokens: prompt, params: greedy(50), onToken: () => false });
-    assert.deepEqual(r, { finishReason: "aborted", promptTokens: prompt.length, completionTokens: 1 });
+    const r = await engine.generate({ ...request(engine, prompt, greedy(50)), onToken: () => false });
+    assert.equal(r.finishReason, "aborted");
+    assert.equal(r.promptTokens, prompt.length);
+    assert.equal(r.completionTokens, 1);
   });
 
   test("logprobs are <= 0 and the top alternatives are sorted", async () => {
@@ -234,9 +243,17 @@ describe("ffi engine", () => {
     assert.deepEqual(plain.ids, r.ids);
   });
 
-  test("a prompt longer than the context is refused with context_length_exceeded", async () => {
-    await assert.rejects(engine.generate({ promptTokens: new Array(300).fill(5), params: greedy(4), onToken: () => true }),
-      (e: unknown) => e instanceof MoltbotError && e.code === "context_length_exceeded");
+  test("the context room: a prompt that fills the context is refused, max_tokens is cut to the room", () => {
+    assert.throws(() => completionLimit(engine.info.contextSize, 300, 4), (e: unknown) => e instanceof MoltbotError && e.code === "context_length_exceeded");
+    assert.throws(() => completionLimit(256, 256, null), (e: unknown) => e instanceof MoltbotError && e.code === "context_length_exceeded");
+    assert.equal(completionLimit(256, 250, null), 6);
+    assert.equal(completionLimit(256, 250, 100), 6);
+    assert.equal(completionLimit(256, 10, 100), 100);
+  });
+
+  test("the engine asserts the room it was given instead of re-checking the client's request", async () => {
+    await assert.rejects(engine.generate({ promptTokens: new Array(300).fill(5), params: greedy(4), maxTokens: 4, onToken: () => true }),
+      (e: unknown) => e instanceof MoltbotError && e.code === "internal_error");
   });
 
   test("embeddings are unit length and do not depend on batch packing", async () => {
@@ -255,7 +272,7 @@ describe("ffi engine", () => {
         assert.ok(Math.abs(vb![i]! - vbAlone![i]!) < 1e-5);
       }
       assert.notDeepEqual(va, vb);
-      await assert.rejects(emb.generate({ promptTokens: a, params: greedy(2), onToken: () => true }), MoltbotError as never);
+      await assert.rejects(emb.generate({ promptTokens: a, params: greedy(2), maxTokens: 2, onToken: () => true }), MoltbotError as never);
     } finally {
       await emb.close();
     }

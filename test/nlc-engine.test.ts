@@ -6,17 +6,24 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadNlcEngine } from "../src/engine/nlc-engine.js";
-import type { Engine, GeneratedToken, GenerateResult, SamplingParams } from "../src/engine/types.js";
+import type { Engine, GeneratedToken, GenerateResult, GenerationParams } from "../src/engine/types.js";
+import { completionLimit } from "../src/workers/generation.js";
 import { MoltbotError } from "../src/errors.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 
-const greedy: SamplingParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: 12, minTokens: 0, ignoreEos: true, topLogprobs: null };
+const greedy: GenerationParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: 12, minTokens: 0, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true };
 
-async function run(engine: Engine, prompt: number[], params: Partial<SamplingParams> = {}, stopAfter = Infinity, signal?: AbortSignal): Promise<{ tokens: GeneratedToken[]; result: GenerateResult }> {
+/** A request as the worker builds it: the completion limit resolved against the context. */
+const request = (engine: Engine, prompt: number[], params: GenerationParams) => ({
+  promptTokens: prompt,
+  params,
+  maxTokens: completionLimit(engine.info.contextSize, prompt.length, params.maxTokens),
+});
+
+async function run(engine: Engine, prompt: number[], params: Partial<GenerationParams> = {}, stopAfter = Infinity, signal?: AbortSignal): Promise<{ tokens: GeneratedToken[]; result: GenerateResult }> {
   const tokens: GeneratedToken[] = [];
   const result = await engine.generate({
-    promptTokens: prompt,
-    params: { ...greedy, ...params },
+    ...request(engine, prompt, { ...greedy, ...params }),
     onToken: (t) => {
       tokens.push(t);
       return tokens.length < stopAfter;
@@ -106,8 +113,7 @@ describe("nlc engine", () => {
     const controller = new AbortController();
     const tokens: GeneratedToken[] = [];
     const aborted = await engine.generate({
-      promptTokens: prompt,
-      params: { ...greedy, maxTokens: 100 },
+      ...request(engine, prompt, { ...greedy, maxTokens: 100 }),
       onToken: (t) => {
         tokens.push(t);
         if (tokens.length === 2) controller.abort();
@@ -126,7 +132,7 @@ describe("nlc engine", () => {
 
   test("an already aborted request returns at once", async () => {
     const r = await run(engine, prompt, {}, Infinity, AbortSignal.abort());
-    assert.deepEqual(r.result, { finishReason: "aborted", promptTokens: prompt.length, completionTokens: 0 });
+    assert.deepEqual(r.result, { finishReason: "aborted", promptTokens: prompt.length, completionTokens: 0, cachedTokens: 0, draftTokens: 0, acceptedDraftTokens: 0 });
   });
 
   test("logprobs are real: <= 0, top sorted, greedy picks the top entry", async () => {
@@ -167,7 +173,7 @@ describe("nlc engine", () => {
       }
       assert.notDeepEqual(a, b);
       assert.deepEqual(a, c);
-      await assert.rejects(emb.generate({ promptTokens: prompt, params: greedy, onToken: () => true }), (err) => err instanceof MoltbotError && err.code === "engine_error");
+      await assert.rejects(emb.generate({ promptTokens: prompt, params: greedy, maxTokens: 1, onToken: () => true }), (err) => err instanceof MoltbotError && err.code === "engine_error");
     } finally {
       await emb.close();
       await emb.close(); // idempotent

@@ -180,6 +180,9 @@ class NlcEngine implements Engine {
       embeddingSize: model.embeddingVectorSize,
       parameterCount: model.fileInsights.totalParameters,
       hasChatTemplate: typeof meta.tokenizer.chat_template === "string" && meta.tokenizer.chat_template !== "",
+      // node-llama-cpp gives each sequence its own context; no shared buffer, no prefix cache.
+      kvCacheTokens: 0,
+      kvBytesPerToken: 0,
     };
   }
 
@@ -231,20 +234,17 @@ class NlcEngine implements Engine {
     const promptCount = promptTokens.length;
     if (promptCount === 0) throw new MoltbotError("invalid_request", "the prompt is empty (0 tokens)");
     this.checkTokens(promptTokens, "prompt");
-    const contextSize = this.info.contextSize;
-    // node-llama-cpp keeps one cell free: a sequence holds at most contextSize - 1 evaluated
-    // tokens, so at most contextSize - prompt tokens can be generated without a context shift.
-    if (promptCount >= contextSize) {
-      throw new MoltbotError(
-        "context_length_exceeded",
-        `the prompt has ${promptCount} tokens; this model's context holds ${contextSize} per sequence (at most ${contextSize - 1} prompt tokens)`,
-      );
-    }
-    const limit = Math.min(params.maxTokens, contextSize - promptCount);
+    // The worker resolved the room (prompt + maxTokens <= contextSize); node-llama-cpp keeps
+    // one cell free, which is the completion's last token, never evaluated.
+    const limit = request.maxTokens;
+    if (promptCount + limit > this.info.contextSize) throw new MoltbotError("internal_error", `generation of ${promptCount} + ${limit} tokens exceeds the context (${this.info.contextSize})`);
     const result = (finishReason: GenerateResult["finishReason"], completionTokens: number): GenerateResult => ({
       finishReason,
       promptTokens: promptCount,
       completionTokens,
+      cachedTokens: 0,
+      draftTokens: 0,
+      acceptedDraftTokens: 0,
     });
     if (signal?.aborted) return result("aborted", 0);
     if (limit <= 0) return result("length", 0);

@@ -14,6 +14,13 @@ export interface EngineLoadOptions {
   threads: number;
   /** Load for embeddings (pooling on) instead of generation. */
   embedding: boolean;
+  /**
+   * Cells of the one KV buffer the sequences share (running ones and cached prompt prefixes).
+   * Default: contextSize x min(parallel, 4).
+   */
+  kvCacheTokens?: number;
+  /** Draft tokens by prompt lookup (n-gram speculative decoding). Default true. */
+  speculative?: boolean;
 }
 
 export interface EngineModelInfo {
@@ -27,22 +34,35 @@ export interface EngineModelInfo {
   parameterCount: number;
   /** True when the GGUF carries a chat template (tokenizer.chat_template). */
   hasChatTemplate: boolean;
+  /** Cells of the shared KV buffer (0 when the engine does not share one). */
+  kvCacheTokens: number;
+  /** Bytes of KV cache per cell (one token of one sequence), keys and values of every layer. */
+  kvBytesPerToken: number;
 }
 
-export interface SamplingParams {
+/**
+ * One request's generation parameters, validated and defaulted by the HTTP layer. The same
+ * value travels from the pool through the worker to the engine; only the pool changes it
+ * (the budget's per-inference cap lowers `maxTokens`).
+ */
+export interface GenerationParams {
+  /** Completion tokens the client allows; null = until the context is full. */
+  maxTokens: number | null;
   /** 0 = greedy. */
   temperature: number;
   topP: number;
   /** Fixed seed for reproducible sampling; undefined = random. */
   seed: number | undefined;
-  /** Completion tokens at most. */
-  maxTokens: number;
   /** The end-of-generation token is suppressed until this many tokens were produced. */
   minTokens: number;
   /** Never stop on the end-of-generation token. */
   ignoreEos: boolean;
+  /** Stop strings, matched on the text by the worker. */
+  stop: string[];
   /** Number of top alternatives per token to report; null = no logprobs at all. */
   topLogprobs: number | null;
+  /** Reuse KV cells of a cached prompt prefix (default true). */
+  cachePrompt: boolean;
 }
 
 export interface TokenLogprob {
@@ -54,7 +74,7 @@ export interface GeneratedToken {
   id: number;
   /** Detokenized text of this token (may be "" for a partial UTF-8 sequence held back). */
   text: string;
-  /** Present when SamplingParams.topLogprobs is not null. */
+  /** Present when GenerationParams.topLogprobs is not null. */
   logprob?: number;
   top?: TokenLogprob[];
 }
@@ -65,12 +85,22 @@ export interface GenerateResult {
   finishReason: EngineFinishReason;
   promptTokens: number;
   completionTokens: number;
+  /** Prompt tokens whose KV cells were reused from the cache instead of evaluated. */
+  cachedTokens: number;
+  /** Speculative decoding: draft tokens proposed and accepted for this sequence. */
+  draftTokens: number;
+  acceptedDraftTokens: number;
 }
 
 export interface GenerateRequest {
-  /** Prompt tokens (already tokenized with `tokenize`). */
+  /** Prompt tokens (already tokenized with `tokenize`), fewer than the context holds. */
   promptTokens: number[];
-  params: SamplingParams;
+  params: GenerationParams;
+  /**
+   * Completion tokens at most: the worker's resolution of `params.maxTokens` against the
+   * context room (>= 1, and prompt + maxTokens <= contextSize). The engine trusts it.
+   */
+  maxTokens: number;
   /**
    * Called once per generated token. Return false to stop generating (stop string matched,
    * client gone); the result then has finishReason "aborted" unless the caller overrides it.

@@ -56,15 +56,27 @@ export function ledgerPath(dataDir: string): string {
  * Monotonic in both token counts, so a reservation made with the worst-case completion
  * always covers the settlement of what was actually generated.
  */
-export function costOf(promptTokens: number, completionTokens: number, pricing: { input_per_1k: number; output_per_1k: number }): number {
-  for (const [name, n] of [["promptTokens", promptTokens], ["completionTokens", completionTokens]] as const) {
+/**
+ * Cost of one inference. `cachedTokens` (part of `promptTokens`) are the prompt tokens served
+ * from the KV prefix cache: they cost `cached_input_per_1k` when the pricing names one, else
+ * the same as any prompt token.
+ */
+export function costOf(
+  promptTokens: number,
+  completionTokens: number,
+  pricing: { input_per_1k: number; output_per_1k: number; cached_input_per_1k?: number },
+  cachedTokens = 0,
+): number {
+  for (const [name, n] of [["promptTokens", promptTokens], ["completionTokens", completionTokens], ["cachedTokens", cachedTokens]] as const) {
     if (!Number.isInteger(n) || n < 0) throw new MoltbotError("internal_error", `costOf: ${name} must be an integer >= 0, got ${n}`);
   }
-  for (const [name, p] of [["input_per_1k", pricing.input_per_1k], ["output_per_1k", pricing.output_per_1k]] as const) {
+  const cachedPrice = pricing.cached_input_per_1k ?? pricing.input_per_1k;
+  for (const [name, p] of [["input_per_1k", pricing.input_per_1k], ["output_per_1k", pricing.output_per_1k], ["cached_input_per_1k", cachedPrice]] as const) {
     if (!Number.isFinite(p) || p < 0) throw new MoltbotError("internal_error", `costOf: pricing.${name} must be a number >= 0, got ${p}`);
   }
+  const cached = Math.min(cachedTokens, promptTokens);
   // price per 1K tokens x 1e6 micro-units / 1e3 tokens = price x 1e3 micro-units per token.
-  const micros = Math.round((promptTokens * pricing.input_per_1k + completionTokens * pricing.output_per_1k) * 1000);
+  const micros = Math.round(((promptTokens - cached) * pricing.input_per_1k + cached * cachedPrice + completionTokens * pricing.output_per_1k) * 1000);
   return fromMicros(micros);
 }
 

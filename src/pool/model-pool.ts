@@ -12,12 +12,15 @@ import type { ModelScheduler, SlotLease } from "../scheduler/model-scheduler.js"
 import type { Priority } from "../scheduler/priority.js";
 import type { BudgetLedger, Reservation } from "../ledger/ledger.js";
 import { costOf } from "../ledger/sqlite-ledger.js";
+import type { GenerationParams } from "../engine/types.js";
 import type { GenerationDone, GenerationSink, ModelWorker, PreparedPrompt } from "../workers/model-worker.js";
-import type { GenerateParams, PromptInput } from "../workers/protocol.js";
+import type { PromptInput } from "../workers/protocol.js";
 
 export interface Pricing {
   input_per_1k: number;
   output_per_1k: number;
+  /** Prompt tokens reused from the KV prefix cache; absent = input_per_1k. */
+  cached_input_per_1k?: number;
 }
 
 export interface PoolEntry {
@@ -136,7 +139,7 @@ export class ModelPool {
   }
 
   /** Admit a generation on the named entry or, by its strategy, a fallback. */
-  async admit(name: string | undefined, prompt: PromptInput, params: GenerateParams, signal: AbortSignal): Promise<GenerationAdmission> {
+  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal): Promise<GenerationAdmission> {
     let entry = this.resolve(name, "llm");
     const tried = new Set<string>();
     const fallbacks: string[] = [];
@@ -164,15 +167,17 @@ export class ModelPool {
     fallbacks: string[],
     lease: SlotLease,
     prompt: PromptInput | PreparedPrompt,
-    params: GenerateParams,
+    params: GenerationParams,
     charge: (cost: number) => void,
   ): GenerationAdmission {
     return {
       entry,
       fallbacks,
       run: async (sink, runSignal) => {
-        let promptTokens = "promptTokens" in prompt ? prompt.promptTokens : 0;
+        // Nothing is charged for a generation the worker refused before it started (no room).
+        let promptTokens = 0;
         let generated = 0;
+        let cached = 0;
         try {
           const done = await entry.worker.generate(
             prompt,
@@ -191,10 +196,11 @@ export class ModelPool {
           );
           promptTokens = done.promptTokens;
           generated = done.completionTokens;
+          cached = done.cachedTokens;
           return done;
         } finally {
           lease.release();
-          charge(costOf(promptTokens, generated, entry.pricing));
+          charge(costOf(promptTokens, generated, entry.pricing, cached));
         }
       },
     };
@@ -207,7 +213,7 @@ export class ModelPool {
     };
   }
 
-  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerateParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
+  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
     const worker = entry.worker;
     if (entry.maxTokens === undefined && entry.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
@@ -220,23 +226,22 @@ export class ModelPool {
     const promptTokens = prepared.promptTokens;
     let reservation: Reservation | null = null;
     try {
-      const ctx = worker.info?.contextSize ?? 0;
-      if (promptTokens >= ctx) {
-        throw new MoltbotError("context_length_exceeded", `prompt is ${promptTokens} tokens but the model's context is ${ctx} tokens (at least one completion token must fit)`, { param: "messages" });
-      }
-      let allowed = ctx - promptTokens;
+      // The worker owns the context room (it refuses a prompt that leaves none); here the
+      // context only bounds the worst-case completion the reservation must cover.
+      const room = Math.max(0, (worker.info?.contextSize ?? 0) - promptTokens);
+      let maxTokens = params.maxTokens;
       if (entry.maxTokens !== undefined) {
         if (promptTokens >= entry.maxTokens) {
           throw new MoltbotError("token_limit_exceeded", `prompt is ${promptTokens} tokens but ${entry.name} allows ${entry.maxTokens} tokens per inference (budget.max_tokens, prompt + completion)`, { param: "messages" });
         }
-        allowed = Math.min(allowed, entry.maxTokens - promptTokens);
-        if (params.maxTokens !== null && promptTokens + params.maxTokens > entry.maxTokens) {
-          this.log.warning(`Token limit exceeded (${promptTokens + params.maxTokens}/${entry.maxTokens})`);
-        }
+        const allowed = entry.maxTokens - promptTokens;
+        if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`);
+        maxTokens = maxTokens === null ? allowed : Math.min(maxTokens, allowed);
       }
-      const maxTokens = params.maxTokens === null ? allowed : Math.min(params.maxTokens, allowed);
       if (entry.costLimit !== undefined) {
-        const worst = costOf(promptTokens, maxTokens, entry.pricing);
+        // Cached prompt tokens are known only after the run: reserve at the dearer prompt price.
+        const pricier = (entry.pricing.cached_input_per_1k ?? 0) > entry.pricing.input_per_1k ? promptTokens : 0;
+        const worst = costOf(promptTokens, Math.min(maxTokens ?? room, room), entry.pricing, pricier);
         reservation = this.ledger.reserve(entry.name, worst, entry.costLimit);
         if (reservation === null) {
           throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit}); this request could cost up to ${worst.toFixed(6)}`, {

@@ -8,6 +8,8 @@ const PricingSchema = Type.Object(
   {
     input_per_1k: Type.Number({ minimum: 0, default: 0 }),
     output_per_1k: Type.Number({ minimum: 0, default: 0 }),
+    /** Prompt tokens served from the KV prefix cache; absent = charged as input. */
+    cached_input_per_1k: Type.Optional(Type.Number({ minimum: 0 })),
   },
   { additionalProperties: false },
 );
@@ -30,7 +32,7 @@ export const ModelConfigSchema = Type.Object(
     /** Context length per sequence in tokens; defaults to the model's training context, capped at 4096. */
     context_size: Type.Optional(Type.Integer({ minimum: 16, maximum: 1_048_576 })),
     /** Sequences decoded together (parallel slots); moltbot.yaml's batching overrides it. */
-    parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 256 })),
+    parallel: Type.Optional(Type.Integer({ minimum: 1, maximum: 128 })),
     /** Weights file name inside the version folder; found by GGUF magic when omitted. */
     weights: Type.Optional(Type.String({ minLength: 1 })),
     pricing: Type.Optional(PricingSchema),

@@ -4,7 +4,8 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { MoltbotError } from "../errors.js";
 import type { ModelPool, PoolEntry } from "../pool/model-pool.js";
-import type { GenerateParams, PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
+import type { GenerationParams } from "../engine/types.js";
+import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
 import { errorReply } from "./errors-http.js";
 import { SseStream } from "./sse.js";
@@ -13,6 +14,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** OpenAI's field: how many prompt tokens came from the prompt cache. */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 export interface ResponseFormatter {
@@ -31,7 +34,7 @@ export interface GenerateCall {
   /** The pool entry the client named (undefined: the first generation entry). */
   model: string | undefined;
   prompt: PromptInput;
-  params: GenerateParams;
+  params: GenerationParams;
   stream: boolean;
   includeUsage: boolean;
   /** The response shape, for the entry that ends up serving (fallback may change it). */
@@ -43,7 +46,12 @@ function retryAfter(err: unknown): Record<string, string> {
 }
 
 function usageOf(done: GenerationDone): Usage {
-  return { prompt_tokens: done.promptTokens, completion_tokens: done.completionTokens, total_tokens: done.promptTokens + done.completionTokens };
+  return {
+    prompt_tokens: done.promptTokens,
+    completion_tokens: done.completionTokens,
+    total_tokens: done.promptTokens + done.completionTokens,
+    prompt_tokens_details: { cached_tokens: done.cachedTokens },
+  };
 }
 
 export async function serveGeneration(request: FastifyRequest, reply: FastifyReply, call: GenerateCall): Promise<void> {

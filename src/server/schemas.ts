@@ -29,6 +29,8 @@ const SamplingFields = {
   // vLLM / llama.cpp server extensions
   ignore_eos: Type.Optional(Type.Boolean()),
   min_tokens: Type.Optional(Type.Integer({ minimum: 0 })),
+  // llama.cpp server's: false evaluates the whole prompt instead of reusing cached KV cells.
+  cache_prompt: Type.Optional(Type.Boolean()),
   // accepted for compatibility; see docs/api.md for what is honoured
   presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
   frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
@@ -72,5 +74,6 @@ export const InferBody = Type.Object({
   top_p: Type.Optional(Type.Number({ exclusiveMinimum: 0, maximum: 1 })),
   seed: Type.Optional(Type.Integer()),
   stop: Type.Optional(Stop),
+  cache_prompt: Type.Optional(Type.Boolean()),
 });
 export type InferBody = Static<typeof InferBody>;

@@ -1,9 +1,11 @@
 // One generation inside a worker: prompt -> tokens -> engine -> text deltas over IPC.
-// Engine-agnostic policy lives here: context-length checks, max_tokens defaulting, stop
-// strings, logprob packaging. Nothing here is per-token expensive beyond one IPC send.
+// Engine-agnostic policy lives here: this is the one owner of the context room (a prompt that
+// leaves no room for a completion token is refused; "until the context is full" and a
+// max_tokens past the room both resolve to the room), stop strings, logprob packaging. Nothing here is per-token expensive beyond one IPC send.
 import { MoltbotError } from "../errors.js";
 import type { Engine, GeneratedToken } from "../engine/types.js";
-import type { GenerateParams, PromptInput, TokenLogprobEntry, WorkerToMain } from "./protocol.js";
+import type { GenerationParams } from "../engine/types.js";
+import type { PromptInput, TokenLogprobEntry, WorkerToMain } from "./protocol.js";
 import { StopMatcher } from "./stop-matcher.js";
 
 export function promptTokens(engine: Engine, prompt: PromptInput): number[] {
@@ -11,24 +13,31 @@ export function promptTokens(engine: Engine, prompt: PromptInput): number[] {
   return engine.tokenize(text, true);
 }
 
+/**
+ * Completion tokens a generation may produce: what the client allows, at most the context's
+ * room after the prompt. A prompt that leaves no room for one token is refused.
+ */
+export function completionLimit(contextSize: number, promptTokens: number, maxTokens: number | null): number {
+  if (promptTokens >= contextSize) {
+    throw new MoltbotError(
+      "context_length_exceeded",
+      `prompt is ${promptTokens} tokens but the model's context is ${contextSize} tokens (at least one completion token must fit)`,
+      { param: "messages" },
+    );
+  }
+  const room = contextSize - promptTokens;
+  return maxTokens === null ? room : Math.min(maxTokens, room);
+}
+
 export async function runGeneration(
   engine: Engine,
   id: number,
   tokens: number[],
-  params: GenerateParams,
+  params: GenerationParams,
   signal: AbortSignal,
   send: (msg: WorkerToMain) => void,
 ): Promise<void> {
-  const ctx = engine.info.contextSize;
-  if (tokens.length >= ctx) {
-    throw new MoltbotError(
-      "context_length_exceeded",
-      `prompt is ${tokens.length} tokens but the model's context is ${ctx} tokens (at least one completion token must fit)`,
-      { param: "messages" },
-    );
-  }
-  const room = ctx - tokens.length;
-  const maxTokens = params.maxTokens === null ? room : Math.min(params.maxTokens, room);
+  const maxTokens = completionLimit(engine.info.contextSize, tokens.length, params.maxTokens);
   send({ type: "started", id, promptTokens: tokens.length });
 
   const stop = new StopMatcher(params.stop);
@@ -56,15 +65,8 @@ export async function runGeneration(
 
   const result = await engine.generate({
     promptTokens: tokens,
-    params: {
-      temperature: params.temperature,
-      topP: params.topP,
-      seed: params.seed,
-      maxTokens,
-      minTokens: params.minTokens,
-      ignoreEos: params.ignoreEos,
-      topLogprobs: params.topLogprobs,
-    },
+    params,
+    maxTokens,
     onToken,
     signal,
   });
@@ -72,5 +74,5 @@ export async function runGeneration(
   const rest = stop.flush();
   if (rest.length > 0) send({ type: "text", id, text: rest, n: generated });
   const finishReason = stoppedByString ? "stop" : result.finishReason === "length" ? "length" : "stop";
-  send({ type: "done", id, finishReason, promptTokens: result.promptTokens, completionTokens: result.completionTokens });
+  send({ type: "done", id, finishReason, promptTokens: result.promptTokens, completionTokens: result.completionTokens, cachedTokens: result.cachedTokens });
 }

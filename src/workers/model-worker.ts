@@ -12,7 +12,8 @@ import { fileURLToPath } from "node:url";
 import { MoltbotError, type ErrorCode } from "../errors.js";
 import type { EngineModelInfo } from "../engine/types.js";
 import type { Logger } from "../observe/logger.js";
-import type { FinishReason, GenerateParams, MainToWorker, PromptInput, TokenLogprobEntry, WorkerInit, WorkerToMain } from "./protocol.js";
+import type { GenerationParams } from "../engine/types.js";
+import type { FinishReason, MainToWorker, PromptInput, TokenLogprobEntry, WorkerInit, WorkerToMain } from "./protocol.js";
 
 export type WorkerState = "starting" | "ready" | "restarting" | "failed" | "closing" | "closed";
 
@@ -40,6 +41,8 @@ export interface GenerationDone {
   finishReason: FinishReason;
   promptTokens: number;
   completionTokens: number;
+  /** Prompt tokens served from the KV prefix cache. */
+  cachedTokens: number;
 }
 
 export interface RestartPolicy {
@@ -126,6 +129,9 @@ export class ModelWorker {
 
   private onMessage(msg: WorkerToMain): void {
     switch (msg.type) {
+      case "batch":
+        for (const m of msg.msgs) this.onMessage(m);
+        return;
       case "text":
         this.pending.get(msg.id)?.sink?.onText(msg.text, msg.logprobs, msg.n);
         return;
@@ -135,7 +141,7 @@ export class ModelWorker {
       case "done": {
         const p = this.pending.get(msg.id);
         this.settle(msg.id);
-        p?.resolve({ finishReason: msg.finishReason, promptTokens: msg.promptTokens, completionTokens: msg.completionTokens } as never);
+        p?.resolve({ finishReason: msg.finishReason, promptTokens: msg.promptTokens, completionTokens: msg.completionTokens, cachedTokens: msg.cachedTokens } as never);
         return;
       }
       case "prepared": {
@@ -238,7 +244,7 @@ export class ModelWorker {
   }
 
   /** Generate from a prompt, or from a prepared one (which is then consumed). */
-  generate(prompt: PromptInput | PreparedPrompt, params: GenerateParams, sink: GenerationSink, signal?: AbortSignal): Promise<GenerationDone> {
+  generate(prompt: PromptInput | PreparedPrompt, params: GenerationParams, sink: GenerationSink, signal?: AbortSignal): Promise<GenerationDone> {
     const isPrepared = "id" in prompt;
     if (isPrepared && prompt.incarnation !== this.incarnation) {
       return Promise.reject(new MoltbotError("worker_crashed", `the worker of ${this.label} restarted after this request was prepared; retry`));

@@ -3,7 +3,7 @@
 // NOT validated at run time (hot path): both ends are our own code and share these types.
 import { Type, type Static } from "@sinclair/typebox";
 import type { ErrorCode } from "../errors.js";
-import type { ChatTurn, EngineModelInfo, TokenLogprob } from "../engine/types.js";
+import type { ChatTurn, EngineModelInfo, GenerationParams, TokenLogprob } from "../engine/types.js";
 
 export const WorkerInitSchema = Type.Object({
   name: Type.String(),
@@ -13,22 +13,11 @@ export const WorkerInitSchema = Type.Object({
   parallel: Type.Integer({ minimum: 1 }),
   threads: Type.Integer({ minimum: 1 }),
   embedding: Type.Boolean(),
+  kvCacheTokens: Type.Optional(Type.Integer({ minimum: 16 })),
+  speculative: Type.Boolean(),
   engine: Type.Union([Type.Literal("ffi"), Type.Literal("node-llama-cpp")]),
 });
 export type WorkerInit = Static<typeof WorkerInitSchema>;
-
-/** Generation parameters after the HTTP layer has validated and defaulted them. */
-export interface GenerateParams {
-  /** Completion tokens at most; null = until the context is full. */
-  maxTokens: number | null;
-  temperature: number;
-  topP: number;
-  seed: number | undefined;
-  minTokens: number;
-  ignoreEos: boolean;
-  stop: string[];
-  topLogprobs: number | null;
-}
 
 export type PromptInput = { kind: "text"; text: string } | { kind: "chat"; turns: ChatTurn[] };
 
@@ -42,7 +31,7 @@ export type MainToWorker =
   /** Tokenize a prompt and keep the tokens under `id` for a later generate (budgets need the count first). */
   | { type: "prepare"; id: number; prompt: PromptInput }
   /** Generate from the prompt given, or from the one prepared under `id` when `prompt` is absent. */
-  | { type: "generate"; id: number; prompt?: PromptInput; params: GenerateParams }
+  | { type: "generate"; id: number; prompt?: PromptInput; params: GenerationParams }
   /** Drop a prepared prompt that will not be generated (refused, shed, routed elsewhere). */
   | { type: "discard"; id: number }
   | { type: "embed"; id: number; inputs: string[] }
@@ -60,9 +49,15 @@ export type WorkerToMain =
    * span several tokens). `logprobs` has one entry per token behind it when requested.
    */
   | { type: "text"; id: number; text: string; n: number; logprobs?: TokenLogprobEntry[] }
-  | { type: "done"; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  /** `cachedTokens`: prompt tokens served from the KV prefix cache (OpenAI's cached_tokens). */
+  | { type: "done"; id: number; finishReason: FinishReason; promptTokens: number; completionTokens: number; cachedTokens: number }
   /** One vector and one token count per input. */
   | { type: "embedded"; id: number; data: number[][]; tokens: number[] }
   | { type: "failed"; id: number; code: ErrorCode; message: string }
   | { type: "fatal"; code: ErrorCode; message: string }
-  | { type: "log"; level: "DEBUG" | "INFO" | "WARNING" | "ERROR"; component: string; message: string };
+  | { type: "log"; level: "DEBUG" | "INFO" | "WARNING" | "ERROR"; component: string; message: string }
+  /**
+   * Several messages in one IPC write, in the order they were sent: the worker flushes what
+   * one engine step produced (every sequence's delta) at once. Never nested.
+   */
+  | { type: "batch"; msgs: WorkerToMain[] };

@@ -5,7 +5,8 @@ import type { FastifyInstance } from "fastify";
 import { MoltbotError } from "../../errors.js";
 import type { ChatTurn } from "../../engine/types.js";
 import type { ModelPool } from "../../pool/model-pool.js";
-import type { GenerateParams, TokenLogprobEntry } from "../../workers/protocol.js";
+import type { GenerationParams } from "../../engine/types.js";
+import type { TokenLogprobEntry } from "../../workers/protocol.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
 import { serveGeneration, type ResponseFormatter } from "../generate.js";
 
@@ -21,10 +22,11 @@ interface SamplingInput {
   n?: number | null;
   ignore_eos?: boolean;
   min_tokens?: number;
+  cache_prompt?: boolean;
 }
 
 /** Validated body fields -> worker parameters, refusing what cannot be honoured. */
-export function samplingParams(body: SamplingInput, maxTokens: number | null, topLogprobs: number | null): GenerateParams {
+export function samplingParams(body: SamplingInput, maxTokens: number | null, topLogprobs: number | null): GenerationParams {
   if (body.n !== undefined && body.n !== null && body.n !== 1) {
     throw new MoltbotError("unsupported_parameter", "'n' > 1 is not supported: send one request per choice", { param: "n" });
   }
@@ -38,6 +40,7 @@ export function samplingParams(body: SamplingInput, maxTokens: number | null, to
     ignoreEos: body.ignore_eos ?? false,
     stop: stop.filter((s) => s.length > 0),
     topLogprobs,
+    cachePrompt: body.cache_prompt ?? true,
   };
 }
 
