@@ -50,10 +50,15 @@ const positiveInt = (notes: Notes & { maximum?: number }) => Type.Integer({ mini
 const BatchingSchema = (description: string, optional = false) =>
   section(description, {
     enabled: Type.Boolean({ default: true, description: "decode concurrent requests to one model together" }),
-    // Parallel sequences per model; each holds its own KV cache, so memory grows with it.
-    // 4 matches llama.cpp server's and Ollama's parallel default; raise it on big machines.
-    max_batch_size: positiveInt({ default: 4, description: "most sequences decoded together (parallel slots)" }),
-    timeout_ms: Type.Integer({ minimum: 0, default: 100, description: "longest wait to fill a batch before decoding, in ms" }),
+    // Sequences share one KV buffer (kv_cache_tokens), so slots cost no memory until used: the
+    // seed's 32 by default.
+    max_batch_size: positiveInt({ default: 32, maximum: 128, description: "most sequences decoded together (parallel slots)" }),
+    kv_cache_tokens: Type.Optional(
+      positiveInt({ description: "cells of the model's one KV buffer, shared by running sequences and cached prompt prefixes (default: context_size x min(max_batch_size, 4))", examples: [16384] }),
+    ),
+    speculative: Type.Boolean({ default: true, description: "draft tokens from the context (n-gram prompt lookup) and verify them in the batch; adaptive per sequence" }),
+    // A continuous batcher never waits to fill a batch: a request joins at the next step.
+    timeout_ms: Type.Optional(Type.Integer({ minimum: 0, description: "accepted for compatibility and ignored: requests join the running batch at the next decode step", examples: [100] })),
   }, { optional });
 
 const QueueSchema = (description: string, optional = false) =>
@@ -67,6 +72,9 @@ const PricingSchema = section(
   {
     input_per_1k: Type.Number({ minimum: 0, description: "price of 1K prompt tokens", examples: [0.5] }),
     output_per_1k: Type.Number({ minimum: 0, description: "price of 1K completion tokens", examples: [1.5] }),
+    cached_input_per_1k: Type.Optional(
+      Type.Number({ minimum: 0, description: "price of 1K prompt tokens served from the KV prefix cache (default: input_per_1k)", examples: [0.25] }),
+    ),
   },
   { optional: true },
 );

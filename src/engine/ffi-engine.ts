@@ -1,14 +1,23 @@
-// The Engine over libllama through koffi: one llama context with `parallel` sequences and a
-// continuous-batching loop. Each step puts the next token of every generating sequence and
-// the pending prompt chunks of new ones into one llama_batch, calls llama_decode
-// synchronously, samples each sequence with its own sampler chain and frees a sequence's KV
-// cells the moment it finishes, so a queued request takes the slot on the next step.
+// The Engine over libllama through koffi: one llama context whose sequences share one KV
+// buffer, and a continuous-batching loop. Each step puts the next token of every generating
+// sequence (plus its draft tokens, when prompt lookup finds some) and the pending prompt chunks
+// of new ones into one llama_batch, calls llama_decode synchronously and samples each sequence
+// with its own sampler chain.
+//
+// KV cells are managed by KvPrefixCache: a new prompt starts from the longest prefix already in
+// any sequence's cells (running or finished), so only its tail is evaluated; finished
+// sequences stay cached until their cells or ids are needed (LRU). Room is checked before every
+// step: a prompt waits in the queue until its cells fit; a generation that cannot grow preempts
+// the newest running sequence, which is re-queued and later resumes by recomputing its tokens
+// (vLLM's recompute preemption), so a decode never fails for lack of cells.
+//
 // Runs only inside a worker process: llama_decode blocks the JS thread for the step (about
 // 5 ms for a 100M model), and the loop yields to the event loop between steps (setImmediate)
 // so IPC messages (new requests, cancellations) are read; when idle the loop stops and the
 // next generate() restarts it, so an idle worker burns no CPU.
 
 import { MoltbotError } from "../errors.js";
+import { KvPrefixCache } from "./kv-prefix-cache.js";
 import {
   floatView,
   LLAMA_FLASH_ATTN_AUTO,
@@ -17,6 +26,7 @@ import {
   NativeBatch,
 } from "./libllama.js";
 import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, ThreadpoolPtr, VocabPtr } from "./libllama.js";
+import { NgramDrafter } from "./ngram-drafter.js";
 import { StepThreadTuner } from "./threads.js";
 import type {
   ChatTurn,
@@ -38,11 +48,6 @@ export interface FfiEngineOptions {
   /** Tokens per llama_decode call: prompt chunks are cut to fit (default 512). */
   batchSize?: number;
   /**
-   * One KV buffer shared by all sequences. Default false: each sequence gets its own stream,
-   * measured ~10% faster for 8 independent sequences (m100, 1 thread: 545 vs 494 tok/s).
-   */
-  kvUnified?: boolean;
-  /**
    * With more than one thread: the polling level of the persistent ggml threadpool (0-100, how
    * long a compute thread spins for the next graph before it sleeps), or false for none (ggml
    * then creates and joins its threads on every llama_decode). Default 1: spins ~ms, which
@@ -58,25 +63,48 @@ export interface FfiEngineOptions {
 }
 
 const LLAMA_DEFAULT_SEED = 0xffffffff;
+/** llama.cpp's LLAMA_MAX_SEQ: sequence ids per context. */
+const LLAMA_MAX_SEQ = 256;
+/** Draft tokens per sequence and step at most. */
+const MAX_DRAFT = 8;
+/**
+ * Drafting stops paying once the batch is already wide: the extra rows then cost as much as
+ * they save. Sequences draft only while at most this many generate together.
+ */
+const DRAFT_MAX_SEQUENCES = 4;
+/** Cells kept free per running sequence when a prompt is admitted, so the running ones can grow. */
+const GROWTH_HEADROOM = 16;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 interface Job {
   request: GenerateRequest;
-  prompt: number[];
-  /** Prompt tokens already put into a batch. */
+  /** Tokens to put into the cells before sampling: the prompt, or after a preemption prompt + completion. */
+  tokens: number[];
+  /** Tokens of `tokens` already in this sequence's cells. */
   fed: number;
-  /** Tokens in this sequence's KV cells (prompt + fed completions). */
+  /** Tokens in this sequence's cells. */
   nPast: number;
-  /** The sampled token to feed on the next step; -1 while the prompt is still being fed. */
+  /** The sampled token to feed on the next step; -1 while `tokens` is still being fed. */
   next: number;
-  generated: number;
+  /** Completion tokens sampled so far (the last one is `next`). */
+  completion: number[];
   seq: number;
   sampler: SamplerPtr | null;
-  /** Index of this sequence's logits row in the current batch, -1 when it has none. */
+  drafter: NgramDrafter | null;
+  /** Draft tokens put into the current batch after `next`. */
+  draft: number[];
+  /** Index of this sequence's first logits row in the current batch, -1 when it has none. */
   outIndex: number;
   /** Bytes of a UTF-8 sequence cut by a token boundary, held back until complete. */
   pending: Buffer | null;
+  /** The logits row just sampled, when logprobs or EOG suppression read it. */
+  pendingRow: Float32Array | null;
+  /** Prompt tokens reused from the cache at the first admission. */
+  cached: number;
+  admitted: boolean;
+  drafted: number;
+  accepted: number;
   cancelled: boolean;
   done: boolean;
   resolve: (r: GenerateResult) => void;
@@ -97,9 +125,11 @@ class FfiEngine implements Engine {
   private readonly eogTokens: number[];
   private readonly embedding: boolean;
   private readonly parallel: number;
+  private readonly speculative: boolean;
   private readonly chatTemplate: string | null;
-  private readonly slots: (Job | null)[];
+  private readonly cache: KvPrefixCache | null;
   private readonly queue: Job[] = [];
+  /** Admitted jobs, oldest first (preemption takes the last). */
   private readonly active: Job[] = [];
   private readonly pieceBuf = Buffer.alloc(256);
   private running = false;
@@ -122,6 +152,7 @@ class FfiEngine implements Engine {
     this.memory = nullable(lib.llama_get_memory(ctx));
     this.embedding = opts.embedding;
     this.parallel = opts.parallel;
+    this.speculative = opts.speculative ?? true;
     this.batch = new NativeBatch(batchSize);
     this.nVocab = lib.llama_vocab_n_tokens(this.vocab);
     this.eogMask = new Uint8Array(this.nVocab);
@@ -132,17 +163,30 @@ class FfiEngine implements Engine {
         this.eogTokens.push(t);
       }
     }
-    this.slots = new Array<Job | null>(opts.parallel).fill(null);
     this.chatTemplate = lib.llama_model_chat_template(model, null) ?? null;
+    const kvCells = lib.llama_n_ctx(ctx);
+    const memory = this.memory;
+    this.cache =
+      opts.embedding || memory === null
+        ? null
+        : new KvPrefixCache(kvCells, lib.llama_n_seq_max(ctx), {
+            copyPrefix: (src, dst, length) => lib.llama_memory_seq_cp(memory, src, dst, 0, length),
+            removeFrom: (seq, from) => void lib.llama_memory_seq_rm(memory, seq, from, -1),
+          });
+    const nHead = lib.llama_model_n_head(model);
+    const headDim = nHead > 0 ? lib.llama_model_n_embd(model) / nHead : 0;
     this.info = {
       architecture: this.meta("general.architecture") ?? "unknown",
       trainContextSize: lib.llama_model_n_ctx_train(model),
-      // llama.cpp pads each sequence's cells up (to 256); the limit stays what was asked.
+      // llama.cpp pads the buffer up (to 256); the limit stays what was asked.
       contextSize: Math.min(opts.contextSize, lib.llama_n_ctx_seq(ctx)),
       vocabSize: this.nVocab,
       embeddingSize: lib.llama_model_n_embd(model),
       parameterCount: Number(lib.llama_model_n_params(model)),
       hasChatTemplate: this.chatTemplate !== null,
+      kvCacheTokens: this.cache === null ? 0 : kvCells,
+      // F16 keys and values (llama.cpp's default cache type) for every layer's KV heads.
+      kvBytesPerToken: 2 * 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * headDim,
     };
   }
 
@@ -223,20 +267,18 @@ class FfiEngine implements Engine {
     }
     const prompt = request.promptTokens;
     if (prompt.length === 0) return Promise.reject(new MoltbotError("invalid_request", "the prompt is empty"));
-    if (prompt.length > this.info.contextSize) {
-      return Promise.reject(new MoltbotError("context_length_exceeded", `the prompt has ${prompt.length} tokens but the context holds ${this.info.contextSize}`));
+    // The worker resolved the room; a breach here is a bug upstream, not a client error.
+    if (request.maxTokens < 1 || prompt.length + request.maxTokens > this.info.contextSize) {
+      return Promise.reject(new MoltbotError("internal_error", `generation of ${prompt.length} + ${request.maxTokens} tokens does not fit the context (${this.info.contextSize})`));
     }
     for (const t of prompt) {
       if (!Number.isInteger(t) || t < 0 || t >= this.nVocab) return Promise.reject(new MoltbotError("invalid_request", `token id ${t} is outside the vocabulary (0..${this.nVocab - 1})`));
     }
-    if (request.params.maxTokens <= 0 || request.signal?.aborted) {
-      const reason: EngineFinishReason = request.signal?.aborted ? "aborted" : "length";
-      return Promise.resolve({ finishReason: reason, promptTokens: prompt.length, completionTokens: 0 });
-    }
+    if (request.signal?.aborted) return Promise.resolve(this.result(prompt.length, "aborted", 0, 0, 0, 0));
     return new Promise<GenerateResult>((resolve, reject) => {
       const job: Job = {
-        request, prompt, fed: 0, nPast: 0, next: -1, generated: 0, seq: -1, sampler: null, outIndex: -1,
-        pending: null, cancelled: false, done: false, resolve, reject, onAbort: null,
+        request, tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, drafter: null, draft: [],
+        outIndex: -1, pending: null, pendingRow: null, cached: 0, admitted: false, drafted: 0, accepted: 0, cancelled: false, done: false, resolve, reject, onAbort: null,
       };
       if (request.signal) {
         job.onAbort = () => this.cancel(job);
@@ -247,10 +289,14 @@ class FfiEngine implements Engine {
     });
   }
 
+  private result(promptTokens: number, reason: EngineFinishReason, completionTokens: number, cached: number, drafted: number, accepted: number): GenerateResult {
+    return { finishReason: reason, promptTokens, completionTokens, cachedTokens: cached, draftTokens: drafted, acceptedDraftTokens: accepted };
+  }
+
   private cancel(job: Job): void {
     if (job.done) return;
     const q = this.queue.indexOf(job);
-    if (q >= 0) {
+    if (q >= 0 && job.seq < 0) {
       this.queue.splice(q, 1);
       this.settle(job, "aborted");
     } else {
@@ -276,14 +322,47 @@ class FfiEngine implements Engine {
     }
   }
 
+  /** Cells that admitted jobs will still fill with their prompts (not yet fed). */
+  private pendingPromptCells(): number {
+    let n = 0;
+    for (const job of this.active) n += job.tokens.length - job.fed;
+    return n;
+  }
+
+  /**
+   * Admits queued jobs in order while a sequence is free and their uncached tokens fit beside
+   * what running sequences will need; a job that does not fit waits (head of line), and cells
+   * of running sequences are never taken for it.
+   */
   private admit(): void {
-    while (this.queue.length > 0) {
-      const seq = this.slots.indexOf(null);
-      if (seq < 0) return;
-      const job = this.queue.shift()!;
-      job.seq = seq;
-      this.slots[seq] = job;
-      job.sampler = this.makeSampler(job);
+    const cache = this.cache!;
+    while (this.queue.length > 0 && this.active.length < this.parallel) {
+      const job = this.queue[0]!;
+      if (job.cancelled) {
+        this.queue.shift();
+        this.settle(job, "aborted");
+        continue;
+      }
+      const reuse = job.request.params.cachePrompt;
+      const uncached = job.tokens.length - (reuse ? cache.peek(job.tokens) : 0);
+      const room = cache.freeCells + cache.evictableCells() - this.pendingPromptCells() - GROWTH_HEADROOM * (this.active.length + 1);
+      if (uncached > room && this.active.length > 0) return;
+      const lease = cache.acquire(job.tokens, reuse);
+      if (lease === null) return;
+      this.queue.shift();
+      job.seq = lease.seq;
+      job.fed = lease.reused;
+      job.nPast = lease.reused;
+      job.next = -1;
+      if (!job.admitted) {
+        job.admitted = true;
+        job.cached = lease.reused;
+        job.sampler = this.makeSampler(job);
+        if (this.speculative) {
+          job.drafter = new NgramDrafter({ maxDraft: MAX_DRAFT });
+          job.drafter.reset(job.tokens);
+        }
+      }
       this.active.push(job);
     }
   }
@@ -302,36 +381,94 @@ class FfiEngine implements Engine {
     return chain;
   }
 
+  /**
+   * Make room for `needed` new cells: evict cached idle prefixes, then preempt the newest
+   * running sequences other than `keep`. False when even that cannot make room.
+   */
+  private roomFor(needed: number, keep: Job | null): boolean {
+    const cache = this.cache!;
+    while (!cache.makeRoom(needed)) {
+      let victim: Job | undefined;
+      for (let i = this.active.length - 1; i >= 0 && victim === undefined; i--) if (this.active[i] !== keep) victim = this.active[i];
+      if (victim === undefined) return false;
+      this.preempt(victim);
+    }
+    return true;
+  }
+
+  /**
+   * Give a running sequence's cells back and re-queue it at the front: it resumes by
+   * recomputing prompt + completion (its sampler and drafter keep their state, so the output
+   * is the one it would have produced). Its cells stay cached, so when room comes back soon
+   * they are reused rather than recomputed.
+   */
+  private preempt(job: Job): void {
+    this.active.splice(this.active.indexOf(job), 1);
+    // The completion's last token is `next`, sampled but not yet in the cells.
+    if (job.next >= 0) job.tokens = [...job.request.promptTokens, ...job.completion];
+    job.next = -1;
+    this.cache!.release(job.seq, true);
+    job.seq = -1;
+    job.fed = 0;
+    this.queue.unshift(job);
+  }
+
   /** One decode step over every active sequence. */
   private step(): void {
     const b = this.batch;
     const cap = b.capacity;
-    let n = 0;
-    // Generating sequences first: one token each, always fits (parallel <= capacity).
+    const cache = this.cache!;
     for (let i = 0; i < this.active.length; i++) {
       const job = this.active[i]!;
       job.outIndex = -1;
+      job.draft = [];
       if (job.cancelled) {
         this.finish(job, "aborted");
         i--;
-        continue;
       }
+    }
+    let generating = 0;
+    for (const job of this.active) if (job.next >= 0) generating++;
+    if (!this.roomFor(generating, null)) return;
+    // Count again: preemption may have re-queued some generating sequences.
+    generating = 0;
+    for (const job of this.active) if (job.next >= 0) generating++;
+    // Drafts only while the batch is narrow, and only where the cells and batch have room.
+    let draftBudget = generating <= DRAFT_MAX_SEQUENCES ? Math.min(cap - generating, cache.freeCells - generating) : 0;
+    let n = 0;
+    for (const job of this.active) {
       if (job.next < 0) continue;
       b.token[n] = job.next;
       b.pos[n] = job.nPast;
       b.seq[n] = job.seq;
       b.logits[n] = 1;
       job.outIndex = n;
-      job.nPast++;
       n++;
+      if (draftBudget > 0 && job.drafter !== null) {
+        const left = job.request.maxTokens - job.completion.length;
+        const draft = job.drafter.draft(Math.max(0, Math.min(MAX_DRAFT, draftBudget, left - 1, this.info.contextSize - job.nPast - 2)));
+        for (let k = 0; k < draft.length; k++) {
+          b.token[n] = draft[k]!;
+          b.pos[n] = job.nPast + 1 + k;
+          b.seq[n] = job.seq;
+          b.logits[n] = 1;
+          n++;
+        }
+        job.draft = draft;
+        draftBudget -= draft.length;
+      }
     }
-    // Then prompt chunks, in arrival order, as far as the batch has room.
-    for (let i = 0; i < this.active.length && n < cap; i++) {
-      const job = this.active[i]!;
-      if (job.next >= 0) continue;
-      const take = Math.min(job.prompt.length - job.fed, cap - n);
+    // Then prompt chunks, in admission order, as far as the batch and the cells have room.
+    // Prompt tokens are recorded in the cache as they are batched; the tokens above after the decode.
+    const unrecorded = n;
+    for (const job of this.active) {
+      if (job.next >= 0 || n >= cap) continue;
+      const want = Math.min(job.tokens.length - job.fed, cap - n);
+      cache.makeRoom(unrecorded + want);
+      const take = Math.min(want, cache.freeCells - unrecorded);
+      if (take <= 0) break;
       for (let k = 0; k < take; k++) {
-        b.token[n] = job.prompt[job.fed + k]!;
+        b.token[n] = job.tokens[job.fed + k]!;
         b.pos[n] = job.nPast + k;
         b.seq[n] = job.seq;
         b.logits[n] = 0;
@@ -339,7 +476,8 @@ class FfiEngine implements Engine {
       }
       job.fed += take;
       job.nPast += take;
-      if (job.fed === job.prompt.length) {
+      for (let k = job.fed - take; k < job.fed; k++) cache.append(job.seq, job.tokens[k]!);
+      if (job.fed === job.tokens.length) {
         b.logits[n - 1] = 1;
         job.outIndex = n - 1;
       }
@@ -357,6 +495,7 @@ class FfiEngine implements Engine {
       this.tuner.record(n, threads, performance.now() - t0);
     }
     if (rc !== 0) {
+      // Room was made before the step, so this is not a full cache: fail what was in the batch.
       const why = rc === 1 ? "no KV cache room for the batch" : rc === 2 ? "decode aborted" : `llama_decode failed (${rc})`;
       for (const job of [...this.active]) {
         if (job.outIndex >= 0 || job.next < 0) this.fail(job, new MoltbotError("engine_error", why));
@@ -385,37 +524,91 @@ class FfiEngine implements Engine {
     this.currentThreads = threads;
   }
 
-  /** Sample, report and decide whether the sequence goes on; true when it finished. */
+  /**
+   * After a decode: record the fed token, then sample at this sequence's rows in order: the row
+   * of `next` (or of the prompt's last token), then one per draft token for as long as the
+   * sampled token equals the draft. Sampling row by row and stopping at the first mismatch
+   * draws exactly what sampling one token per step would (same rows, same sampler calls), so
+   * the output does not depend on drafting. Cells of rejected drafts are dropped. True when
+   * the sequence finished.
+   */
   private sampleNext(job: Job): boolean {
-    const L = this.lib;
-    const p = job.request.params;
-    const suppress = p.ignoreEos || job.generated < p.minTokens;
-    const wantLogprobs = p.topLogprobs !== null;
-    let row: Float32Array | null = null;
-    if (suppress || wantLogprobs) {
-      const ptr = nullable(L.llama_get_logits_ith(this.ctx, job.outIndex));
-      if (ptr === null) return this.fail(job, new MoltbotError("engine_error", "no logits for a sequence"));
-      row = floatView(ptr, this.nVocab);
-      // The sampler reads this same row, so -inf here keeps it from ever picking an EOG token.
-      if (suppress) for (const t of this.eogTokens) row[t] = -Infinity;
+    const cache = this.cache!;
+    if (job.next >= 0) {
+      cache.append(job.seq, job.next);
+      job.nPast++;
     }
-    const token = L.llama_sampler_sample(job.sampler!, this.ctx, job.outIndex);
-    job.generated++;
-    if (this.eogMask[token] === 1) return this.finish(job, "stop");
+    const draft = job.draft;
+    let row = job.outIndex;
+    let accepted = 0;
+    for (;;) {
+      const token = this.sampleAt(job, row);
+      if (token < 0) return true; // failed
+      const end = this.emit(job, token);
+      if (end !== null) {
+        this.dropDrafts(job, draft.length, accepted);
+        return this.finish(job, end);
+      }
+      if (accepted < draft.length && token === draft[accepted]) {
+        // The draft token's cell already holds this token: it is fed.
+        cache.append(job.seq, token);
+        job.nPast++;
+        accepted++;
+        row++;
+        continue;
+      }
+      job.next = token;
+      break;
+    }
+    this.dropDrafts(job, draft.length, accepted);
+    return false;
+  }
 
+  private dropDrafts(job: Job, proposed: number, accepted: number): void {
+    if (proposed === 0) return;
+    job.drafted += proposed;
+    job.accepted += accepted;
+    job.drafter?.feedback(proposed, accepted);
+    if (accepted < proposed) this.lib.llama_memory_seq_rm(this.memory!, job.seq, job.nPast, -1);
+  }
+
+  /** Sample one token from logits row `row`; -1 when the job failed. */
+  private sampleAt(job: Job, row: number): number {
+    const p = job.request.params;
+    const suppress = p.ignoreEos || job.completion.length < p.minTokens;
+    if (suppress || p.topLogprobs !== null) {
+      const ptr = nullable(this.lib.llama_get_logits_ith(this.ctx, row));
+      if (ptr === null) {
+        this.fail(job, new MoltbotError("engine_error", "no logits for a sequence"));
+        return -1;
+      }
+      const logits = floatView(ptr, this.nVocab);
+      // The sampler reads this same row, so -inf here keeps it from ever picking an EOG token.
+      if (suppress) for (const t of this.eogTokens) logits[t] = -Infinity;
+      job.pendingRow = logits;
+    }
+    return this.lib.llama_sampler_sample(job.sampler!, this.ctx, row);
+  }
+
+  /** Report one sampled token; the finish reason when the sequence ends with it, else null. */
+  private emit(job: Job, token: number): EngineFinishReason | null {
+    const p = job.request.params;
+    job.completion.push(token);
+    if (this.eogMask[token] === 1) return "stop";
+    job.drafter?.push(token);
     const out: GeneratedToken = { id: token, text: this.pieceText(job, token) };
-    if (wantLogprobs && row !== null) this.addLogprobs(out, row, token, p.topLogprobs!);
+    if (p.topLogprobs !== null && job.pendingRow !== null) this.addLogprobs(out, job.pendingRow, token, p.topLogprobs);
+    job.pendingRow = null;
     let keep: boolean;
     try {
       keep = job.request.onToken(out);
     } catch (e) {
-      return this.fail(job, e);
+      this.fail(job, e);
+      return "aborted";
     }
-    if (!keep || job.cancelled) return this.finish(job, "aborted");
-    if (job.generated >= p.maxTokens) return this.finish(job, "length");
-    if (job.nPast >= this.info.contextSize) return this.finish(job, "length");
-    job.next = token;
-    return false;
+    if (!keep || job.cancelled) return "aborted";
+    if (job.completion.length >= job.request.maxTokens) return "length";
+    return null;
   }
 
   /** Incremental detokenization: text of the complete UTF-8 characters so far. */
@@ -461,12 +654,13 @@ class FfiEngine implements Engine {
     out.top = top;
   }
 
-  private release(job: Job): void {
+  /** Off the active list; its cells stay cached for later prompts (`keepCells`) or are freed. */
+  private release(job: Job, keepCells: boolean): void {
     const i = this.active.indexOf(job);
     if (i >= 0) this.active.splice(i, 1);
     if (job.seq >= 0) {
-      if (this.memory !== null) this.lib.llama_memory_seq_rm(this.memory, job.seq, -1, -1);
-      this.slots[job.seq] = null;
+      this.cache!.release(job.seq, keepCells);
+      job.seq = -1;
     }
     if (job.sampler !== null) {
       this.lib.llama_sampler_free(job.sampler);
@@ -475,13 +669,14 @@ class FfiEngine implements Engine {
   }
 
   private finish(job: Job, reason: EngineFinishReason): true {
-    this.release(job);
+    this.release(job, true);
     this.settle(job, reason);
     return true;
   }
 
+  /** A failed step leaves cells the cache cannot vouch for: they are freed, not cached. */
   private fail(job: Job, err: unknown): true {
-    this.release(job);
+    this.release(job, false);
     if (!job.done) {
       job.done = true;
       this.detach(job);
@@ -494,7 +689,9 @@ class FfiEngine implements Engine {
     if (job.done) return;
     job.done = true;
     this.detach(job);
-    job.resolve({ finishReason: reason, promptTokens: job.prompt.length, completionTokens: job.generated - (reason === "stop" ? 1 : 0) });
+    // An end-of-generation token is sampled but is not part of the completion.
+    const completion = job.completion.length - (reason === "stop" ? 1 : 0);
+    job.resolve(this.result(job.request.promptTokens.length, reason, completion, job.cached, job.drafted, job.accepted));
   }
 
   private detach(job: Job): void {
@@ -593,13 +790,23 @@ export function completeUtf8Length(b: Uint8Array): number {
   return len;
 }
 
+/** Sequence ids: one per slot, and as many more for finished sequences kept as cached prefixes. */
+function sequenceIds(parallel: number): number {
+  return Math.min(LLAMA_MAX_SEQ, parallel * 2);
+}
+
 /**
- * Load a GGUF through libllama and return an Engine. The context holds `parallel` sequences
- * of `contextSize` tokens each (n_ctx = contextSize * parallel).
+ * Load a GGUF through libllama and return an Engine. Generation: one unified KV buffer of
+ * `kvCacheTokens` cells (default contextSize x min(parallel, 4)) shared by every sequence, each
+ * sequence holding at most `contextSize` of them. Embeddings: `parallel` inputs per batch.
  */
 export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptions = {}): Promise<Engine> {
   if (!Number.isInteger(opts.parallel) || opts.parallel < 1) throw new MoltbotError("engine_error", `parallel must be a positive integer, got ${opts.parallel}`);
   if (!Number.isInteger(opts.contextSize) || opts.contextSize < 1) throw new MoltbotError("engine_error", `contextSize must be a positive integer, got ${opts.contextSize}`);
+  const kvCells = opts.kvCacheTokens ?? opts.contextSize * Math.min(opts.parallel, 4);
+  if (!opts.embedding && (!Number.isInteger(kvCells) || kvCells < opts.contextSize)) {
+    throw new MoltbotError("engine_error", `the KV cache (${kvCells} tokens) must hold at least one context (${opts.contextSize} tokens)`);
+  }
   const backend = ffi.backend ?? "cpu";
   const lib = loadLibLlama(backend);
   const mp = lib.llama_model_default_params();
@@ -609,24 +816,25 @@ export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptio
 
   const threads = Math.max(1, Math.floor(opts.threads));
   const cp = lib.llama_context_default_params();
-  // Embeddings: the whole batch must be one ubatch for mean pooling, so n_ubatch = n_batch,
-  // and one KV stream so llama.cpp splits the batch simply rather than per sequence.
+  // Embeddings: the whole batch must be one ubatch for mean pooling, so n_ubatch = n_batch.
   const batchSize = opts.embedding ? opts.contextSize : Math.max(opts.parallel, ffi.batchSize ?? 512);
-  cp.n_ctx = opts.contextSize * opts.parallel;
+  cp.n_ctx = opts.embedding ? opts.contextSize * opts.parallel : kvCells;
   cp.n_batch = batchSize;
   cp.n_ubatch = opts.embedding ? batchSize : Math.min(batchSize, 512);
-  cp.n_seq_max = opts.parallel;
+  cp.n_seq_max = opts.embedding ? opts.parallel : sequenceIds(opts.parallel);
   cp.n_threads = threads;
   cp.n_threads_batch = threads;
   cp.embeddings = opts.embedding;
   cp.no_perf = true;
   cp.flash_attn_type = LLAMA_FLASH_ATTN_AUTO;
-  cp.kv_unified = opts.embedding ? true : (ffi.kvUnified ?? false);
+  // One buffer for all sequences: a cell can then belong to several sequences, which is what
+  // prefix sharing needs, and memory no longer grows with the slots.
+  cp.kv_unified = true;
   if (opts.embedding) cp.pooling_type = LLAMA_POOLING_MEAN;
   const ctx = nullable(lib.llama_init_from_model(model, cp));
   if (ctx === null) {
     lib.llama_model_free(model);
-    throw new MoltbotError("engine_error", `llama.cpp could not create a context of ${opts.parallel} x ${opts.contextSize} tokens for ${opts.modelPath} (out of memory?)`);
+    throw new MoltbotError("engine_error", `llama.cpp could not create a context of ${cp.n_ctx} KV cells for ${opts.modelPath} (out of memory?)`);
   }
   // Without a threadpool ggml creates and joins threads-1 threads on every graph compute, and a
   // freshly created thread queues behind whatever else runs (it starts with no sleeper credit),

@@ -192,6 +192,9 @@ export interface LibLlama {
   llama_model_get_vocab(model: ModelPtr): VocabPtr;
   llama_model_n_ctx_train(model: ModelPtr): number;
   llama_model_n_embd(model: ModelPtr): number;
+  llama_model_n_layer(model: ModelPtr): number;
+  llama_model_n_head(model: ModelPtr): number;
+  llama_model_n_head_kv(model: ModelPtr): number;
   llama_model_n_params(model: ModelPtr): number | bigint;
   llama_model_meta_val_str(model: ModelPtr, key: string, buf: Buffer, size: number): number;
   llama_model_chat_template(model: ModelPtr, name: string | null): string | null;
@@ -218,6 +221,7 @@ export interface LibLlama {
   llama_get_embeddings_seq(ctx: ContextPtr, seqId: number): FloatPtr | null;
   llama_memory_clear(mem: MemoryPtr, data: boolean): void;
   llama_memory_seq_rm(mem: MemoryPtr, seqId: number, p0: number, p1: number): boolean;
+  llama_memory_seq_cp(mem: MemoryPtr, seqSrc: number, seqDst: number, p0: number, p1: number): void;
   llama_sampler_chain_default_params(): { no_perf: boolean };
   llama_sampler_chain_init(params: { no_perf: boolean }): SamplerPtr;
   llama_sampler_chain_add(chain: SamplerPtr, smpl: SamplerPtr): void;
@@ -324,6 +328,9 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_model_get_vocab: f("void *llama_model_get_vocab(void *model)"),
     llama_model_n_ctx_train: f("int32_t llama_model_n_ctx_train(void *model)"),
     llama_model_n_embd: f("int32_t llama_model_n_embd(void *model)"),
+    llama_model_n_layer: f("int32_t llama_model_n_layer(void *model)"),
+    llama_model_n_head: f("int32_t llama_model_n_head(void *model)"),
+    llama_model_n_head_kv: f("int32_t llama_model_n_head_kv(void *model)"),
     llama_model_n_params: f("uint64_t llama_model_n_params(void *model)"),
     llama_model_meta_val_str: f("int32_t llama_model_meta_val_str(void *model, const char *key, uint8_t *buf, size_t buf_size)"),
     llama_model_chat_template: f("const char *llama_model_chat_template(void *model, const char *name)"),
@@ -347,6 +354,7 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_get_embeddings_seq: f("void *llama_get_embeddings_seq(void *ctx, int32_t seq_id)"),
     llama_memory_clear: f("void llama_memory_clear(void *mem, bool data)"),
     llama_memory_seq_rm: f("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
+    llama_memory_seq_cp: f("void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)"),
     llama_sampler_chain_default_params: f("llama_sampler_chain_params llama_sampler_chain_default_params(void)"),
     llama_sampler_chain_init: f("void *llama_sampler_chain_init(llama_sampler_chain_params params)"),
     llama_sampler_chain_add: f("void llama_sampler_chain_add(void *chain, void *smpl)"),

@@ -13,6 +13,12 @@ import type { TensorTypeName, WriteGgufResult } from "./writer.js";
 export type RandomLlamaOptions = Required<Omit<LlamaHParams, "keyLength" | "valueLength" | "rmsEpsilon">> & {
   tensorType: TensorTypeName;
   seed: number;
+  /**
+   * Half-range of the uniform weights, over sqrt(3) (their std). Default 0.02 (GPT-2's init):
+   * near-uniform next-token distributions. Larger values give decisive logits, for tests that
+   * compare greedy outputs across batch layouts (near-ties flip on float rounding).
+   */
+  weightStd?: number;
 };
 
 export type RandomModelPreset = "tiny" | "m100";
@@ -35,7 +41,7 @@ export async function writeRandomLlamaModel(path: string, opts: RandomLlamaOptio
   const vocab = englishVocab(opts.vocabSize);
   const rng = mulberry32(opts.seed);
   // Small uniform noise (std ~0.02, GPT-2's init) keeps activations finite through any depth.
-  const scale = 0.02 * Math.sqrt(3);
+  const scale = (opts.weightStd ?? 0.02) * Math.sqrt(3);
   return writeLlamaModel(path, {
     hparams,
     vocab,

@@ -15,6 +15,10 @@ export interface ModelPlan {
   queue: { maxSize: number; maxWaitMs: number };
   /** Context per sequence set by a pool entry; else the model's own. */
   contextSize: number | undefined;
+  /** Cells of the shared KV buffer; undefined = the engine's default. */
+  kvCacheTokens: number | undefined;
+  /** N-gram speculative decoding. */
+  speculative: boolean;
 }
 
 export interface EntryPlan {
@@ -96,6 +100,8 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       parallel: parallelOf(first?.batching) ?? model.active.config.parallel ?? parallelOf(cfg.batching)!,
       queue: { maxSize: queue.max_size, maxWaitMs: queue.max_wait_ms },
       contextSize: first?.context_size,
+      kvCacheTokens: first?.batching?.kv_cache_tokens ?? cfg.batching.kv_cache_tokens,
+      speculative: first?.batching?.speculative ?? cfg.batching.speculative,
     });
   }
   return { models, entries };

@@ -71,6 +71,10 @@ export class MoltbotServer {
     const cfg = loaded.config;
     const started = performance.now();
     for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
+    const batchTimeouts = [cfg.batching, ...cfg.model_pool.map((e) => e.batching)].filter((b) => b?.timeout_ms !== undefined);
+    if (batchTimeouts.length > 0) {
+      log.child("config").warning("batching.timeout_ms is ignored: batching is continuous, a request joins the running batch at the next decode step without waiting");
+    }
 
     const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
     const plan = planPool(cfg, repo, loaded.file ?? "config");
@@ -87,6 +91,8 @@ export class MoltbotServer {
           parallel: m.parallel,
           threads: this.opts.threads,
           embedding: model.active.config.type === "embedding",
+          speculative: m.speculative,
+          ...(m.kvCacheTokens === undefined ? {} : { kvCacheTokens: m.kvCacheTokens }),
           engine: this.opts.engine,
         };
         loaderLog.info(`Loading model ${model.name} ${model.active.version} from ${model.active.weightsPath} (engine ${init.engine}, ${init.threads} thread(s), ${init.parallel} slot(s), context ${init.contextSize})`);

@@ -8,8 +8,34 @@ import type { Engine } from "../engine/types.js";
 import { WorkerInitSchema, type MainToWorker, type WorkerToMain } from "./protocol.js";
 import { promptTokens, runGeneration } from "./generation.js";
 
+// Outgoing messages wait in an outbox and leave as one IPC write per turn of the event loop.
+// The engine runs a decode step, calls back once per sequence, then yields with setImmediate;
+// the flush, queued during the step, runs before the next step, so every sequence's delta of
+// a step (and the "done" that follows it) costs one write here and one wake-up and parse in
+// the main process instead of one each. Order is kept: the outbox is the only way out.
+let outbox: WorkerToMain[] = [];
+let flushQueued = false;
+
 function send(msg: WorkerToMain): void {
-  if (process.connected) process.send!(msg);
+  outbox.push(msg);
+  if (!flushQueued) {
+    flushQueued = true;
+    setImmediate(flush);
+  }
+}
+
+function flush(): void {
+  flushQueued = false;
+  const msgs = outbox;
+  if (msgs.length === 0) return;
+  outbox = [];
+  if (process.connected) process.send!(msgs.length === 1 ? msgs[0]! : ({ type: "batch", msgs } satisfies WorkerToMain));
+}
+
+/** Closes the channel once everything sent so far is written. */
+function disconnect(): void {
+  flush();
+  process.disconnect?.();
 }
 
 function errorFields(err: unknown): { code: MoltbotError["code"]; message: string } {
@@ -21,6 +47,7 @@ async function main(): Promise<void> {
   const raw: unknown = JSON.parse(process.env.MOLTBOT_WORKER_INIT ?? "null");
   if (!Value.Check(WorkerInitSchema, raw)) {
     send({ type: "fatal", code: "internal_error", message: "worker started without a valid MOLTBOT_WORKER_INIT" });
+    flush();
     process.exit(2);
   }
   const init = raw;
@@ -33,12 +60,14 @@ async function main(): Promise<void> {
       parallel: init.parallel,
       threads: init.threads,
       embedding: init.embedding,
+      speculative: init.speculative,
+      ...(init.kvCacheTokens === undefined ? {} : { kvCacheTokens: init.kvCacheTokens }),
     });
   } catch (err) {
     const f = errorFields(err);
     send({ type: "fatal", code: f.code === "engine_error" ? "repository_invalid" : f.code, message: `${init.modelPath}: ${f.message}` });
     process.exitCode = 1;
-    process.disconnect?.();
+    disconnect();
     return;
   }
 
@@ -49,7 +78,7 @@ async function main(): Promise<void> {
   const finishShutdown = async () => {
     if (inflight.size > 0) return;
     await engine.close();
-    process.disconnect?.();
+    disconnect();
     process.exit(0);
   };
 

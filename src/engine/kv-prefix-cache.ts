@@ -1,0 +1,288 @@
+// Which KV cells hold which tokens, across every llama sequence id of one unified KV buffer.
+//
+// A radix tree over token runs mirrors the cells: each node is a run of cells (consecutive
+// positions) and `holders` are the sequence ids whose cells include it. A sequence's cells are
+// the path from the root to its leaf. In a unified KV buffer llama_memory_seq_cp only tags
+// cells with one more sequence id, so a new sequence that shares a prefix with any other
+// (running or idle) joins that path at no cost, and many concurrent sequences can share one
+// prefix (SGLang's RadixAttention, on llama.cpp's cells). A cell is free again only when no
+// sequence holds it: evicting or cancelling one sequence never frees cells another still uses.
+//
+// A sequence that finishes stays cached ("idle") under its id, so a later prompt that starts
+// the same way (chat history, a system prompt, RAG context) reuses its cells; idle sequences
+// are evicted least recently used when the buffer or the ids run out. Running sequences are
+// never evicted here.
+//
+// Hand-written: nothing in npm maps token prefixes onto llama.cpp's cells. Costs: a lookup is
+// O(prompt length); appending one token is O(1); attaching/evicting is O(path nodes).
+
+export interface KvMemoryOps {
+  /** Tag the cells of positions [0, length) of `src` with `dst` too. */
+  copyPrefix(src: number, dst: number, length: number): void;
+  /** Drop `seq`'s cells from position `from` on (0: all of them). */
+  removeFrom(seq: number, from: number): void;
+}
+
+interface Node {
+  tokens: number[];
+  parent: Node | null;
+  children: Node[];
+  /** Sequence ids whose cells include this run. */
+  holders: Set<number>;
+}
+
+type SeqState = "empty" | "running" | "idle";
+
+interface Seq {
+  state: SeqState;
+  leaf: Node;
+  length: number;
+  /** Tick of the last use, for LRU eviction of idle sequences. */
+  lastUse: number;
+}
+
+export interface PrefixLease {
+  seq: number;
+  /** Prompt tokens whose cells are already in place (not to be evaluated again). */
+  reused: number;
+}
+
+export class KvPrefixCache {
+  private readonly root: Node = { tokens: [], parent: null, children: [], holders: new Set() };
+  private readonly seqs: Seq[];
+  private used = 0;
+  private tick = 0;
+
+  constructor(
+    /** Cells in the KV buffer. */
+    readonly cells: number,
+    seqCount: number,
+    private readonly ops: KvMemoryOps,
+  ) {
+    this.seqs = Array.from({ length: seqCount }, () => ({ state: "empty" as SeqState, leaf: this.root, length: 0, lastUse: 0 }));
+  }
+
+  /** Cells holding some sequence's tokens (each shared cell counted once). */
+  get usedCells(): number {
+    return this.used;
+  }
+
+  get freeCells(): number {
+    return this.cells - this.used;
+  }
+
+  /** Tokens in `seq`'s cells. */
+  lengthOf(seq: number): number {
+    return this.seqs[seq]!.length;
+  }
+
+  /** Prompt tokens a lookup would reuse now (at most prompt.length - 1: the last is evaluated for its logits). */
+  peek(prompt: readonly number[]): number {
+    return this.match(prompt, prompt.length - 1).depth;
+  }
+
+  /**
+   * A sequence id for a new generation, with the longest cached prefix of `prompt` already in
+   * its cells (when `reuse`). Null when every id is running.
+   */
+  acquire(prompt: readonly number[], reuse: boolean): PrefixLease | null {
+    const m = reuse ? this.match(prompt, prompt.length - 1) : { node: this.root, offset: 0, depth: 0 };
+    let seq = this.seqs.findIndex((s) => s.state === "empty");
+    if (seq < 0 && m.depth > 0) {
+      // No free id: take over an idle holder of the match itself (its tail beyond the match is
+      // dropped), as llama.cpp's server does with its slots.
+      seq = this.lruIdle((id) => m.node.holders.has(id));
+      if (seq >= 0) {
+        this.truncate(seq, m.depth);
+        this.start(seq);
+        return { seq, reused: m.depth };
+      }
+    }
+    if (seq < 0) {
+      seq = this.lruIdle(() => true);
+      if (seq < 0) return null;
+      this.evict(seq);
+    }
+    if (m.depth > 0) {
+      const at = m.offset < m.node.tokens.length ? this.split(m.node, m.offset) : m.node;
+      const src = at.holders.values().next().value as number;
+      this.ops.copyPrefix(src, seq, m.depth);
+      for (let n: Node | null = at; n !== null && n !== this.root; n = n.parent) n.holders.add(seq);
+      this.seqs[seq]!.leaf = at;
+      this.seqs[seq]!.length = m.depth;
+    }
+    this.start(seq);
+    return { seq, reused: m.depth };
+  }
+
+  private start(seq: number): void {
+    const s = this.seqs[seq]!;
+    s.state = "running";
+    s.lastUse = ++this.tick;
+  }
+
+  /** Record tokens just decoded into `seq`'s next positions. */
+  append(seq: number, token: number): void {
+    const s = this.seqs[seq]!;
+    const leaf = s.leaf;
+    if (leaf !== this.root && leaf.children.length === 0 && leaf.holders.size === 1) {
+      leaf.tokens.push(token);
+    } else {
+      const node: Node = { tokens: [token], parent: leaf, children: [], holders: new Set([seq]) };
+      leaf.children.push(node);
+      s.leaf = node;
+    }
+    s.length++;
+    this.used++;
+  }
+
+  /** A generation ended: its cells stay cached for later prompts (`keep`) or are freed. */
+  release(seq: number, keep: boolean): void {
+    const s = this.seqs[seq]!;
+    if (!keep || s.length === 0) {
+      this.evict(seq);
+      return;
+    }
+    s.state = "idle";
+    s.lastUse = ++this.tick;
+  }
+
+  /**
+   * Evict idle sequences, least recently used first, until `needed` cells are free. Returns
+   * whether they are. Running sequences and cells they share are never touched.
+   */
+  makeRoom(needed: number): boolean {
+    while (this.freeCells < needed) {
+      const victim = this.lruIdle(() => true);
+      if (victim < 0) return false;
+      this.evict(victim);
+    }
+    return true;
+  }
+
+  /** Cells that evicting every idle sequence would free (cells no running sequence holds). */
+  evictableCells(): number {
+    let n = 0;
+    const visit = (node: Node): void => {
+      for (const c of node.children) {
+        let running = false;
+        for (const h of c.holders) if (this.seqs[h]!.state === "running") { running = true; break; }
+        if (running) visit(c);
+        else n += subtreeCells(c);
+      }
+    };
+    visit(this.root);
+    return n;
+  }
+
+  /** Drop every cached idle sequence (e.g. before embeddings or on a memory clear). */
+  clearIdle(): void {
+    for (let i = 0; i < this.seqs.length; i++) if (this.seqs[i]!.state === "idle") this.evict(i);
+  }
+
+  private lruIdle(accept: (seq: number) => boolean): number {
+    let best = -1;
+    for (let i = 0; i < this.seqs.length; i++) {
+      const s = this.seqs[i]!;
+      if (s.state === "idle" && accept(i) && (best < 0 || s.lastUse < this.seqs[best]!.lastUse)) best = i;
+    }
+    return best;
+  }
+
+  /** Free `seq` entirely: its id becomes empty; cells no one else holds become free. */
+  private evict(seq: number): void {
+    const s = this.seqs[seq]!;
+    if (s.length > 0) this.ops.removeFrom(seq, 0);
+    for (let n: Node | null = s.leaf; n !== null && n !== this.root; ) {
+      const parent: Node | null = n.parent;
+      n.holders.delete(seq);
+      if (n.holders.size === 0) this.unlink(n);
+      n = parent;
+    }
+    s.state = "empty";
+    s.leaf = this.root;
+    s.length = 0;
+  }
+
+  /** Keep only the first `length` tokens of `seq`'s cells. */
+  truncate(seq: number, length: number): void {
+    const s = this.seqs[seq]!;
+    if (length >= s.length) return;
+    this.ops.removeFrom(seq, length);
+    let node: Node = s.leaf;
+    let end = s.length;
+    for (;;) {
+      const start = end - node.tokens.length;
+      if (start >= length) {
+        const parent = node.parent!;
+        node.holders.delete(seq);
+        if (node.holders.size === 0) this.unlink(node);
+        node = parent;
+        end = start;
+        if (start === length) break;
+        continue;
+      }
+      // The cut falls inside `node`.
+      const keep = length - start;
+      if (node.holders.size === 1) {
+        this.used -= node.tokens.length - keep;
+        node.tokens.length = keep;
+      } else {
+        node = this.split(node, keep);
+        node.children[0]!.holders.delete(seq);
+      }
+      break;
+    }
+    s.leaf = node;
+    s.length = length;
+  }
+
+  private unlink(node: Node): void {
+    const siblings = node.parent!.children;
+    siblings.splice(siblings.indexOf(node), 1);
+    this.used -= node.tokens.length;
+  }
+
+  /** Cut `node` after `at` tokens; returns the head (same holders), whose only child is the tail. */
+  private split(node: Node, at: number): Node {
+    const head: Node = { tokens: node.tokens.slice(0, at), parent: node.parent, children: [node], holders: new Set(node.holders) };
+    const siblings = node.parent!.children;
+    siblings[siblings.indexOf(node)] = head;
+    node.tokens = node.tokens.slice(at);
+    node.parent = head;
+    return head;
+  }
+
+  /** The deepest cached run matching `prompt` (at most `limit` tokens). */
+  private match(prompt: readonly number[], limit: number): { node: Node; offset: number; depth: number } {
+    let node = this.root;
+    let depth = 0;
+    let offset = 0;
+    while (depth < limit) {
+      let best: Node | null = null;
+      let bestLen = 0;
+      // Several children may start alike (two prompts evaluated in the same step): take the longest.
+      for (const c of node.children) {
+        if (c.tokens[0] !== prompt[depth]) continue;
+        let k = 1;
+        while (k < c.tokens.length && depth + k < limit && c.tokens[k] === prompt[depth + k]) k++;
+        if (k > bestLen) {
+          best = c;
+          bestLen = k;
+        }
+      }
+      if (best === null) break;
+      node = best;
+      offset = bestLen;
+      depth += bestLen;
+      if (bestLen < best.tokens.length) break;
+    }
+    return { node, offset: node === this.root ? 0 : offset, depth };
+  }
+}
+
+function subtreeCells(node: Node): number {
+  let n = node.tokens.length;
+  for (const c of node.children) n += subtreeCells(c);
+  return n;
+}

@@ -1,0 +1,199 @@
+// The KV prefix cache's bookkeeping against a model of llama.cpp's cells: every operation it
+// asks of the memory is replayed on a simulated cell table, and the cache's own count of used
+// cells must always equal the table's.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { KvPrefixCache, type KvMemoryOps } from "../src/engine/kv-prefix-cache.js";
+
+/** llama.cpp's unified KV cells in miniature: cell -> set of (seq, pos) that hold it. */
+class SimulatedCells implements KvMemoryOps {
+  /** seq -> position -> cell id */
+  readonly seqs = new Map<number, Map<number, number>>();
+  private nextCell = 0;
+  readonly log: string[] = [];
+
+  copyPrefix(src: number, dst: number, length: number): void {
+    this.log.push(`cp ${src}->${dst} ${length}`);
+    const from = this.seqs.get(src)!;
+    const to = this.map(dst);
+    for (let p = 0; p < length; p++) {
+      assert.ok(from.has(p), `seq ${src} has no cell at ${p} to share`);
+      to.set(p, from.get(p)!);
+    }
+  }
+
+  removeFrom(seq: number, from: number): void {
+    this.log.push(`rm ${seq} ${from}`);
+    const m = this.map(seq);
+    for (const p of [...m.keys()]) if (p >= from) m.delete(p);
+  }
+
+  /** What a decode does: a new cell for each new position. */
+  decode(seq: number, pos: number): void {
+    const m = this.map(seq);
+    assert.ok(!m.has(pos), `seq ${seq} already has position ${pos}`);
+    m.set(pos, this.nextCell++);
+  }
+
+  used(): number {
+    const cells = new Set<number>();
+    for (const m of this.seqs.values()) for (const c of m.values()) cells.add(c);
+    return cells.size;
+  }
+
+  private map(seq: number): Map<number, number> {
+    let m = this.seqs.get(seq);
+    if (!m) this.seqs.set(seq, (m = new Map()));
+    return m;
+  }
+}
+
+/** Feed `tokens` after a lease, as the engine does: decode then record. */
+function feed(cache: KvPrefixCache, cells: SimulatedCells, seq: number, tokens: number[]): void {
+  for (const t of tokens) {
+    cells.decode(seq, cache.lengthOf(seq));
+    cache.append(seq, t);
+  }
+}
+
+function run(cache: KvPrefixCache, cells: SimulatedCells, prompt: number[], generated: number[] = [], reuse = true): number {
+  const lease = cache.acquire(prompt, reuse)!;
+  assert.ok(lease, "a sequence id is free");
+  feed(cache, cells, lease.seq, [...prompt.slice(lease.reused), ...generated]);
+  assert.equal(cache.usedCells, cells.used(), "the cache counts exactly the cells llama.cpp holds");
+  return lease.seq;
+}
+
+const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
+
+describe("KV prefix cache", () => {
+  test("a finished sequence's prompt prefix is reused by the next prompt, and shared cells count once", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 4, cells);
+    const system = range(1, 50);
+    const a = run(cache, cells, [...system, 100, 101], [7, 8]);
+    cache.release(a, true);
+    assert.equal(cache.peek([...system, 200]), 50);
+    const lease = cache.acquire([...system, 200, 201], true)!;
+    assert.equal(lease.reused, 50);
+    assert.notEqual(lease.seq, a, "a free id is used, so the first sequence stays cached whole");
+    assert.ok(cells.log.includes(`cp ${a}->${lease.seq} 50`));
+    feed(cache, cells, lease.seq, [200, 201]);
+    assert.equal(cache.usedCells, 50 + 4 + 2);
+    assert.equal(cache.usedCells, cells.used());
+  });
+
+  test("the last prompt token is always evaluated, even when the whole prompt is cached", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(100, 2, cells);
+    const prompt = range(1, 10);
+    cache.release(run(cache, cells, prompt), true);
+    assert.equal(cache.acquire(prompt, true)!.reused, 9);
+  });
+
+  test("cache_prompt false reuses nothing", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(100, 2, cells);
+    cache.release(run(cache, cells, range(1, 10)), true);
+    assert.equal(cache.acquire(range(1, 12), false)!.reused, 0);
+  });
+
+  test("many running sequences share one prefix; ending one never frees cells another uses", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 8, cells);
+    const prefix = range(1, 40);
+    const first = run(cache, cells, [...prefix, 500]);
+    const others = [501, 502, 503].map((t) => run(cache, cells, [...prefix, t], [t, t]));
+    assert.equal(cache.usedCells, 40 + 1 + 3 * 3);
+    // The first (running) sequence is cancelled and dropped: the prefix stays with the others.
+    cache.release(first, false);
+    assert.equal(cache.usedCells, cells.used());
+    assert.equal(cache.usedCells, 40 + 3 * 3);
+    for (const s of others) assert.equal(cells.seqs.get(s)!.size, 43, "each other sequence keeps all its cells");
+  });
+
+  test("eviction takes idle sequences least recently used first, never a running one", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(100, 6, cells);
+    const old = run(cache, cells, range(1000, 30));
+    cache.release(old, true);
+    const recent = run(cache, cells, range(2000, 30));
+    cache.release(recent, true);
+    const running = run(cache, cells, range(3000, 30));
+    assert.equal(cache.freeCells, 10);
+    assert.ok(cache.makeRoom(20));
+    assert.equal(cache.peek(range(1000, 31)), 0, "the older idle sequence went first");
+    assert.equal(cache.peek(range(2000, 31)), 30, "the recent one is still cached");
+    assert.ok(!cache.makeRoom(80), "running cells are not evictable");
+    assert.equal(cells.seqs.get(running)!.size, 30);
+    assert.equal(cache.usedCells, cells.used());
+  });
+
+  test("evictable cells exclude those a running sequence shares", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 4, cells);
+    const idle = run(cache, cells, range(1, 20), [50, 51]);
+    cache.release(idle, true);
+    run(cache, cells, [...range(1, 20), 60]);
+    assert.equal(cache.evictableCells(), 2, "only the idle sequence's own tail");
+  });
+
+  test("with every id taken, a prompt takes over the idle sequence it matches and drops only its tail", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 2, cells);
+    const a = run(cache, cells, range(1, 30), [90, 91]);
+    cache.release(a, true);
+    const b = run(cache, cells, range(500, 10));
+    cache.release(b, true);
+    const lease = cache.acquire([...range(1, 20), 77], true)!;
+    assert.equal(lease.seq, a);
+    assert.equal(lease.reused, 20);
+    assert.equal(cache.lengthOf(a), 20);
+    assert.equal(cache.usedCells, cells.used());
+    assert.equal(cache.peek(range(500, 11)), 10, "the other idle sequence is untouched");
+  });
+
+  test("truncate keeps a shared run intact for the other holders", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 3, cells);
+    const a = run(cache, cells, range(1, 30));
+    const b = run(cache, cells, [...range(1, 30), 99], [98]);
+    cache.truncate(b, 10);
+    assert.equal(cache.lengthOf(b), 10);
+    assert.equal(cache.lengthOf(a), 30);
+    assert.equal(cache.usedCells, cells.used());
+    feed(cache, cells, b, [5, 6]);
+    assert.equal(cache.usedCells, cells.used());
+    cache.release(a, false);
+    assert.equal(cache.usedCells, 12);
+    assert.equal(cache.usedCells, cells.used());
+  });
+
+  test("a long random workload keeps the count exact", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(400, 6, cells);
+    let rnd = 1;
+    const next = () => (rnd = (rnd * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const running: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      if (running.length > 0 && (running.length >= 3 || next() < 0.4)) {
+        const s = running.splice(Math.floor(next() * running.length), 1)[0]!;
+        cache.release(s, next() < 0.8);
+      } else {
+        const base = Math.floor(next() * 3) * 100;
+        const prompt = [...range(base, 5 + Math.floor(next() * 30)), Math.floor(next() * 5)];
+        const lease = cache.acquire(prompt, next() < 0.9);
+        if (!lease) continue;
+        if (!cache.makeRoom(prompt.length - lease.reused + 5)) {
+          cache.release(lease.seq, false);
+          continue;
+        }
+        feed(cache, cells, lease.seq, [...prompt.slice(lease.reused), 1, 2, 3]);
+        if (next() < 0.2) cache.truncate(lease.seq, Math.floor(cache.lengthOf(lease.seq) / 2));
+        running.push(lease.seq);
+      }
+      assert.equal(cache.usedCells, cells.used(), `step ${i}`);
+      assert.ok(cache.usedCells <= 400);
+    }
+  });
+});
