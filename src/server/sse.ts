@@ -4,6 +4,10 @@ import type { ServerResponse } from "node:http";
 
 export class SseStream {
   private opened = false;
+  /** Events held while the socket is full; written as one chunk on 'drain'. */
+  private backlog = "";
+  private waitingDrain = false;
+  private endAfterDrain = false;
 
   constructor(private readonly res: ServerResponse, private readonly headers: Record<string, string>) {}
 
@@ -29,11 +33,44 @@ export class SseStream {
 
   send(data: unknown): void {
     this.open();
-    if (!this.closed) this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+    this.write(`data: ${JSON.stringify(data)}\n\n`);
   }
 
   end(): void {
     this.open();
-    if (!this.closed) this.res.end("data: [DONE]\n\n");
+    if (this.closed) return;
+    if (this.waitingDrain) {
+      this.backlog += "data: [DONE]\n\n";
+      this.endAfterDrain = true;
+    } else {
+      this.res.end("data: [DONE]\n\n");
+    }
   }
+
+  // A client reading slower than tokens come gets them coalesced: once a write is refused
+  // (the socket's buffer is full) later events wait in one string and go out as one chunk
+  // on 'drain', instead of one buffered chunk (and chunk header) per token.
+  private write(event: string): void {
+    if (this.closed) return;
+    if (this.waitingDrain) {
+      this.backlog += event;
+      return;
+    }
+    if (!this.res.write(event)) {
+      this.waitingDrain = true;
+      this.res.once("drain", this.onDrain);
+    }
+  }
+
+  private readonly onDrain = (): void => {
+    this.waitingDrain = false;
+    const chunk = this.backlog;
+    this.backlog = "";
+    if (this.closed) return;
+    if (this.endAfterDrain) {
+      this.res.end(chunk);
+    } else if (chunk.length > 0) {
+      this.write(chunk);
+    }
+  };
 }
