@@ -99,6 +99,31 @@ describe("chat completions", () => {
   });
 });
 
+describe("prompt cache", () => {
+  test("a repeated prefix is reported in usage.prompt_tokens_details.cached_tokens; cache_prompt false opts out", async () => {
+    const context = "The committee met on Monday to review the budget. ".repeat(3);
+    const ask = (question: string, extra: Record<string, unknown> = {}) =>
+      client.chat.completions.create({ model: "tiny", messages: [{ role: "system", content: context }, { role: "user", content: question }], max_tokens: 4, temperature: 0, ...extra } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    const first = await ask("What was decided?");
+    const second = await ask("Who attended?");
+    assert.ok(second.usage!.prompt_tokens_details!.cached_tokens! > 30, `cached ${second.usage!.prompt_tokens_details!.cached_tokens} of ${second.usage!.prompt_tokens}`);
+    assert.ok(second.usage!.prompt_tokens_details!.cached_tokens! < second.usage!.prompt_tokens);
+    assert.equal(typeof first.usage!.prompt_tokens_details!.cached_tokens, "number");
+    const optOut = await ask("Who attended?", { cache_prompt: false });
+    assert.equal(optOut.usage!.prompt_tokens_details!.cached_tokens, 0);
+    assert.equal(optOut.choices[0]!.message.content, second.choices[0]!.message.content, "greedy output does not depend on reuse");
+  });
+
+  test("streamed usage carries cached_tokens too", async () => {
+    const prompt = "Once upon a time there was a village by the sea. ".repeat(3);
+    await client.completions.create({ model: "tiny", prompt: prompt + "A", max_tokens: 2 });
+    const stream = await client.completions.create({ model: "tiny", prompt: prompt + "B", max_tokens: 2, stream: true, stream_options: { include_usage: true } });
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) if (chunk.usage) usage = chunk.usage;
+    assert.ok(usage!.prompt_tokens_details!.cached_tokens! > 20);
+  });
+});
+
 describe("completions", () => {
   test("legacy completions with stop strings never show the stop text", async () => {
     const probe = await client.completions.create({ model: "tiny", prompt: "The weather", max_tokens: 20, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
@@ -186,6 +211,13 @@ describe("bad input", () => {
     const bad = await post("/v1/chat/completions", JSON.stringify({ model: "tiny", messages: [{ role: "wizard", content: "x" }] }));
     assert.equal(bad.status, 400);
     assert.match(bad.body.error!.message, /messages\[0\]\.role/);
+  });
+
+  test("cache_prompt of the wrong type names the field", async () => {
+    const r = await post("/v1/completions", JSON.stringify({ model: "tiny", prompt: "x", cache_prompt: "yes" }));
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error!.param, "cache_prompt");
+    assert.match(r.body.error!.message, /cache_prompt/);
   });
 
   test("n > 1 is refused clearly; unknown fields are ignored", async () => {

@@ -179,6 +179,24 @@ describe("budgets", () => {
     }
   });
 
+  test("cached prompt tokens are charged at pricing.cached_input_per_1k", async () => {
+    const pricing = { input_per_1k: 4, output_per_1k: 0, cached_input_per_1k: 1 };
+    const { srv, client } = await serve({ model_pool: [entry("tiny", { pricing, budget: { cost_limit: 100 } })] });
+    const context = "The river runs through the old town and past the mill. ".repeat(3);
+    let expected = 0;
+    for (const q of ["first", "second", "third"]) {
+      const r = await client.completions.create({ model: "tiny", prompt: `${context}${q}`, max_tokens: 2 });
+      const cached = r.usage!.prompt_tokens_details?.cached_tokens ?? 0;
+      if (q !== "first") assert.ok(cached > 20, `the shared context is cached (${cached})`);
+      expected += ((r.usage!.prompt_tokens - cached) * 4 + cached * 1) / 1000;
+    }
+    const { openSqliteLedger, ledgerPath } = await import("../src/ledger/sqlite-ledger.js");
+    const ledger = openSqliteLedger(ledgerPath(srv.server.dataDir));
+    const row = ledger.status().find((e) => e.entry === "tiny")!;
+    ledger.close();
+    assert.ok(Math.abs(row.spent - expected) < 1e-9, `spent ${row.spent}, expected ${expected}`);
+  });
+
   test("50 concurrent requests against a budget that fits 10 never overspend", async () => {
     // Each request: prompt + 10 completion tokens at 1 per 1K output; the cap fits exactly 10 worst cases.
     const pricing = { input_per_1k: 0, output_per_1k: 1 };
