@@ -28,7 +28,10 @@ export async function ensureDemoModel(opts: EnsureDemoModelOptions = {}): Promis
   // The folder is a repository version folder: a new builder version is a new model version.
   const dir = join(root, "demo", `v${DEMO_BUILDER_VERSION}.0`);
   const modelPath = join(dir, "demo.gguf");
-  if (await isGgufFile(modelPath)) return modelPath;
+  if (await isGgufFile(modelPath)) {
+    await writeDemoConfig(dir);
+    return modelPath;
+  }
 
   await mkdir(dir, { recursive: true });
   const lockPath = join(dir, "build.lock");
@@ -43,27 +46,38 @@ export async function ensureDemoModel(opts: EnsureDemoModelOptions = {}): Promis
     if (await isGgufFile(modelPath)) return modelPath;
   }
   try {
-    if (await isGgufFile(modelPath)) return modelPath; // built while we waited for the lock
+    if (await isGgufFile(modelPath)) return (await writeDemoConfig(dir), modelPath); // built while we waited for the lock
     log(`building the demo model (Brown Corpus bigram) into ${dir}`);
     const tmpModel = join(dir, `demo.gguf.build-${process.pid}`);
     const stats = await runBuilder(tmpModel);
     log(`demo model built in ${Number(stats.buildSeconds).toFixed(1)} s (${stats.vocabSize} tokens, ${(Number(stats.bytes) / 1e6).toFixed(1)} MB)`);
-    const config = {
-      name: "demo",
-      type: "llm",
-      context_size: DEMO_DEFAULTS.servedContextSize,
-      parallel: 4,
-      pricing: { input_per_1k: 0, output_per_1k: 0 },
-      validation: [{ prompt: "The United States", expect_contains: "" }],
-    };
-    const tmpConfig = join(dir, `config.json.tmp-${process.pid}`);
-    await writeFile(tmpConfig, JSON.stringify(config, null, 2) + "\n");
-    await rename(tmpConfig, join(dir, "config.json"));
+    await writeDemoConfig(dir);
     await rename(tmpModel, modelPath);
     return modelPath;
   } finally {
     await rm(lockPath, { force: true });
   }
+}
+
+/**
+ * The demo's config.json, rewritten (atomically) when a newer Moltbot wants other settings
+ * than the cached one has; the weights are reused. No `parallel`: the server's batching
+ * default applies.
+ */
+async function writeDemoConfig(dir: string): Promise<void> {
+  const config = {
+    name: "demo",
+    type: "llm",
+    context_size: DEMO_DEFAULTS.servedContextSize,
+    pricing: { input_per_1k: 0, output_per_1k: 0 },
+    validation: [{ prompt: "The United States", expect_contains: "" }],
+  };
+  const text = JSON.stringify(config, null, 2) + "\n";
+  const file = join(dir, "config.json");
+  if ((await readFile(file, "utf8").catch(() => "")) === text) return;
+  const tmp = join(dir, `config.json.tmp-${process.pid}`);
+  await writeFile(tmp, text);
+  await rename(tmp, file);
 }
 
 /** Creates the lock exclusively; clears it first when its holder is gone or it is stale. */

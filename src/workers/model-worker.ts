@@ -167,6 +167,12 @@ export class ModelWorker {
         this.state = this.state === "closing" ? "closing" : "ready";
         this.readyAt = this.clock();
         this.log.info(`Model ${this.init.version} loaded successfully (${this.init.name}, ${msg.loadMs} ms, pid ${this.child?.pid})`);
+        if (msg.info.kvCacheTokens > 0) {
+          const perToken = msg.info.kvBytesPerToken;
+          this.log.info(
+            `KV cache of ${this.init.name}: ${msg.info.kvCacheTokens} tokens x ${(perToken / 1024).toFixed(1)} KiB = ${((msg.info.kvCacheTokens * perToken) / 2 ** 20).toFixed(0)} MiB, shared by ${this.init.parallel} slot(s) and cached prompt prefixes`,
+          );
+        }
         this.firstStart?.resolve();
         this.firstStart = undefined;
         return;
