@@ -72,6 +72,13 @@ const MAX_DRAFT = 8;
  * they save. Sequences draft only while at most this many generate together.
  */
 const DRAFT_MAX_SEQUENCES = 4;
+/**
+ * Prompt tokens of one sequence per step while others are generating (chunked prefill): a
+ * step's time is what every stream waits between two tokens, so a long prompt is fed in
+ * slices instead of one 512-token chunk (m100, 2 threads: ~130 ms a slice against ~550 ms).
+ * Short prompts still go in whole, many per step.
+ */
+const PREFILL_SLICE_WHILE_STREAMING = 128;
 /** Cells kept free per running sequence when a prompt is admitted, so the running ones can grow. */
 const GROWTH_HEADROOM = 16;
 
@@ -461,9 +468,10 @@ class FfiEngine implements Engine {
     // Then prompt chunks, in admission order, as far as the batch and the cells have room.
     // Prompt tokens are recorded in the cache as they are batched; the tokens above after the decode.
     const unrecorded = n;
+    const slice = generating > 0 ? PREFILL_SLICE_WHILE_STREAMING : cap;
     for (const job of this.active) {
       if (job.next >= 0 || n >= cap) continue;
-      const want = Math.min(job.tokens.length - job.fed, cap - n);
+      const want = Math.min(job.tokens.length - job.fed, cap - n, slice);
       cache.makeRoom(unrecorded + want);
       const take = Math.min(want, cache.freeCells - unrecorded);
       if (take <= 0) break;
