@@ -76,10 +76,33 @@ function childPids(pid: number): number[] {
   }
 }
 
+/** Context switches (voluntary, involuntary) of every thread of a process so far; Linux /proc. */
+function switches(pid: number): { vol: number; invol: number } {
+  let vol = 0;
+  let invol = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
+      vol += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+      invol += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+    }
+  } catch {
+    // the process is gone
+  }
+  return { vol, invol };
+}
+
 /** CPU used by the server's main process, its workers, and this (client) process, in ms. */
-function cpuSplit(serverPid: number): { main: number; workers: number; client: number } {
+function cpuSplit(serverPid: number): { main: number; workers: number; client: number; workerInvol: number; mainVol: number } {
   const c = process.cpuUsage();
-  return { main: cpuMs(serverPid), workers: childPids(serverPid).reduce((a, p) => a + cpuMs(p), 0), client: (c.user + c.system) / 1000 };
+  const workers = childPids(serverPid);
+  return {
+    main: cpuMs(serverPid),
+    workers: workers.reduce((a, p) => a + cpuMs(p), 0),
+    client: (c.user + c.system) / 1000,
+    workerInvol: workers.reduce((a, p) => a + switches(p).invol, 0),
+    mainVol: switches(serverPid).vol,
+  };
 }
 
 async function together(run: () => Promise<StreamTiming>): Promise<Concurrent> {
@@ -176,6 +199,8 @@ async function main(): Promise<void> {
       for (const r of rows) console.log(`| ${r.name} | ${fmt(r.e2e)} | ${fmt(r.ttft, 2)} | ${fmt(r.ctps)} | ${fmt(r.cttft, 1)} |`);
       const us = (k: keyof typeof cpu0) => fmt(((cpu1[k] - cpu0[k]) * 1000) / served, 0);
       console.log(`CPU per token served over HTTP (/proc, whole run${targets.length > 1 ? "; client includes the in-process engine" : ""}): server main ${us("main")} us, worker ${us("workers")} us, client ${us("client")} us`);
+      const per = (k: "workerInvol" | "mainVol") => fmt((cpu1[k] - cpu0[k]) / served, 2);
+      console.log(`per token: worker threads preempted ${per("workerInvol")} times, main process woke ${per("mainVol")} times`);
       if (rows.length === 2) {
         const [h, e] = rows as [(typeof rows)[0], (typeof rows)[0]];
         console.log(`HTTP / in-process: 1 stream ${fmt((100 * h.e2e) / e.e2e)}% tokens/s (overhead ${fmt(100 - (100 * h.e2e) / e.e2e)}%), TTFT +${fmt(h.ttft - e.ttft, 2)} ms; ${CLIENTS} clients ${fmt((100 * h.ctps) / e.ctps)}% tokens/s (overhead ${fmt(100 - (100 * h.ctps) / e.ctps)}%)`);
