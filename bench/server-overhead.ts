@@ -1,14 +1,19 @@
 // Server overhead benchmark: what HTTP, IPC and the worker process cost per token. Moltbot over
 // HTTP (streamed /v1/completions) against the same FFI engine in-process, one stream and N
-// concurrent clients, rounds interleaved so machine noise hits both alike. With --cpu-prof DIR
-// the server (main process and worker) runs under `node --cpu-prof` and the self time of each
-// process is summed by function (bench/cpuprofile-summary.ts) over the measured requests (after
-// start-up and a warm-up request), per token served.
+// concurrent clients. Several server builds can run side by side (--servers), e.g. before and
+// after a change; every target takes its turn request by request, round after round, so a
+// noisy neighbour on the machine hits all of them alike and the ratios come from one run.
 //
 //   node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3]
-//        [--requests 4] [--tokens 64] [--clients 8] [--bin bin/moltbot] [--cpu-prof DIR] [--top 20]
+//        [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...]
+//        [--cpu-prof DIR] [--top 20]
 //
-// Run timing measurements under `flock /tmp/moltbot-bench.lock`.
+// --servers defaults to this checkout's bin/moltbot; a `;VAR=value` suffix sets environment
+// variables for that server only. With --cpu-prof DIR every server (main process and worker)
+// runs under `node --cpu-prof`, there is no in-process target, and each process's self time
+// is summed by function (bench/cpuprofile-summary.ts) over the measured requests (after
+// start-up and a warm-up request), per token it served. CPU time and context switches per
+// token come from /proc (Linux). Run timing measurements under `flock /tmp/moltbot-bench.lock`.
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -25,14 +30,16 @@ const { values } = parseArgs({
     requests: { type: "string", default: "4" },
     tokens: { type: "string", default: "64" },
     clients: { type: "string", default: "8" },
-    bin: { type: "string", default: path.resolve(import.meta.dirname, "..", "bin", "moltbot") },
+    servers: { type: "string", default: `moltbot=${path.resolve(import.meta.dirname, "..", "bin", "moltbot")}` },
     "cpu-prof": { type: "string" },
     top: { type: "string", default: "20" },
     help: { type: "boolean" },
   },
 });
 if (values.help) {
-  console.log("usage: node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3] [--requests 4] [--tokens 64] [--clients 8] [--bin PATH] [--cpu-prof DIR] [--top 20]");
+  console.log(
+    "usage: node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3] [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...] [--cpu-prof DIR] [--top 20]",
+  );
   process.exit(0);
 }
 const ROUNDS = Number(values.rounds);
@@ -42,6 +49,19 @@ const CLIENTS = Number(values.clients);
 const PROF_DIR = values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined;
 const PROMPT = "The history of the United States began with the arrival of the first people in the Americas. In the";
 const PARALLEL = 4; // the demo model's config.json and the default batching both give 4 slots
+
+interface ServerSpec {
+  label: string;
+  bin: string;
+  env: NodeJS.ProcessEnv;
+}
+
+const SERVERS: ServerSpec[] = values.servers!.split(",").map((s) => {
+  const [head, ...vars] = s.split(";");
+  const eq = head!.indexOf("=");
+  if (eq < 1) throw new Error(`--servers: expected label=BIN, got ${head}`);
+  return { label: head!.slice(0, eq), bin: path.resolve(head!.slice(eq + 1)), env: Object.fromEntries(vars.map((v) => [v.slice(0, v.indexOf("=")), v.slice(v.indexOf("=") + 1)])) };
+});
 
 let requestNo = 0;
 const nextPrompt = () => `${++requestNo}. ${PROMPT}`;
@@ -55,17 +75,22 @@ interface Concurrent {
 interface Target {
   name: string;
   single(): Promise<StreamTiming>;
-  concurrent(): Promise<Concurrent>;
   close(): Promise<void>;
   /** Tokens served so far. */
   tokens: number;
+  /** The server's main process (absent in-process). */
+  pid?: number;
 }
 
 /** CPU time (user + system, all threads) a process has used so far, in ms; Linux /proc. */
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
-  return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in USER_HZ (100)
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in USER_HZ (100)
+  } catch {
+    return 0; // the process is gone
+  }
 }
 
 function childPids(pid: number): number[] {
@@ -83,7 +108,7 @@ function switches(pid: number): { vol: number; invol: number } {
   try {
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       const st = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
-      vol += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
+      vol += Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
       invol += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(st)?.[1] ?? 0);
     }
   } catch {
@@ -92,16 +117,21 @@ function switches(pid: number): { vol: number; invol: number } {
   return { vol, invol };
 }
 
-/** CPU used by the server's main process, its workers, and this (client) process, in ms. */
-function cpuSplit(serverPid: number): { main: number; workers: number; client: number; workerInvol: number; mainVol: number } {
-  const c = process.cpuUsage();
-  const workers = childPids(serverPid);
+interface ProcStats {
+  main: number;
+  workers: number;
+  workerInvol: number;
+  mainVol: number;
+}
+
+/** CPU (ms) and context switches of a server's main process and its workers so far. */
+function procStats(pid: number): ProcStats {
+  const workers = childPids(pid);
   return {
-    main: cpuMs(serverPid),
+    main: cpuMs(pid),
     workers: workers.reduce((a, p) => a + cpuMs(p), 0),
-    client: (c.user + c.system) / 1000,
     workerInvol: workers.reduce((a, p) => a + switches(p).invol, 0),
-    mainVol: switches(serverPid).vol,
+    mainVol: switches(pid).vol,
   };
 }
 
@@ -112,15 +142,16 @@ async function together(run: () => Promise<StreamTiming>): Promise<Concurrent> {
   return { tps: (rs.reduce((a, r) => a + r.tokens, 0) * 1000) / wall, ttftMs: median(rs.map((r) => r.ttftMs)) };
 }
 
-async function serverTarget(modelPath: string, threads: number): Promise<Target & { pid: number }> {
+async function serverTarget(spec: ServerSpec, modelPath: string, threads: number): Promise<Target> {
   const port = freePort();
   // fork() hands the main process's execArgv on, so the worker is profiled too.
   const prof = PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROF_DIR}`] : [];
-  const s = await startServed(process.execPath, [...prof, values.bin!, "deploy", "--model-path", modelPath, "--port", String(port), "--threads", String(threads), "--log-level", "WARNING"], port, "/readyz");
+  const args = [...prof, spec.bin, "deploy", "--model-path", modelPath, "--port", String(port), "--threads", String(threads), "--log-level", "WARNING"];
+  const s = await startServed(process.execPath, args, port, "/readyz", spec.env);
   const models = (await (await fetch(`${s.url}/v1/models`)).json()) as { data: Array<{ id: string }> };
   const model = models.data[0]!.id;
-  const t: Target & { pid: number } = {
-    name: "moltbot (HTTP)",
+  const t: Target = {
+    name: `${spec.label} (HTTP)`,
     pid: s.proc.pid!,
     tokens: 0,
     single: async () => {
@@ -128,7 +159,6 @@ async function serverTarget(modelPath: string, threads: number): Promise<Target 
       t.tokens += r.tokens;
       return r;
     },
-    concurrent: () => together(t.single),
     close: s.stop,
   };
   return t;
@@ -142,7 +172,7 @@ async function engineTarget(file: string, threads: number): Promise<Target> {
   const request = (promptTokens: number[], onToken: (tok: { text: string }) => boolean) =>
     ({ promptTokens, params, maxTokens: TOKENS, onToken }) as unknown as Parameters<Engine["generate"]>[0];
   const t: Target = {
-    name: "moltbot engine (in-process)",
+    name: "engine (in-process)",
     tokens: 0,
     single: async () => {
       const clock = new TokenClock();
@@ -150,67 +180,84 @@ async function engineTarget(file: string, threads: number): Promise<Target> {
       t.tokens += clock.tokens;
       return clock.result();
     },
-    concurrent: () => together(t.single),
     close: () => engine.close(),
   };
   return t;
 }
 
 const fmt = (n: number, d = 1) => n.toFixed(d);
+const med = (xs: number[]) => (xs.length > 0 ? median(xs) : NaN);
 
 async function main(): Promise<void> {
   console.log(`# bench/server-overhead.ts — ${new Date().toISOString()}`);
   console.log(`machine: ${machine()}`);
   console.log(`command: ${commandLine()}`);
-  console.log(`server: ${values.bin}`);
+  for (const s of SERVERS) console.log(`server ${s.label}: ${s.bin}${Object.keys(s.env).length ? ` with ${JSON.stringify(s.env)}` : ""}`);
   if (PROF_DIR) mkdirSync(PROF_DIR, { recursive: true });
   for (const modelName of values.models!.split(",")) {
     const m = await benchModel(modelName);
     for (const threads of values.threads!.split(",").map(Number)) {
       const before = new Set(PROF_DIR ? readdirSync(PROF_DIR) : []);
-      const server = await serverTarget(m.modelPath, threads);
-      // Profiling slows the server: comparing it with the engine then means nothing.
-      const targets: Target[] = PROF_DIR ? [server] : [server, await engineTarget(m.file, threads)];
-      const single = new Map<string, StreamTiming[]>(targets.map((t) => [t.name, []]));
-      const conc = new Map<string, Concurrent[]>(targets.map((t) => [t.name, []]));
+      const targets: Target[] = [];
+      for (const s of SERVERS) targets.push(await serverTarget(s, m.modelPath, threads));
+      // Profiling slows the servers: comparing them with the engine then means nothing.
+      if (!PROF_DIR) targets.push(await engineTarget(m.file, threads));
+      const single = new Map<Target, StreamTiming[]>(targets.map((t) => [t, []]));
+      const conc = new Map<Target, Concurrent[]>(targets.map((t) => [t, []]));
       for (const t of targets) await t.single(); // warm-up
-      const servedBefore = server.tokens;
+      const served0 = new Map(targets.map((t) => [t, t.tokens]));
       const fromUs = Number(process.hrtime.bigint() / 1000n);
-      const cpu0 = cpuSplit(server.pid);
+      const stats0 = new Map(targets.map((t) => [t, t.pid ? procStats(t.pid) : undefined]));
+      const workerPids = new Map(targets.map((t) => [t, t.pid ? childPids(t.pid) : []]));
+      const client0 = process.cpuUsage();
       for (let r = 0; r < ROUNDS; r++) {
-        for (const t of targets) {
-          for (let i = 0; i < REQUESTS; i++) single.get(t.name)!.push(await t.single());
-          if (CLIENTS > 0) conc.get(t.name)!.push(await t.concurrent());
-        }
+        for (let i = 0; i < REQUESTS; i++) for (const t of targets) single.get(t)!.push(await t.single());
+        if (CLIENTS > 0) for (const t of targets) conc.get(t)!.push(await together(t.single));
       }
-      const served = server.tokens - servedBefore;
       const toUs = Number(process.hrtime.bigint() / 1000n);
-      const cpu1 = cpuSplit(server.pid);
+      const client = process.cpuUsage(client0);
+      const stats1 = new Map(targets.map((t) => [t, t.pid ? procStats(t.pid) : undefined]));
       for (const t of targets) await t.close();
+
       console.log(`\n## ${modelName}, ${threads} thread(s), ${TOKENS}-token greedy completions; 1 stream ${ROUNDS}x${REQUESTS} runs, ${CLIENTS} clients ${ROUNDS} runs; medians`);
-      console.log(`| target | 1 stream tokens/s | 1 stream TTFT ms | ${CLIENTS} clients tokens/s (all) | ${CLIENTS} clients TTFT ms |`);
-      console.log(`|---|---|---|---|---|`);
+      console.log(`| target | 1 stream tokens/s | 1 stream TTFT ms | ${CLIENTS} clients tokens/s (all) | ${CLIENTS} clients TTFT ms | main CPU us/token | worker CPU us/token | worker preemptions/token | main wake-ups/token |`);
+      console.log(`|---|---|---|---|---|---|---|---|---|`);
       const rows = targets.map((t) => {
-        const s = single.get(t.name)!;
-        const c = conc.get(t.name)!;
-        const med = (xs: number[]) => (xs.length > 0 ? median(xs) : NaN);
-        return { name: t.name, e2e: med(s.map((x) => (x.tokens * 1000) / x.totalMs)), ttft: med(s.map((x) => x.ttftMs)), ctps: med(c.map((x) => x.tps)), cttft: med(c.map((x) => x.ttftMs)) };
+        const s = single.get(t)!;
+        const c = conc.get(t)!;
+        return { t, e2e: med(s.map((x) => (x.tokens * 1000) / x.totalMs)), ttft: med(s.map((x) => x.ttftMs)), ctps: med(c.map((x) => x.tps)), cttft: med(c.map((x) => x.ttftMs)) };
       });
-      for (const r of rows) console.log(`| ${r.name} | ${fmt(r.e2e)} | ${fmt(r.ttft, 2)} | ${fmt(r.ctps)} | ${fmt(r.cttft, 1)} |`);
-      const us = (k: keyof typeof cpu0) => fmt(((cpu1[k] - cpu0[k]) * 1000) / served, 0);
-      console.log(`CPU per token served over HTTP (/proc, whole run${targets.length > 1 ? "; client includes the in-process engine" : ""}): server main ${us("main")} us, worker ${us("workers")} us, client ${us("client")} us`);
-      const per = (k: "workerInvol" | "mainVol") => fmt((cpu1[k] - cpu0[k]) / served, 2);
-      console.log(`per token: worker threads preempted ${per("workerInvol")} times, main process woke ${per("mainVol")} times`);
-      if (rows.length === 2) {
-        const [h, e] = rows as [(typeof rows)[0], (typeof rows)[0]];
-        console.log(`HTTP / in-process: 1 stream ${fmt((100 * h.e2e) / e.e2e)}% tokens/s (overhead ${fmt(100 - (100 * h.e2e) / e.e2e)}%), TTFT +${fmt(h.ttft - e.ttft, 2)} ms; ${CLIENTS} clients ${fmt((100 * h.ctps) / e.ctps)}% tokens/s (overhead ${fmt(100 - (100 * h.ctps) / e.ctps)}%)`);
+      for (const r of rows) {
+        const a = stats0.get(r.t);
+        const b = stats1.get(r.t);
+        const n = r.t.tokens - served0.get(r.t)!;
+        const per = (k: keyof ProcStats, scale: number, d: number) => (a && b ? fmt(((b[k] - a[k]) * scale) / n, d) : "");
+        console.log(
+          `| ${r.t.name} | ${fmt(r.e2e)} | ${fmt(r.ttft, 2)} | ${fmt(r.ctps)} | ${fmt(r.cttft, 1)} | ${per("main", 1000, 0)} | ${per("workers", 1000, 0)} | ${per("workerInvol", 1, 2)} | ${per("mainVol", 1, 2)} |`,
+        );
+      }
+      const servedAll = targets.reduce((a, t) => a + t.tokens - served0.get(t)!, 0);
+      console.log(`client (this process, all targets${PROF_DIR ? "" : " and the in-process engine"}): ${fmt(((client.user + client.system) / servedAll), 0)} us CPU per token`);
+      const eng = rows.find((r) => !r.t.pid);
+      if (eng) {
+        for (const h of rows.filter((r) => r.t.pid)) {
+          console.log(
+            `${h.t.name} / in-process: 1 stream ${fmt((100 * h.e2e) / eng.e2e)}% tokens/s (overhead ${fmt(100 - (100 * h.e2e) / eng.e2e)}%), TTFT +${fmt(h.ttft - eng.ttft, 2)} ms; ` +
+              `${CLIENTS} clients ${fmt((100 * h.ctps) / eng.ctps)}% tokens/s (overhead ${fmt(100 - (100 * h.ctps) / eng.ctps)}%)`,
+          );
+        }
       }
       if (PROF_DIR) {
         const fresh = readdirSync(PROF_DIR).filter((f) => f.endsWith(".cpuprofile") && !before.has(f));
-        for (const f of fresh) {
-          const who = f.split(".")[3] === String(server.pid) ? "main process" : "worker process";
-          console.log(`\n### ${who}: ${f}`);
-          console.log(formatSummary(summarize(path.join(PROF_DIR, f), { fromUs, toUs }), Number(values.top), served));
+        for (const t of targets) {
+          const n = t.tokens - served0.get(t)!;
+          for (const f of fresh) {
+            const pid = Number(f.split(".")[3]);
+            const who = pid === t.pid ? "main process" : workerPids.get(t)!.includes(pid) ? "worker process" : undefined;
+            if (!who) continue;
+            console.log(`\n### ${t.name}, ${who}: ${f}`);
+            console.log(formatSummary(summarize(path.join(PROF_DIR, f), { fromUs, toUs }), Number(values.top), n));
+          }
         }
       }
     }
