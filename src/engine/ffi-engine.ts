@@ -303,9 +303,10 @@ class FfiEngine implements Engine {
   private cancel(job: Job): void {
     if (job.done) return;
     const q = this.queue.indexOf(job);
-    if (q >= 0 && job.seq < 0) {
+    if (q >= 0) {
+      // Queued: never admitted, or preempted (then it still owns a sampler to free).
       this.queue.splice(q, 1);
-      this.settle(job, "aborted");
+      this.finish(job, "aborted");
     } else {
       job.cancelled = true; // the loop finishes it before the next step
     }
@@ -347,7 +348,7 @@ class FfiEngine implements Engine {
       const job = this.queue[0]!;
       if (job.cancelled) {
         this.queue.shift();
-        this.settle(job, "aborted");
+        this.finish(job, "aborted");
         continue;
       }
       const reuse = job.request.params.cachePrompt;
@@ -389,18 +390,17 @@ class FfiEngine implements Engine {
   }
 
   /**
-   * Make room for `needed` new cells: evict cached idle prefixes, then preempt the newest
-   * running sequences other than `keep`. False when even that cannot make room.
+   * Make room for one new cell per generating sequence: evict cached idle prefixes, then
+   * preempt the newest running sequences until the rest fit.
    */
-  private roomFor(needed: number, keep: Job | null): boolean {
+  private makeRoomForGrowth(): void {
     const cache = this.cache!;
-    while (!cache.makeRoom(needed)) {
-      let victim: Job | undefined;
-      for (let i = this.active.length - 1; i >= 0 && victim === undefined; i--) if (this.active[i] !== keep) victim = this.active[i];
-      if (victim === undefined) return false;
-      this.preempt(victim);
+    for (;;) {
+      let generating = 0;
+      for (const job of this.active) if (job.next >= 0) generating++;
+      if (cache.makeRoom(generating)) return;
+      this.preempt(this.active[this.active.length - 1]!);
     }
-    return true;
   }
 
   /**
@@ -434,11 +434,8 @@ class FfiEngine implements Engine {
         i--;
       }
     }
+    this.makeRoomForGrowth();
     let generating = 0;
-    for (const job of this.active) if (job.next >= 0) generating++;
-    if (!this.roomFor(generating, null)) return;
-    // Count again: preemption may have re-queued some generating sequences.
-    generating = 0;
     for (const job of this.active) if (job.next >= 0) generating++;
     // Drafts only while the batch is narrow, and only where the cells and batch have room.
     let draftBudget = generating <= DRAFT_MAX_SEQUENCES ? Math.min(cap - generating, cache.freeCells - generating) : 0;
