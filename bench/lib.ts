@@ -1,6 +1,6 @@
 // Shared pieces of the benchmark scripts: process control, streamed requests, statistics.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
@@ -59,7 +59,24 @@ export class TokenClock {
 
 /** POST a streamed OpenAI completion and time it; counts one SSE event with text per token. */
 export async function timedStream(url: string, body: Record<string, unknown>): Promise<StreamTiming> {
+  return await tickedStream(url, body);
+}
+
+export interface TickedStream extends StreamTiming {
+  /** performance.now() of every SSE event that carried text, in order. */
+  ticks: number[];
+  /** The server's own counts, when the stream reported `usage` (one event can carry several tokens). */
+  usage?: { prompt_tokens?: number; completion_tokens?: number };
+  /** The last event's llama-server `timings` (draft_n, draft_n_accepted, ...), when sent. */
+  timings?: Record<string, number>;
+}
+
+/** timedStream with each event's arrival time and the reported usage; `onTick(n)` runs after the n-th text event. */
+export async function tickedStream(url: string, body: Record<string, unknown>, onTick?: (n: number) => void): Promise<TickedStream> {
   const clock = new TokenClock();
+  const ticks: number[] = [];
+  let usage: TickedStream["usage"];
+  let timings: TickedStream["timings"];
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) });
   if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status} ${await res.text()}`);
   const decoder = new TextDecoder();
@@ -71,13 +88,51 @@ export async function timedStream(url: string, body: Record<string, unknown>): P
       const event = buf.slice(0, i);
       buf = buf.slice(i + 2);
       if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
-      const data = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; delta?: { content?: string } }> };
+      const data = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; delta?: { content?: string } }>; usage?: TickedStream["usage"]; timings?: Record<string, number> };
+      if (data.usage) usage = data.usage;
+      if (data.timings) timings = data.timings;
       const c = data.choices?.[0];
       const text = c?.text ?? c?.delta?.content;
-      if (text) clock.tick();
+      if (text) {
+        clock.tick();
+        ticks.push(performance.now());
+        onTick?.(ticks.length);
+      }
     }
   }
-  return clock.result();
+  return { ...clock.result(), ticks, usage, timings };
+}
+
+/** Resident memory of a process in KiB (VmRSS from /proc), 0 once it is gone. */
+export function rssKiB(pid: number): number {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Every live descendant of a process (children, their children, ...), from /proc/<pid>/stat. */
+export function descendantPids(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      // The command name (field 2) may hold spaces and parentheses: the ppid follows its last ")".
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      parent.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const p = queue.shift()!;
+    for (const [child, pp] of parent) if (pp === p) (out.push(child), queue.push(child));
+  }
+  return out;
 }
 
 export interface Served {
