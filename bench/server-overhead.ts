@@ -6,14 +6,16 @@
 //
 //   node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3]
 //        [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...]
-//        [--cpu-prof DIR] [--top 20]
+//        [--cpu-prof DIR] [--no-engine] [--top 20]
 //
 // --servers defaults to this checkout's bin/moltbot; a `;VAR=value` suffix sets environment
-// variables for that server only. With --cpu-prof DIR every server (main process and worker)
+// variables for that server only, `;@batch` or `;@nice=N` runs its main thread SCHED_BATCH or
+// at that nice level (Linux: chrt, renice). With --cpu-prof DIR every server (main process and worker)
 // runs under `node --cpu-prof`, there is no in-process target, and each process's self time
 // is summed by function (bench/cpuprofile-summary.ts) over the measured requests (after
 // start-up and a warm-up request), per token it served. CPU time and context switches per
 // token come from /proc (Linux). Run timing measurements under `flock /tmp/moltbot-bench.lock`.
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -32,13 +34,16 @@ const { values } = parseArgs({
     clients: { type: "string", default: "8" },
     servers: { type: "string", default: `moltbot=${path.resolve(import.meta.dirname, "..", "bin", "moltbot")}` },
     "cpu-prof": { type: "string" },
+    // Leave the in-process engine out: the client line then shows what this process's HTTP
+    // client alone costs per token (it shares the cores with the server under test).
+    "no-engine": { type: "boolean" },
     top: { type: "string", default: "20" },
     help: { type: "boolean" },
   },
 });
 if (values.help) {
   console.log(
-    "usage: node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3] [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...] [--cpu-prof DIR] [--top 20]",
+    "usage: node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3] [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...] [--cpu-prof DIR] [--no-engine] [--top 20]",
   );
   process.exit(0);
 }
@@ -54,13 +59,17 @@ interface ServerSpec {
   label: string;
   bin: string;
   env: NodeJS.ProcessEnv;
+  /** `@batch`: the main process's JS thread runs SCHED_BATCH; `@nice=N`: at nice N (workers keep theirs). */
+  sched?: string;
 }
 
 const SERVERS: ServerSpec[] = values.servers!.split(",").map((s) => {
   const [head, ...vars] = s.split(";");
   const eq = head!.indexOf("=");
   if (eq < 1) throw new Error(`--servers: expected label=BIN, got ${head}`);
-  return { label: head!.slice(0, eq), bin: path.resolve(head!.slice(eq + 1)), env: Object.fromEntries(vars.map((v) => [v.slice(0, v.indexOf("=")), v.slice(v.indexOf("=") + 1)])) };
+  const sched = vars.find((v) => v.startsWith("@"));
+  const env = Object.fromEntries(vars.filter((v) => !v.startsWith("@")).map((v) => [v.slice(0, v.indexOf("=")), v.slice(v.indexOf("=") + 1)]));
+  return { label: head!.slice(0, eq), bin: path.resolve(head!.slice(eq + 1)), env, sched };
 });
 
 let requestNo = 0;
@@ -148,6 +157,13 @@ async function serverTarget(spec: ServerSpec, modelPath: string, threads: number
   const prof = PROF_DIR ? ["--cpu-prof", `--cpu-prof-dir=${PROF_DIR}`] : [];
   const args = [...prof, spec.bin, "deploy", "--model-path", modelPath, "--port", String(port), "--threads", String(threads), "--log-level", "WARNING"];
   const s = await startServed(process.execPath, args, port, "/readyz", spec.env);
+  // A failed run must not leave servers behind (they would load the machine for the next one).
+  process.once("exit", () => s.proc.kill("SIGKILL"));
+  // Scheduling experiments on the main thread only (the thread id is the pid); the worker was
+  // forked before and keeps the default policy.
+  if (spec.sched === "@batch") execFileSync("chrt", ["-b", "-p", "0", String(s.proc.pid)]);
+  else if (spec.sched?.startsWith("@nice=")) execFileSync("renice", ["-n", spec.sched.slice(6), "-p", String(s.proc.pid)], { stdio: "ignore" });
+  else if (spec.sched) throw new Error(`--servers: unknown ${spec.sched} (@batch or @nice=N)`);
   const models = (await (await fetch(`${s.url}/v1/models`)).json()) as { data: Array<{ id: string }> };
   const model = models.data[0]!.id;
   const t: Target = {
@@ -201,7 +217,7 @@ async function main(): Promise<void> {
       const targets: Target[] = [];
       for (const s of SERVERS) targets.push(await serverTarget(s, m.modelPath, threads));
       // Profiling slows the servers: comparing them with the engine then means nothing.
-      if (!PROF_DIR) targets.push(await engineTarget(m.file, threads));
+      if (!PROF_DIR && !values["no-engine"]) targets.push(await engineTarget(m.file, threads));
       const single = new Map<Target, StreamTiming[]>(targets.map((t) => [t, []]));
       const conc = new Map<Target, Concurrent[]>(targets.map((t) => [t, []]));
       for (const t of targets) await t.single(); // warm-up
@@ -237,7 +253,8 @@ async function main(): Promise<void> {
         );
       }
       const servedAll = targets.reduce((a, t) => a + t.tokens - served0.get(t)!, 0);
-      console.log(`client (this process, all targets${PROF_DIR ? "" : " and the in-process engine"}): ${fmt(((client.user + client.system) / servedAll), 0)} us CPU per token`);
+      const withEngine = targets.some((t) => !t.pid);
+      console.log(`client (this process, all targets${withEngine ? " and the in-process engine" : ""}): ${fmt(((client.user + client.system) / servedAll), 0)} us CPU per token`);
       const eng = rows.find((r) => !r.t.pid);
       if (eng) {
         for (const h of rows.filter((r) => r.t.pid)) {
