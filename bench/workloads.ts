@@ -400,6 +400,8 @@ const MiB = (kib: number) => kib / 1024;
 
 async function main(): Promise<void> {
   const started = performance.now();
+  // Read now: others may rebuild dist/ while this runs (the servers started keep what they loaded).
+  const version = moltbotVersion();
   const m = await benchModel(values.model!);
   const binDir = peerBinDir();
   const peerBin = peerServerBin(binDir);
@@ -585,7 +587,7 @@ async function main(): Promise<void> {
   out.push(`# bench/workloads.ts — ${new Date().toISOString()}`);
   out.push(`machine: ${machine()}`);
   out.push(`command: ${commandLine()}`);
-  out.push(`moltbot: ${moltbotVersion()}`);
+  out.push(`moltbot: ${version}`);
   out.push(`model: ${values.model} (${path.basename(m.file)}); ${THREADS} threads both; ${ROUNDS} rounds; ${TOKENS}-token completions unless said; context per sequence ${ctx}`);
   out.push(`moltbot.yaml: ${JSON.stringify(YAML.parse(moltbotYaml(m)))}`);
   out.push(`llama-server (${peerBin}): ${[...peerFlags].map((f) => `\`${f}\``).join("; ")}`);
