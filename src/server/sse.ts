@@ -50,8 +50,8 @@ export class SseStream {
   // A client reading slower than tokens come gets them coalesced: once a write is refused
   // (the socket's buffer is full) later events wait in one string and go out as one chunk
   // on 'drain', instead of one buffered chunk (and chunk header) per token. No cork here:
-  // node's http already corks a chunked response until the next tick, so the events one
-  // worker message carries for this client (last delta, final chunk, [DONE]) share a writev.
+  // node's http already corks a chunked response until the next tick, so events written in
+  // the same tick (the final chunk, the usage chunk and [DONE]) share one writev.
   private write(event: string): void {
     if (this.closed) return;
     if (this.waitingDrain) {
