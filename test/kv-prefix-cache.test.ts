@@ -129,6 +129,21 @@ describe("KV prefix cache", () => {
     assert.equal(cache.usedCells, cells.used());
   });
 
+  test("limitIdle keeps at most a budget of cells that only idle sequences hold", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 8, cells);
+    const shared = range(1, 20);
+    const running = run(cache, cells, [...shared, 5]);
+    for (const t of [100, 200, 300]) cache.release(run(cache, cells, [...shared, ...range(t, 30)]), true);
+    assert.equal(cache.evictableCells(), 90);
+    cache.limitIdle(60);
+    assert.equal(cache.evictableCells(), 60);
+    assert.equal(cache.peek([...shared, ...range(100, 31)]), 20, "the oldest went: only the running sequence's prefix matches");
+    assert.equal(cache.peek([...shared, ...range(300, 31)]), 50, "the newest stays");
+    assert.equal(cells.seqs.get(running)!.size, 21);
+    assert.equal(cache.usedCells, cells.used());
+  });
+
   test("evictable cells exclude those a running sequence shares", () => {
     const cells = new SimulatedCells();
     const cache = new KvPrefixCache(1000, 4, cells);

@@ -665,6 +665,7 @@ class FfiEngine implements Engine {
     if (i >= 0) this.active.splice(i, 1);
     if (job.seq >= 0) {
       this.cache!.release(job.seq, keepCells);
+      this.cache!.limitIdle(this.info.contextSize);
       job.seq = -1;
     }
     if (job.sampler !== null) {
