@@ -4,19 +4,24 @@
 // land on a 1-thread probe and take twice as long, which a median hides.
 //
 //   node --import tsx bench/prefill.ts [--model m100|demo|FILE] [--tokens 1077] [--reps 60]
-//        [--warmup 2] [--configs tuned,fixed,t1] [--threads 2] [--batch 512[,256,1077]]
-//        [--hog N] [--llama-bench auto|PATH|none] [--ubatch 512[,256]] [--engine MODULE]
-//        [--json FILE]
+//        [--warmup 2] [--configs tuned,fixed,t1,lb|e2:fixed,...] [--threads 2]
+//        [--batch 512[,256,1077]] [--poll 1[,50]] [--ubatch 512[,256,1024]] [--hog N]
+//        [--engine MODULE[,MODULE]] [--llama-bench auto|PATH] [--llama-bench-sweep]
+//        [--lb-reps 10] [--json FILE]
 //
-// Configurations (each at every --batch, interleaved prompt by prompt so machine noise hits all
-// alike; each engine is loaded once and its tuner learns across the run, as in a server):
+// Configurations, interleaved prompt by prompt so machine noise hits all alike; each engine is
+// loaded once and its tuner learns across the run, as in a server:
 //   tuned  `threads` threads, defaults (threadpool, StepThreadTuner)
 //   fixed  `threads` threads, adaptiveThreads: false (always all threads; the threadpool stays)
 //   t1     1 thread
+//   lb     llama-bench at `threads` threads, one process per prompt (per --ubatch), its own timing
 // --batch is FfiEngineOptions.batchSize: the tokens per llama_decode, so the prompt's chunking
-// (n_ubatch, derived inside the engine, is min(batch, 512)). --engine loads loadFfiEngine from
-// another module (a local variant of src/engine/ffi-engine.ts, e.g. with another n_ubatch).
-// --hog N runs N busy-looping processes beside the measurement.
+// (n_ubatch, derived inside the engine, is min(batch, 512)); --poll is threadpoolPoll (default:
+// the engine's). --engine loads loadFfiEngine from other modules (local variants of
+// src/engine/ffi-engine.ts: another tuner, another n_ubatch), each configuration then once per
+// module (e1, e2, ...; "e2:fixed" only with the second). --hog N runs N busy-looping processes
+// beside the measurement. --llama-bench-sweep adds llama-bench's own figures at 1 and `threads`
+// threads, prompts of 512 and --tokens, each --ubatch (not interleaved).
 // llama-bench comes from ../shared/peer/build-llama-server.sh (~/.cache/moltbot-peer/*/bin).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
@@ -39,6 +44,9 @@ const { values: args } = parseArgs({
     ubatch: { type: "string", default: "512" },
     hog: { type: "string", default: "0" },
     "llama-bench": { type: "string", default: "auto" },
+    "llama-bench-sweep": { type: "boolean", default: false },
+    "lb-reps": { type: "string", default: "10" },
+    poll: { type: "string" },
     engine: { type: "string" },
     json: { type: "string" },
   },
@@ -50,6 +58,7 @@ const THREADS = Number(args.threads);
 const CONFIGS = args.configs.split(",").filter(Boolean);
 const BATCHES = args.batch.split(",").map(Number);
 const UBATCHES = args.ubatch.split(",").map(Number);
+const POLLS: (number | null)[] = args.poll === undefined ? [null] : args.poll.split(",").map(Number);
 const HOGS = Number(args.hog);
 
 // One token, greedy; cachePrompt false: every prompt is evaluated in full, whatever a prefix
@@ -86,10 +95,9 @@ function stats(ms: number[]): Stats {
 }
 
 const line = (name: string, s: Stats) =>
-  `${name.padEnd(24)} n=${String(s.n).padStart(3)}  p50 ${s.p50.toFixed(1).padStart(7)}  p90 ${s.p90.toFixed(1).padStart(7)}  p99 ${s.p99.toFixed(1).padStart(7)}  max ${s.max.toFixed(1).padStart(7)} ms  ${s.tps.toFixed(0).padStart(5)} tok/s  slow(>1.4x p50) ${s.slow}`;
+  `${name.padEnd(34)} n=${String(s.n).padStart(3)}  p50 ${s.p50.toFixed(1).padStart(7)}  p90 ${s.p90.toFixed(1).padStart(7)}  p99 ${s.p99.toFixed(1).padStart(7)}  max ${s.max.toFixed(1).padStart(7)} ms  ${s.tps.toFixed(0).padStart(5)} tok/s  slow(>1.4x p50) ${s.slow}`;
 
 function findLlamaBench(): string | null {
-  if (args["llama-bench"] === "none") return null;
   if (args["llama-bench"] !== "auto") return args["llama-bench"]!;
   const base = path.join(os.homedir(), ".cache", "moltbot-peer");
   if (!existsSync(base)) return null;
@@ -104,35 +112,70 @@ interface LlamaBenchRow { n_prompt: number; n_threads: number; n_ubatch: number;
 
 async function main(): Promise<void> {
   const model = await benchModel(args.model);
-  const module = args.engine ? path.resolve(args.engine) : "../src/engine/ffi-engine.js";
-  const load: (o: EngineLoadOptions, f: FfiEngineOptions) => Promise<Engine> = ((await import(module)) as { loadFfiEngine: typeof loadFfiEngine }).loadFfiEngine;
+  const modules = args.engine ? args.engine.split(",").map((m) => path.resolve(m)) : ["../src/engine/ffi-engine.js"];
+  const loaders: ((o: EngineLoadOptions, f: FfiEngineOptions) => Promise<Engine>)[] = [];
+  for (const m of modules) loaders.push(((await import(m)) as { loadFfiEngine: typeof loadFfiEngine }).loadFfiEngine);
 
   const hogs = Array.from({ length: HOGS }, () => spawn(process.execPath, ["-e", "for (;;) {}"], { stdio: "ignore" }));
   process.on("exit", () => { for (const h of hogs) h.kill("SIGKILL"); });
   console.log(`# ${commandLine()}`);
   console.log(`# ${machine()}; model ${model.file}; load avg ${os.loadavg()[0]!.toFixed(2)}`);
-  console.log(`# cold ${TOKENS}-token prompts, time to the first token (maxTokens 1), ${WARMUP} warm-up + ${REPS} measured per configuration, interleaved${HOGS ? `; ${HOGS} busy process(es) beside it` : ""}${args.engine ? `; engine module ${args.engine}` : ""}`);
+  console.log(`# cold ${TOKENS}-token prompts, time to the first token (maxTokens 1), ${WARMUP} warm-up + ${REPS} measured per configuration, interleaved${HOGS ? `; ${HOGS} busy process(es) beside it` : ""}`);
+  if (args.engine) modules.forEach((m, k) => console.log(`# e${k + 1}: ${m}`));
 
-  const runs: { name: string; engine: Engine; ms: number[] }[] = [];
-  for (const batch of BATCHES) {
-    for (const c of CONFIGS) {
+  const lb = findLlamaBench();
+  let vocab = 256; // every GGUF has that many; the engines tell the real size
+  /** One configuration: `once` evaluates one cold prompt and returns its milliseconds. */
+  const runs: { name: string; once(prompt: number[]): Promise<number>; close(): Promise<void>; ms: number[] }[] = [];
+  for (const [k, load] of loaders.entries()) for (const batch of BATCHES) for (const poll of POLLS) {
+    for (const spec of CONFIGS) {
+      // "e2:fixed" runs that configuration with the second --engine module only
+      const [only, c] = spec.includes(":") ? (spec.split(":") as [string, string]) : [null, spec];
+      if (only !== null && only !== `e${k + 1}`) continue;
+      if (c === "lb") continue;
+      if (c !== "tuned" && c !== "fixed" && c !== "t1") throw new Error(`unknown configuration ${c} (tuned, fixed, t1, lb)`);
       const threads = c === "t1" ? 1 : THREADS;
-      const ffi: FfiEngineOptions = { batchSize: batch, ...(c === "fixed" ? { adaptiveThreads: false } : {}) };
-      if (c !== "tuned" && c !== "fixed" && c !== "t1") throw new Error(`unknown configuration ${c} (tuned, fixed, t1)`);
+      const ffi: FfiEngineOptions = { batchSize: batch, ...(poll === null ? {} : { threadpoolPoll: poll }), ...(c === "fixed" ? { adaptiveThreads: false } : {}) };
       const engine = await load({ modelPath: model.file, contextSize: Math.max(2048, TOKENS + 16), parallel: 1, threads, embedding: false }, ffi);
-      runs.push({ name: `${c} t=${threads} batch=${batch}`, engine, ms: [] });
+      vocab = engine.info.vocabSize;
+      runs.push({
+        name: `${args.engine ? `e${k + 1} ` : ""}${c} t=${threads} batch=${batch}${poll === null ? "" : ` poll=${poll}`}`,
+        ms: [],
+        async once(prompt) {
+          const t0 = performance.now();
+          let first = 0;
+          const request = { promptTokens: prompt, params, maxTokens: 1, onToken: () => ((first = performance.now()), true) };
+          await engine.generate(request);
+          if (first === 0) throw new Error("no token came back");
+          return first - t0;
+        },
+        close: () => engine.close(),
+      });
+    }
+  }
+  // llama-bench in the same rotation: one process per prompt, its own figure for the second of
+  // two runs (the first pages the weights in); random tokens of its own, also cold.
+  if (CONFIGS.includes("lb")) {
+    if (lb === null) throw new Error("configuration lb: no llama-bench (../shared/peer/build-llama-server.sh)");
+    for (const ub of UBATCHES) {
+      const a = ["-m", model.file, "-t", String(THREADS), "-p", String(TOKENS), "-n", "0", "-ub", String(ub), "-r", "2", "--no-warmup", "-o", "json"];
+      runs.push({
+        name: `llama-bench t=${THREADS} ub=${ub}`,
+        ms: [],
+        async once() {
+          const r = spawnSync(lb, a, { encoding: "utf8", timeout: 120_000 });
+          if (r.status !== 0) throw new Error(`llama-bench failed: ${r.stderr.slice(-500)}`);
+          return (JSON.parse(r.stdout) as LlamaBenchRow[])[0]!.samples_ns[1]! / 1e6;
+        },
+        async close() {},
+      });
     }
   }
   const rand = lcg(12345);
   for (let rep = 0; rep < WARMUP + REPS; rep++) {
     for (const r of runs) {
-      const prompt = coldPrompt(r.engine.info.vocabSize, rand);
-      const t0 = performance.now();
-      let first = 0;
-      const request = { promptTokens: prompt, params, maxTokens: 1, onToken: () => ((first = performance.now()), true) };
-      await r.engine.generate(request);
-      if (first === 0) throw new Error("no token came back");
-      if (rep >= WARMUP) r.ms.push(first - t0);
+      const ms = await r.once(coldPrompt(vocab, rand));
+      if (rep >= WARMUP) r.ms.push(ms);
     }
   }
   const results: Record<string, Stats & { samples: number[] }> = {};
@@ -141,7 +184,7 @@ async function main(): Promise<void> {
     const s = stats(r.ms);
     results[r.name] = { ...s, samples: r.ms.map((x) => +x.toFixed(1)) };
     console.log(line(r.name, s));
-    await r.engine.close();
+    await r.close();
   }
   // Where the slow prompts fell (measured rep index): periodic probes show as a regular pattern.
   for (const r of runs) {
@@ -150,14 +193,13 @@ async function main(): Promise<void> {
     if (slow.length) console.log(`# slow prompts of ${r.name}: ${slow.join(" ")}`);
   }
 
-  const lb = findLlamaBench();
   let llamaBench: Record<string, Stats> | undefined;
-  if (lb === null) {
-    console.log("\n# llama-bench: not built (../shared/peer/build-llama-server.sh), skipped");
+  if (lb === null || !args["llama-bench-sweep"]) {
+    if (lb === null) console.log("\n# llama-bench: not built (../shared/peer/build-llama-server.sh), skipped");
   } else {
     llamaBench = {};
     const threadList = [...new Set([1, THREADS])].join(",");
-    const a = ["-m", model.file, "-t", threadList, "-p", `512,${TOKENS}`, "-n", "0", "-ub", UBATCHES.join(","), "-r", String(Math.min(REPS, 20)), "-o", "json"];
+    const a = ["-m", model.file, "-t", threadList, "-p", `512,${TOKENS}`, "-n", "0", "-ub", UBATCHES.join(","), "-r", args["lb-reps"]!, "-o", "json"];
     console.log(`\n# ${lb} ${a.join(" ")}`);
     const r = spawnSync(lb, a, { encoding: "utf8", timeout: 600_000 });
     if (r.status !== 0) throw new Error(`llama-bench failed: ${r.stderr.slice(-500)}`);

@@ -35,11 +35,13 @@ const BUCKETS = 16;
 const BIG_BUCKET = 6;
 const bucketOf = (nTokens: number): number => (nTokens <= 1 ? 0 : Math.min(BUCKETS - 1, 32 - Math.clz32(nTokens - 1)));
 /**
- * A prompt chunk on all threads this many times slower per token than the best seen means
+ * A prompt chunk on all threads this many times slower per token than their reference means
  * something else is taking the cores: about the speed-up that all threads give over one on a
  * prompt chunk (m100, 2 threads: 1.8-1.9x), so below it all threads still win without asking.
  */
 const DEGRADED = 2;
+/** Big steps between probes of all threads while 1 thread wins but the decode steps find all threads faster. */
+const EARLY_PROBE = 8;
 
 /**
  * Chooses, for each decode step, 1 thread or `maxThreads`, whichever has been faster for steps
@@ -54,11 +56,15 @@ const DEGRADED = 2;
  *
  * Prompt chunks (33 tokens and up) are different: all threads win by 1.8-1.9x on an idle
  * machine, and a chunk is hundreds of milliseconds, so a 1-thread probe there is a prompt that
- * takes ~1.7x as long: measured as the p99 of time to first token (m100, 1,077-token prompts:
- * 3-4% of prompts hit a probe). So a big step runs on all threads, and tries 1 thread only when
- * the machine looks contended: a decode bucket currently finds 1 thread faster, or all
- * threads have become DEGRADED times slower than their best on steps of this size. Their
- * cost is so much larger than waking the pool that a big step after a switch counts.
+ * takes up to twice as long, which is what the p99 of time to first token measured (m100,
+ * cold 1,077-token prompts, bench/prefill.ts). So a big step runs on all threads, after one
+ * look at 1 thread per size bucket (the machine may be busy from the start), and probes
+ * 1 thread only on evidence of contention: at once when all threads have become DEGRADED
+ * times slower per token than their reference, or at the usual period while a decode bucket
+ * finds 1 thread faster. Once 1 thread wins, all threads are probed at the usual period, or
+ * every EARLY_PROBE big steps once the decode buckets find all threads faster again. A big step costs so much more than waking the pool that it counts even
+ * right after a switch (which also lets a 53-token tail chunk, always preceded by a chunk of
+ * another size, be measured at all).
  */
 export class StepThreadTuner {
   readonly maxThreads: number;
@@ -70,8 +76,11 @@ export class StepThreadTuner {
   private readonly counts: Uint32Array;
   private readonly steps: Uint32Array;
   private readonly probing: Uint32Array;
-  /** Per bucket: the lowest median ms per token seen on all threads (big buckets only). */
-  private readonly best: Float64Array;
+  /**
+   * Per big bucket: the reference ms per token on all threads, the lowest median seen (raised
+   * by a probe that found 1 thread no faster).
+   */
+  private readonly ref: Float64Array;
   private readonly scratch: Float64Array;
   private lastThreads = 0;
 
@@ -84,7 +93,7 @@ export class StepThreadTuner {
     this.counts = new Uint32Array(BUCKETS * 2);
     this.steps = new Uint32Array(BUCKETS);
     this.probing = new Uint32Array(BUCKETS);
-    this.best = new Float64Array(BUCKETS).fill(Infinity);
+    this.ref = new Float64Array(BUCKETS).fill(Infinity);
     this.scratch = new Float64Array(this.window);
   }
 
@@ -96,33 +105,68 @@ export class StepThreadTuner {
     return n % 2 ? s[n >> 1]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
   }
 
-  /** Whether 1 thread deserves a try on big steps of bucket `b` (see the class comment). */
-  private contended(b: number): boolean {
+  /**
+   * What the decode buckets with both choices measured currently find faster: 1 thread if any
+   * does (something else wants the cores), `maxThreads` if all do, 0 without any measured.
+   */
+  private decodeVerdict(): number {
+    let verdict = 0;
     for (let d = 0; d < BIG_BUCKET; d++) {
-      if (this.counts[d * 2]! >= 2 && this.counts[d * 2 + 1]! >= 2 && this.median(d * 2) < this.median(d * 2 + 1)) return true;
+      if (this.counts[d * 2]! < 2 || this.counts[d * 2 + 1]! < 2) continue;
+      if (this.median(d * 2) < this.median(d * 2 + 1)) return 1;
+      verdict = this.maxThreads;
     }
-    return this.median(b * 2 + 1) > DEGRADED * this.best[b]!;
+    return verdict;
   }
 
   /** Threads for a step of `nTokens` tokens. */
   choose(nTokens: number): number {
     if (this.maxThreads === 1) return 1;
     const b = bucketOf(nTokens);
-    const big = b >= BIG_BUCKET;
     // Measure all threads first (the usual winner), then 1 thread, then exploit.
     if (this.counts[b * 2 + 1]! < 2) return this.maxThreads;
-    if (this.counts[b * 2]! < 2) return !big || this.contended(b) ? 1 : this.maxThreads;
+    if (b >= BIG_BUCKET) return this.chooseBig(b);
+    if (this.counts[b * 2]! < 2) return 1;
     const many = this.median(b * 2 + 1) <= this.median(b * 2);
     if (this.probing[b]! > 0) {
       this.probing[b]!--;
       return many ? 1 : this.maxThreads;
     }
-    if (++this.steps[b]! % this.probeEvery === 0 && (!big || !many || this.contended(b))) {
-      // every step of a big burst counts; a small burst's first step (the switch) does not
-      this.probing[b] = Math.max(1, big ? this.probeBurst - 1 : this.probeBurst) - 1;
+    if (++this.steps[b]! % this.probeEvery === 0) {
+      this.probing[b] = this.probeBurst - 1;
       return many ? 1 : this.maxThreads;
     }
     return many ? this.maxThreads : 1;
+  }
+
+  /** A prompt chunk: all threads unless 1 thread was measured faster (see the class comment). */
+  private chooseBig(b: number): number {
+    const manyMs = this.median(b * 2 + 1);
+    // One look at 1 thread, in case the machine was busy from the start.
+    if (this.counts[b * 2]! === 0) return 1;
+    const many = manyMs <= this.median(b * 2);
+    if (this.probing[b]! > 0) {
+      this.probing[b]!--;
+      return many ? 1 : this.maxThreads;
+    }
+    const step = ++this.steps[b]!;
+    const periodic = step % this.probeEvery === 0;
+    let probe: boolean;
+    if (!many) {
+      // Has the neighbour left? Ask soon once the decode steps say so, else at the usual period.
+      probe = periodic || (step % EARLY_PROBE === 0 && this.decodeVerdict() === this.maxThreads);
+    } else if (manyMs > DEGRADED * this.ref[b]!) {
+      // Much slower than before: try 1 thread now. The reference moves up to this level, so a
+      // slowness that 1 thread does not beat (attention over a long prompt) is not probed again.
+      probe = true;
+      this.ref[b] = manyMs;
+    } else {
+      probe = periodic && this.decodeVerdict() === 1;
+    }
+    if (!probe) return many ? this.maxThreads : 1;
+    // Every step of a big burst counts (no switch to discount), so one step fewer does.
+    this.probing[b] = Math.max(1, this.probeBurst - 1) - 1;
+    return many ? 1 : this.maxThreads;
   }
 
   /** Record how long a step of `nTokens` tokens took on `threads` threads. */
@@ -137,6 +181,6 @@ export class StepThreadTuner {
     const i = b * 2 + (threads === 1 ? 0 : 1);
     const n = this.counts[i]!++;
     this.times[i * this.window + (n % this.window)] = ms / nTokens;
-    if (threads !== 1 && b >= BIG_BUCKET && this.counts[i]! >= 3) this.best[b] = Math.min(this.best[b]!, this.median(i));
+    if (threads !== 1 && b >= BIG_BUCKET && this.counts[i]! >= 3) this.ref[b] = Math.min(this.ref[b]!, this.median(i));
   }
 }
