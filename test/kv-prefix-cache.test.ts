@@ -112,20 +112,39 @@ describe("KV prefix cache", () => {
     for (const s of others) assert.equal(cells.seqs.get(s)!.size, 43, "each other sequence keeps all its cells");
   });
 
+  test("an idle sequence the next prompt does not reuse is evicted, unless it was reused before", () => {
+    const cells = new SimulatedCells();
+    const cache = new KvPrefixCache(1000, 6, cells);
+    const turn1 = range(1, 30);
+    cache.release(run(cache, cells, turn1, [90]), true);
+    // The next turn of the conversation reuses it: it is a hit and stays.
+    const turn2 = run(cache, cells, [...turn1, 90, 91, 92]);
+    cache.release(turn2, true);
+    const unrelated = range(500, 20);
+    cache.release(run(cache, cells, unrelated), true);
+    // A third, unrelated prompt: the unrelated idle one (never reused) goes, the reused one stays.
+    run(cache, cells, range(700, 10));
+    assert.equal(cache.peek([...unrelated, 1]), 0);
+    assert.equal(cache.peek([...turn1, 90, 0]), 31);
+    assert.equal(cache.usedCells, cells.used());
+  });
+
   test("eviction takes idle sequences least recently used first, never a running one", () => {
     const cells = new SimulatedCells();
     const cache = new KvPrefixCache(100, 6, cells);
-    const old = run(cache, cells, range(1000, 30));
-    cache.release(old, true);
-    const recent = run(cache, cells, range(2000, 30));
-    cache.release(recent, true);
-    const running = run(cache, cells, range(3000, 30));
-    assert.equal(cache.freeCells, 10);
-    assert.ok(cache.makeRoom(20));
-    assert.equal(cache.peek(range(1000, 31)), 0, "the older idle sequence went first");
-    assert.equal(cache.peek(range(2000, 31)), 30, "the recent one is still cached");
-    assert.ok(!cache.makeRoom(80), "running cells are not evictable");
-    assert.equal(cells.seqs.get(running)!.size, 30);
+    // Two idle sequences, each reused once (so they are kept), the older one used first.
+    const old = range(1000, 30);
+    cache.release(run(cache, cells, old), true);
+    cache.release(run(cache, cells, [...old, 1]), true);
+    const recent = range(2000, 30);
+    cache.release(run(cache, cells, recent), true);
+    cache.release(run(cache, cells, [...recent, 1]), true);
+    const running = run(cache, cells, [...range(2000, 10), 3000]);
+    assert.ok(cache.makeRoom(cache.freeCells + 20));
+    assert.equal(cache.peek([...old, 1, 0]), 0, "the older idle sequence went first");
+    assert.equal(cache.peek([...recent, 1, 0]), 30, "the recent one is still cached");
+    assert.ok(!cache.makeRoom(95), "running cells are not evictable");
+    assert.equal(cells.seqs.get(running)!.size, 11);
     assert.equal(cache.usedCells, cells.used());
   });
 
@@ -134,7 +153,12 @@ describe("KV prefix cache", () => {
     const cache = new KvPrefixCache(1000, 8, cells);
     const shared = range(1, 20);
     const running = run(cache, cells, [...shared, 5]);
-    for (const t of [100, 200, 300]) cache.release(run(cache, cells, [...shared, ...range(t, 30)]), true);
+    for (const t of [100, 200, 300]) {
+      // Reused once, so each stays cached after later unrelated prompts.
+      cache.release(run(cache, cells, [...shared, ...range(t, 30)]), true);
+      cache.release(run(cache, cells, [...shared, ...range(t, 30), 1]), true);
+    }
+    run(cache, cells, range(900, 5));
     assert.equal(cache.evictableCells(), 90);
     cache.limitIdle(60);
     assert.equal(cache.evictableCells(), 60);
@@ -158,14 +182,14 @@ describe("KV prefix cache", () => {
     const cache = new KvPrefixCache(1000, 2, cells);
     const a = run(cache, cells, range(1, 30), [90, 91]);
     cache.release(a, true);
-    const b = run(cache, cells, range(500, 10));
+    const b = run(cache, cells, [...range(1, 30), 90, 91, 5]);
+    assert.notEqual(b, a);
     cache.release(b, true);
+    // Both ids idle; the prompt matches most of `a` (20 of 32 cells): `a` is taken over and cut.
     const lease = cache.acquire([...range(1, 20), 77], true)!;
-    assert.equal(lease.seq, a);
     assert.equal(lease.reused, 20);
-    assert.equal(cache.lengthOf(a), 20);
+    assert.equal(cache.lengthOf(lease.seq), 20);
     assert.equal(cache.usedCells, cells.used());
-    assert.equal(cache.peek(range(500, 11)), 10, "the other idle sequence is untouched");
   });
 
   test("truncate keeps a shared run intact for the other holders", () => {

@@ -9,9 +9,13 @@
 // sequence holds it: evicting or cancelling one sequence never frees cells another still uses.
 //
 // A sequence that finishes stays cached ("idle") under its id, so a later prompt that starts
-// the same way (chat history, a system prompt, RAG context) reuses its cells; idle sequences
-// are evicted least recently used when the buffer or the ids run out. Running sequences are
-// never evicted here.
+// the same way (chat history, a system prompt, RAG context) reuses its cells. Cached cells
+// are not free in a unified buffer: every decode step attends over the whole used range
+// (masked), so an idle sequence is kept only while it earns its place: one that the next
+// admitted prompt does not reuse, and that was never reused before, is evicted then (a
+// conversation's next turn, or the next request on a shared prefix, reuses it at once); the
+// reused ones stay, least recently used evicted first, within the engine's budget and
+// whenever the buffer or the ids run out. Running sequences are never evicted here.
 //
 // Hand-written: nothing in npm maps token prefixes onto llama.cpp's cells. Costs: a lookup is
 // O(prompt length); appending one token is O(1); attaching/evicting is O(path nodes).
@@ -39,6 +43,8 @@ interface Seq {
   length: number;
   /** Tick of the last use, for LRU eviction of idle sequences. */
   lastUse: number;
+  /** Prompts that reused this sequence's cells since it was last started. */
+  hits: number;
 }
 
 export interface PrefixLease {
@@ -59,7 +65,7 @@ export class KvPrefixCache {
     seqCount: number,
     private readonly ops: KvMemoryOps,
   ) {
-    this.seqs = Array.from({ length: seqCount }, () => ({ state: "empty" as SeqState, leaf: this.root, length: 0, lastUse: 0 }));
+    this.seqs = Array.from({ length: seqCount }, () => ({ state: "empty" as SeqState, leaf: this.root, length: 0, lastUse: 0, hits: 0 }));
   }
 
   /** Cells holding some sequence's tokens (each shared cell counted once). */
@@ -83,10 +89,22 @@ export class KvPrefixCache {
 
   /**
    * A sequence id for a new generation, with the longest cached prefix of `prompt` already in
-   * its cells (when `reuse`). Null when every id is running.
+   * its cells (when `reuse`). Null when every id is running. Idle sequences that were never
+   * reused and that this prompt does not reuse either are evicted.
    */
   acquire(prompt: readonly number[], reuse: boolean): PrefixLease | null {
+    const lease = this.lease(prompt, reuse);
+    if (lease !== null) {
+      for (let i = 0; i < this.seqs.length; i++) if (this.seqs[i]!.state === "idle" && this.seqs[i]!.hits === 0) this.evict(i);
+    }
+    return lease;
+  }
+
+  private lease(prompt: readonly number[], reuse: boolean): PrefixLease | null {
     const m = reuse ? this.match(prompt, prompt.length - 1) : { node: this.root, offset: 0, depth: 0 };
+    // A hit is a reuse of most of a sequence (a conversation's next turn, a repeated context),
+    // not a few shared tokens (BOS, a chat template's opening).
+    if (m.depth > 0) for (const h of m.node.holders) if (m.depth * 2 >= this.seqs[h]!.length) this.seqs[h]!.hits++;
     let seq = this.seqs.findIndex((s) => s.state === "empty");
     if (seq < 0 && m.depth > 0) {
       // No free id: take over an idle holder of the match itself (its tail beyond the match is
@@ -118,6 +136,7 @@ export class KvPrefixCache {
   private start(seq: number): void {
     const s = this.seqs[seq]!;
     s.state = "running";
+    s.hits = 0;
     s.lastUse = ++this.tick;
   }
 
