@@ -12,20 +12,26 @@ import { promptTokens, runGeneration } from "./generation.js";
 // The engine runs a decode step, calls back once per sequence, then yields with setImmediate;
 // the flush, queued during the step, runs before the next step, so every sequence's delta of
 // a step (and the "done" that follows it) costs one write here and one wake-up and parse in
-// the main process instead of one each. Order is kept: the outbox is the only way out.
+// the main process instead of one each. Any other message leaves at once, with the outbox
+// ahead of it: "prepared" and "failed" answer a request the main process waits on, and
+// "started" opens the client's stream before the prompt is evaluated; a flush queued behind
+// a running engine's next step would hold them for a whole step. Order is kept: the outbox
+// is the only way out.
 let outbox: WorkerToMain[] = [];
 let flushQueued = false;
 
 function send(msg: WorkerToMain): void {
   outbox.push(msg);
-  if (!flushQueued) {
+  if (msg.type !== "text" && msg.type !== "done") {
+    flush();
+  } else if (!flushQueued) {
     flushQueued = true;
     setImmediate(flush);
   }
 }
 
 function flush(): void {
-  flushQueued = false;
+  flushQueued = false; // a flush already queued finds the outbox empty, or newer deltas
   const msgs = outbox;
   if (msgs.length === 0) return;
   outbox = [];
@@ -47,7 +53,6 @@ async function main(): Promise<void> {
   const raw: unknown = JSON.parse(process.env.MOLTBOT_WORKER_INIT ?? "null");
   if (!Value.Check(WorkerInitSchema, raw)) {
     send({ type: "fatal", code: "internal_error", message: "worker started without a valid MOLTBOT_WORKER_INIT" });
-    flush();
     process.exit(2);
   }
   const init = raw;
