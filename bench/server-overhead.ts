@@ -5,7 +5,7 @@
 // noisy neighbour on the machine hits all of them alike and the ratios come from one run.
 //
 //   node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3]
-//        [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...]
+//        [--requests 4] [--tokens 64] [--clients 8] [--parallel 8] [--servers label=BIN[;VAR=value...],...]
 //        [--cpu-prof DIR] [--no-engine] [--top 20]
 //
 // --servers defaults to this checkout's bin/moltbot; a `;VAR=value` suffix sets environment
@@ -32,6 +32,7 @@ const { values } = parseArgs({
     requests: { type: "string", default: "4" },
     tokens: { type: "string", default: "64" },
     clients: { type: "string", default: "8" },
+    parallel: { type: "string", default: "8" },
     servers: { type: "string", default: `moltbot=${path.resolve(import.meta.dirname, "..", "bin", "moltbot")}` },
     "cpu-prof": { type: "string" },
     // Leave the in-process engine out: the client line then shows what this process's HTTP
@@ -43,7 +44,7 @@ const { values } = parseArgs({
 });
 if (values.help) {
   console.log(
-    "usage: node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3] [--requests 4] [--tokens 64] [--clients 8] [--servers label=BIN[;VAR=value...],...] [--cpu-prof DIR] [--no-engine] [--top 20]",
+    "usage: node --import tsx bench/server-overhead.ts [--models demo,m100] [--threads 2] [--rounds 3] [--requests 4] [--tokens 64] [--clients 8] [--parallel 8] [--servers label=BIN[;VAR=value...],...] [--cpu-prof DIR] [--no-engine] [--top 20]",
   );
   process.exit(0);
 }
@@ -53,7 +54,9 @@ const TOKENS = Number(values.tokens);
 const CLIENTS = Number(values.clients);
 const PROF_DIR = values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined;
 const PROMPT = "The history of the United States began with the arrival of the first people in the Americas. In the";
-const PARALLEL = 4; // the demo model's config.json and the default batching both give 4 slots
+// Sequences the in-process engine decodes together: match the servers' slots (the default
+// batching has 32, so 8 clients all run at once; builds before it had 4: pass --parallel 4).
+const PARALLEL = Number(values.parallel);
 
 interface ServerSpec {
   label: string;
