@@ -89,21 +89,31 @@ async function llamaServer(bin: string, file: string, slots: number): Promise<Ta
   return { name: "llama-server -np = clients", served, body: () => ({ prompt: `${++requestNo}. ${PROMPT}`, max_tokens: TOKENS, temperature: 0, ignore_eos: true, cache_prompt: false }) };
 }
 
-async function load(t: Target, concurrency: number): Promise<{ tps: number; ttft: number[] }> {
+async function load(t: Target, concurrency: number): Promise<{ tps: number; ttft: number[]; dropped: number }> {
   const timings: StreamTiming[] = [];
+  let dropped = 0;
   const t0 = performance.now();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       for (let i = 0; i < REQUESTS; i++) {
-        const timing = await timedStream(`${t.served.url}/v1/completions`, t.body(i)).catch((err: unknown) => {
-          throw new Error(`${t.name}, ${concurrency} clients (server exit code ${t.served.proc.exitCode}, signal ${t.served.proc.signalCode})`, { cause: err });
-        });
+        // llama-server now and then closes a streamed connection under full load ("other side
+        // closed", the server still up); such a request is sent again once and counted.
+        const send = () => timedStream(`${t.served.url}/v1/completions`, t.body(i));
+        const timing = await send()
+          .catch((err: unknown) => {
+            if ((err as { cause?: { code?: string } }).cause?.code !== "UND_ERR_SOCKET" || t.served.proc.exitCode !== null) throw err;
+            dropped++;
+            return send();
+          })
+          .catch((err: unknown) => {
+            throw new Error(`${t.name}, ${concurrency} clients (server exit code ${t.served.proc.exitCode}, signal ${t.served.proc.signalCode})`, { cause: err });
+          });
         timings.push(timing);
       }
     }),
   );
   const wall = performance.now() - t0;
-  return { tps: (timings.reduce((n, x) => n + x.tokens, 0) * 1000) / wall, ttft: timings.map((x) => x.ttftMs) };
+  return { tps: (timings.reduce((n, x) => n + x.tokens, 0) * 1000) / wall, ttft: timings.map((x) => x.ttftMs), dropped };
 }
 
 async function main(): Promise<void> {
@@ -124,7 +134,7 @@ async function main(): Promise<void> {
         const r = await load(t, c);
         if (c === levels[0]) base.set(t.name, r.tps);
         const row = rows.get(t.name) ?? [];
-        row.push(`c=${c}: ${r.tps.toFixed(1)} tok/s (x${(r.tps / base.get(t.name)!).toFixed(2)}), TTFT p50 ${median(r.ttft).toFixed(1)} / p99 ${percentile(r.ttft, 99).toFixed(1)} ms`);
+        row.push(`c=${c}: ${r.tps.toFixed(1)} tok/s (x${(r.tps / base.get(t.name)!).toFixed(2)}), TTFT p50 ${median(r.ttft).toFixed(1)} / p99 ${percentile(r.ttft, 99).toFixed(1)} ms${r.dropped ? `, ${r.dropped} dropped connection(s) resent` : ""}`);
         rows.set(t.name, row);
       };
       for (const t of targets) await measure(t);
