@@ -5,7 +5,7 @@
 //
 //   node --import tsx bench/prefill.ts [--model m100|demo|FILE] [--tokens 1077] [--reps 60]
 //        [--warmup 2] [--configs tuned,fixed,t1,lb|e2:fixed,...] [--threads 2]
-//        [--batch 512[,256,1077]] [--poll 1[,50]] [--ubatch 512[,256,1024]] [--hog N]
+//        [--batch 512[,256,1077]] [--poll 1[,50]] [--ctx 2048[,1280]] [--ubatch 512[,256,1024]] [--hog N]
 //        [--engine MODULE[,MODULE]] [--llama-bench auto|PATH] [--llama-bench-sweep]
 //        [--lb-reps 10] [--json FILE]
 //
@@ -17,7 +17,7 @@
 //   lb     llama-bench at `threads` threads, one process per prompt (per --ubatch), its own timing
 // --batch is FfiEngineOptions.batchSize: the tokens per llama_decode, so the prompt's chunking
 // (n_ubatch, derived inside the engine, is min(batch, 512)); --poll is threadpoolPoll (default:
-// the engine's). --engine loads loadFfiEngine from other modules (local variants of
+// the engine's; llama-bench's --poll for lb); --ctx is contextSize (default max(2048, tokens + 16)). --engine loads loadFfiEngine from other modules (local variants of
 // src/engine/ffi-engine.ts: another tuner, another n_ubatch), each configuration then once per
 // module (e1, e2, ...; "e2:fixed" only with the second). --hog N runs N busy-looping processes
 // beside the measurement. --llama-bench-sweep adds llama-bench's own figures at 1 and `threads`
@@ -47,6 +47,7 @@ const { values: args } = parseArgs({
     "llama-bench-sweep": { type: "boolean", default: false },
     "lb-reps": { type: "string", default: "10" },
     poll: { type: "string" },
+    ctx: { type: "string" },
     engine: { type: "string" },
     json: { type: "string" },
   },
@@ -58,6 +59,7 @@ const THREADS = Number(args.threads);
 const CONFIGS = args.configs.split(",").filter(Boolean);
 const BATCHES = args.batch.split(",").map(Number);
 const UBATCHES = args.ubatch.split(",").map(Number);
+const CTXS: number[] = args.ctx === undefined ? [Math.max(2048, Number(args.tokens) + 16)] : args.ctx.split(",").map(Number);
 const POLLS: (number | null)[] = args.poll === undefined ? [null] : args.poll.split(",").map(Number);
 const HOGS = Number(args.hog);
 
@@ -127,7 +129,7 @@ async function main(): Promise<void> {
   let vocab = 256; // every GGUF has that many; the engines tell the real size
   /** One configuration: `once` evaluates one cold prompt and returns its milliseconds. */
   const runs: { name: string; once(prompt: number[]): Promise<number>; close(): Promise<void>; ms: number[] }[] = [];
-  for (const [k, load] of loaders.entries()) for (const batch of BATCHES) for (const poll of POLLS) {
+  for (const [k, load] of loaders.entries()) for (const batch of BATCHES) for (const poll of POLLS) for (const ctx of CTXS) {
     for (const spec of CONFIGS) {
       // "e2:fixed" runs that configuration with the second --engine module only
       const [only, c] = spec.includes(":") ? (spec.split(":") as [string, string]) : [null, spec];
@@ -136,10 +138,10 @@ async function main(): Promise<void> {
       if (c !== "tuned" && c !== "fixed" && c !== "t1") throw new Error(`unknown configuration ${c} (tuned, fixed, t1, lb)`);
       const threads = c === "t1" ? 1 : THREADS;
       const ffi: FfiEngineOptions = { batchSize: batch, ...(poll === null ? {} : { threadpoolPoll: poll }), ...(c === "fixed" ? { adaptiveThreads: false } : {}) };
-      const engine = await load({ modelPath: model.file, contextSize: Math.max(2048, TOKENS + 16), parallel: 1, threads, embedding: false }, ffi);
+      const engine = await load({ modelPath: model.file, contextSize: ctx, parallel: 1, threads, embedding: false }, ffi);
       vocab = engine.info.vocabSize;
       runs.push({
-        name: `${args.engine ? `e${k + 1} ` : ""}${c} t=${threads} batch=${batch}${poll === null ? "" : ` poll=${poll}`}`,
+        name: `${args.engine ? `e${k + 1} ` : ""}${c} t=${threads} batch=${batch}${poll === null ? "" : ` poll=${poll}`}${args.ctx === undefined ? "" : ` ctx=${ctx}`}`,
         ms: [],
         async once(prompt) {
           const t0 = performance.now();
@@ -157,10 +159,11 @@ async function main(): Promise<void> {
   // two runs (the first pages the weights in); random tokens of its own, also cold.
   if (CONFIGS.includes("lb")) {
     if (lb === null) throw new Error("configuration lb: no llama-bench (../shared/peer/build-llama-server.sh)");
-    for (const ub of UBATCHES) {
+    for (const ub of UBATCHES) for (const poll of POLLS) {
       const a = ["-m", model.file, "-t", String(THREADS), "-p", String(TOKENS), "-n", "0", "-ub", String(ub), "-r", "2", "--no-warmup", "-o", "json"];
+      if (poll !== null) a.push("--poll", String(poll));
       runs.push({
-        name: `llama-bench t=${THREADS} ub=${ub}`,
+        name: `llama-bench t=${THREADS} ub=${ub}${poll === null ? "" : ` poll=${poll}`}`,
         ms: [],
         async once() {
           const r = spawnSync(lb, a, { encoding: "utf8", timeout: 120_000 });
