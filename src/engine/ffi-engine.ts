@@ -26,6 +26,7 @@ import {
   NativeBatch,
 } from "./libllama.js";
 import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, ThreadpoolPtr, VocabPtr } from "./libllama.js";
+import { DraftGate } from "./draft-gate.js";
 import { NgramDrafter } from "./ngram-drafter.js";
 import { StepThreadTuner } from "./threads.js";
 import type {
@@ -146,6 +147,7 @@ class FfiEngine implements Engine {
   private readonly threadpool: ThreadpoolPtr | null;
   private readonly tuner: StepThreadTuner | null;
   private currentThreads: number;
+  private readonly draftGate = new DraftGate();
 
   constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number, threading: { threads: number; threadpool: ThreadpoolPtr | null; adaptive: boolean }) {
     this.lib = lib;
@@ -448,7 +450,7 @@ class FfiEngine implements Engine {
       b.logits[n] = 1;
       job.outIndex = n;
       n++;
-      if (draftBudget > 0 && job.drafter !== null) {
+      if (draftBudget > 0 && job.drafter !== null && this.draftGate.pays(job.accepted, job.drafted)) {
         const left = job.request.maxTokens - job.completion.length;
         const draft = job.drafter.draft(Math.max(0, Math.min(MAX_DRAFT, draftBudget, left - 1, this.info.contextSize - job.nPast - 2)));
         for (let k = 0; k < draft.length; k++) {
@@ -489,16 +491,13 @@ class FfiEngine implements Engine {
     }
     if (n === 0) return;
     b.value.n_tokens = n;
-    let rc: number;
-    if (this.tuner === null) {
-      rc = this.lib.llama_decode(this.ctx, b.value);
-    } else {
-      const threads = this.tuner.choose(n);
-      this.useThreads(threads);
-      const t0 = performance.now();
-      rc = this.lib.llama_decode(this.ctx, b.value);
-      this.tuner.record(n, threads, performance.now() - t0);
-    }
+    const threads = this.tuner === null ? this.threads : this.tuner.choose(n);
+    this.useThreads(threads);
+    const t0 = performance.now();
+    const rc = this.lib.llama_decode(this.ctx, b.value);
+    const ms = performance.now() - t0;
+    this.tuner?.record(n, threads, ms);
+    if (generating === 1 && n === unrecorded) this.draftGate.record(n - 1, ms);
     if (rc !== 0) {
       // Room was made before the step, so this is not a full cache: fail what was in the batch.
       const why = rc === 1 ? "no KV cache room for the batch" : rc === 2 ? "decode aborted" : `llama_decode failed (${rc})`;
