@@ -67,7 +67,7 @@ function run(cache: KvPrefixCache, cells: SimulatedCells, prompt: number[], gene
 const range = (from: number, n: number) => Array.from({ length: n }, (_, i) => from + i);
 
 describe("KV prefix cache", () => {
-  test("a finished sequence's prompt prefix is reused by the next prompt, and shared cells count once", () => {
+  test("a prompt that reuses most of a finished sequence takes it over; its unreused tail goes", () => {
     const cells = new SimulatedCells();
     const cache = new KvPrefixCache(1000, 4, cells);
     const system = range(1, 50);
@@ -76,10 +76,10 @@ describe("KV prefix cache", () => {
     assert.equal(cache.peek([...system, 200]), 50);
     const lease = cache.acquire([...system, 200, 201], true)!;
     assert.equal(lease.reused, 50);
-    assert.notEqual(lease.seq, a, "a free id is used, so the first sequence stays cached whole");
-    assert.ok(cells.log.includes(`cp ${a}->${lease.seq} 50`));
+    assert.equal(lease.seq, a, "the same id, cut to the match");
+    assert.ok(cells.log.includes(`rm ${a} 50`));
     feed(cache, cells, lease.seq, [200, 201]);
-    assert.equal(cache.usedCells, 50 + 4 + 2);
+    assert.equal(cache.usedCells, 52);
     assert.equal(cache.usedCells, cells.used());
   });
 
@@ -142,7 +142,7 @@ describe("KV prefix cache", () => {
     const running = run(cache, cells, [...range(2000, 10), 3000]);
     assert.ok(cache.makeRoom(cache.freeCells + 20));
     assert.equal(cache.peek([...old, 1, 0]), 0, "the older idle sequence went first");
-    assert.equal(cache.peek([...recent, 1, 0]), 30, "the recent one is still cached");
+    assert.equal(cache.peek([...recent, 1, 0]), 31, "the recent one is still cached");
     assert.ok(!cache.makeRoom(95), "running cells are not evictable");
     assert.equal(cells.seqs.get(running)!.size, 11);
     assert.equal(cache.usedCells, cells.used());
@@ -159,11 +159,11 @@ describe("KV prefix cache", () => {
       cache.release(run(cache, cells, [...shared, ...range(t, 30), 1]), true);
     }
     run(cache, cells, range(900, 5));
-    assert.equal(cache.evictableCells(), 90);
-    cache.limitIdle(60);
-    assert.equal(cache.evictableCells(), 60);
-    assert.equal(cache.peek([...shared, ...range(100, 31)]), 20, "the oldest went: only the running sequence's prefix matches");
-    assert.equal(cache.peek([...shared, ...range(300, 31)]), 50, "the newest stays");
+    assert.equal(cache.evictableCells(), 93);
+    cache.limitIdle(62);
+    assert.equal(cache.evictableCells(), 62);
+    assert.equal(cache.peek([...shared, ...range(100, 30), 1, 0]), 20, "the oldest went: only the running sequence's prefix matches");
+    assert.equal(cache.peek([...shared, ...range(300, 30), 1, 0]), 51, "the newest stays");
     assert.equal(cells.seqs.get(running)!.size, 21);
     assert.equal(cache.usedCells, cells.used());
   });
@@ -171,24 +171,30 @@ describe("KV prefix cache", () => {
   test("evictable cells exclude those a running sequence shares", () => {
     const cells = new SimulatedCells();
     const cache = new KvPrefixCache(1000, 4, cells);
-    const idle = run(cache, cells, range(1, 20), [50, 51]);
-    cache.release(idle, true);
+    cache.release(run(cache, cells, range(1, 20), [50, 51]), true);
+    // The conversation goes on (a hit: it takes the id over and stays cached after), then a
+    // prompt shares only its first 19 tokens.
+    cache.release(run(cache, cells, [...range(1, 20), 50, 51], range(300, 20)), true);
     run(cache, cells, [...range(1, 20), 60]);
-    assert.equal(cache.evictableCells(), 2, "only the idle sequence's own tail");
+    assert.equal(cache.evictableCells(), 22, "only the idle sequence's own tail");
+    assert.equal(cache.usedCells, cells.used());
   });
 
-  test("with every id taken, a prompt takes over the idle sequence it matches and drops only its tail", () => {
+  test("with every id taken, a prompt takes over an idle sequence it shares a little with, cut to the match", () => {
     const cells = new SimulatedCells();
     const cache = new KvPrefixCache(1000, 2, cells);
-    const a = run(cache, cells, range(1, 30), [90, 91]);
+    const p = range(1, 30);
+    cache.release(run(cache, cells, p), true);
+    const a = run(cache, cells, [...p, 1]);
     cache.release(a, true);
-    const b = run(cache, cells, [...range(1, 30), 90, 91, 5]);
+    const b = run(cache, cells, range(500, 10));
     assert.notEqual(b, a);
     cache.release(b, true);
-    // Both ids idle; the prompt matches most of `a` (20 of 32 cells): `a` is taken over and cut.
-    const lease = cache.acquire([...range(1, 20), 77], true)!;
-    assert.equal(lease.reused, 20);
-    assert.equal(cache.lengthOf(lease.seq), 20);
+    // 10 shared tokens of a 31-token sequence: not a hit, but the only way to an id.
+    const lease = cache.acquire([...range(1, 10), 77], true)!;
+    assert.equal(lease.seq, a);
+    assert.equal(lease.reused, 10);
+    assert.equal(cache.lengthOf(a), 10);
     assert.equal(cache.usedCells, cells.used());
   });
 

@@ -11,11 +11,13 @@
 // A sequence that finishes stays cached ("idle") under its id, so a later prompt that starts
 // the same way (chat history, a system prompt, RAG context) reuses its cells. Cached cells
 // are not free in a unified buffer: every decode step attends over the whole used range
-// (masked), so an idle sequence is kept only while it earns its place: one that the next
-// admitted prompt does not reuse, and that was never reused before, is evicted then (a
-// conversation's next turn, or the next request on a shared prefix, reuses it at once); the
-// reused ones stay, least recently used evicted first, within the engine's budget and
-// whenever the buffer or the ids run out. Running sequences are never evicted here.
+// (masked), so an idle sequence is kept only while it earns its place. A prompt that reuses
+// most of an idle sequence takes it over (its unreused tail is dropped) and carries on its
+// hit count; one that the next admitted prompt does not reuse, and that was never reused
+// before, is evicted then (a conversation's next turn, or the next request on a shared
+// prefix, reuses it at once); sequences of conversations that keep being continued stay,
+// least recently used evicted first, within the engine's budget and whenever the buffer or
+// the ids run out. Running sequences are never evicted here.
 //
 // Hand-written: nothing in npm maps token prefixes onto llama.cpp's cells. Costs: a lookup is
 // O(prompt length); appending one token is O(1); attaching/evicting is O(path nodes).
@@ -103,8 +105,27 @@ export class KvPrefixCache {
   private lease(prompt: readonly number[], reuse: boolean): PrefixLease | null {
     const m = reuse ? this.match(prompt, prompt.length - 1) : { node: this.root, offset: 0, depth: 0 };
     // A hit is a reuse of most of a sequence (a conversation's next turn, a repeated context),
-    // not a few shared tokens (BOS, a chat template's opening).
-    if (m.depth > 0) for (const h of m.node.holders) if (m.depth * 2 >= this.seqs[h]!.length) this.seqs[h]!.hits++;
+    // not a few shared tokens (BOS, a chat template's opening). The new sequence takes over
+    // the most recent idle sequence it hits (cut to the match: the unreused tail goes), and
+    // carries its hit count on, so a conversation that keeps being continued stays cached.
+    // Other idle sequences it hits are dropped: their prefix lives on in the new sequence, and
+    // their tails would only widen the range of cells every step attends over.
+    if (m.depth > 0) {
+      let taken = -1;
+      for (const h of m.node.holders) {
+        const s = this.seqs[h]!;
+        if (s.state !== "idle" || m.depth * 2 < s.length) continue;
+        if (taken < 0 || s.lastUse > this.seqs[taken]!.lastUse) taken = h;
+      }
+      if (taken >= 0) {
+        for (const h of [...m.node.holders]) if (h !== taken && this.seqs[h]!.state === "idle" && m.depth * 2 >= this.seqs[h]!.length) this.evict(h);
+        const hits = this.seqs[taken]!.hits + 1;
+        this.truncate(taken, m.depth);
+        this.start(taken);
+        this.seqs[taken]!.hits = hits;
+        return { seq: taken, reused: m.depth };
+      }
+    }
     let seq = this.seqs.findIndex((s) => s.state === "empty");
     if (seq < 0 && m.depth > 0) {
       // No free id: take over an idle holder of the match itself (its tail beyond the match is
