@@ -16,13 +16,14 @@
 // into ~/.cache/moltbot/bench/ by scripts/make-model.ts.
 
 import { execFileSync, spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { loadFfiEngine } from "../src/engine/ffi-engine.js";
 import type { Engine, GenerationParams } from "../src/engine/types.js";
+import { findPeerTool } from "./lib.js";
 
 /** The package root (holds package.json), whether run from source or from dist/. */
 const root = (() => {
@@ -132,15 +133,7 @@ function nlcConfig(modelPath: string, threads: number, streams: number): Config 
   };
 }
 
-function findLlamaBench(): string | null {
-  const base = path.join(os.homedir(), ".cache", "moltbot-peer");
-  if (!existsSync(base)) return null;
-  for (const d of readdirSync(base)) {
-    const exe = path.join(base, d, "bin", "llama-bench");
-    if (existsSync(exe)) return exe;
-  }
-  return null;
-}
+const findLlamaBench = (): string | null => findPeerTool("llama-bench");
 
 /** llama-bench's text-generation figure (no sampling, no detokenizing): the ceiling. */
 function llamaBenchConfig(exe: string, modelPath: string, threads: number): Config {

@@ -203,3 +203,14 @@ export async function benchModel(name: string): Promise<BenchModel> {
   const file = path.resolve(name);
   return { file, modelPath: file, modelName: path.basename(file).replace(/\.(gguf|bin)$/i, "") };
 }
+
+/** A tool of the peer build (../shared/peer/build-llama-server.sh caches it under ~/.cache/moltbot-peer), or null. */
+export function findPeerTool(tool: "llama-bench" | "llama-server"): string | null {
+  const base = path.join(os.homedir(), ".cache", "moltbot-peer");
+  if (!existsSync(base)) return null;
+  for (const d of readdirSync(base)) {
+    const exe = path.join(base, d, "bin", tool);
+    if (existsSync(exe)) return exe;
+  }
+  return null;
+}

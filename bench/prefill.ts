@@ -24,13 +24,13 @@
 // threads, prompts of 512 and --tokens, each --ubatch (not interleaved).
 // llama-bench comes from ../shared/peer/build-llama-server.sh (~/.cache/moltbot-peer/*/bin).
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { FfiEngineOptions, loadFfiEngine } from "../src/engine/ffi-engine.js";
 import type { Engine, EngineLoadOptions } from "../src/engine/types.js";
-import { benchModel, commandLine, machine, median, percentile } from "./lib.js";
+import { benchModel, commandLine, findPeerTool, machine, median, percentile } from "./lib.js";
 
 const { values: args } = parseArgs({
   options: {
@@ -101,13 +101,7 @@ const line = (name: string, s: Stats) =>
 
 function findLlamaBench(): string | null {
   if (args["llama-bench"] !== "auto") return args["llama-bench"]!;
-  const base = path.join(os.homedir(), ".cache", "moltbot-peer");
-  if (!existsSync(base)) return null;
-  for (const d of readdirSync(base)) {
-    const exe = path.join(base, d, "bin", "llama-bench");
-    if (existsSync(exe)) return exe;
-  }
-  return null;
+  return findPeerTool("llama-bench");
 }
 
 interface LlamaBenchRow { n_prompt: number; n_threads: number; n_ubatch: number; n_batch: number; avg_ns: number; samples_ns: number[] }
