@@ -230,11 +230,6 @@ export class KvPrefixCache {
     return n;
   }
 
-  /** Drop every cached idle sequence (e.g. before embeddings or on a memory clear). */
-  clearIdle(): void {
-    for (let i = 0; i < this.seqs.length; i++) if (this.seqs[i]!.state === "idle") this.evict(i);
-  }
-
   private lruIdle(accept: (seq: number) => boolean): number {
     let best = -1;
     for (let i = 0; i < this.seqs.length; i++) {
