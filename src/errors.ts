@@ -27,6 +27,7 @@ export const ERRORS = {
   config_invalid: { status: 500, type: "server_error" },
   repository_invalid: { status: 500, type: "server_error" },
   cli_usage: { status: 500, type: "server_error" },
+  server_unreachable: { status: 500, type: "server_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -1,22 +1,12 @@
-// `moltbot budget status|reset`: read and reset the monthly spend of each pool entry, straight
-// from the ledger file under the data directory. Safe beside a running server: the ledger is
-// transactional across processes, and opening it never releases a live server's reservations.
-import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+// `moltbot budget status|reset`, the implementation: loaded by commands/budget.ts only when a
+// budget command runs. Safe beside a running server: the ledger is transactional across
+// processes, and opening it never releases a live server's reservations.
+import type { ArgumentsCamelCase } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.js";
 import { MoltbotError } from "../../errors.js";
 import { periodOf, type EntrySpend } from "../../ledger/ledger.js";
 import { ledgerPath, openSqliteLedger, type SqliteLedger } from "../../ledger/sqlite-ledger.js";
-
-interface CommonArgs {
-  config?: string;
-  "data-dir"?: string;
-}
-interface StatusArgs extends CommonArgs {
-  json?: boolean;
-}
-interface ResetArgs extends CommonArgs {
-  name: string;
-}
+import type { BudgetResetArgs, BudgetStatusArgs, CommonArgs } from "./budget.js";
 
 /** One line of `budget status`; `limit`/`remaining` are null when the entry has no cost_limit. */
 interface BudgetRow {
@@ -32,11 +22,6 @@ interface BudgetRow {
   resetAt?: string;
 }
 
-const common = (y: Argv) =>
-  y
-    .option("config", { type: "string", describe: "moltbot.yaml to read (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)" })
-    .option("data-dir", { type: "string", describe: "state directory holding ledger.sqlite (default: data_dir from the config)" });
-
 function load(args: CommonArgs): LoadedConfig {
   return loadConfig({ file: args.config, env: process.env, overrides: { data_dir: args["data-dir"] } });
 }
@@ -49,66 +34,41 @@ function openLedger(loaded: LoadedConfig): SqliteLedger {
   return ledger;
 }
 
-const statusCommand: CommandModule<object, StatusArgs> = {
-  command: "status",
-  describe: "Spend, reservations, limit and remaining per pool entry for the current month (UTC)",
-  builder: (y: Argv) =>
-    common(y)
-      .option("json", { type: "boolean", default: false, describe: "print a JSON array instead of a table" })
-      .example("$0 budget status --config /etc/moltbot/moltbot.yaml", "this month's spend per pool entry") as Argv<StatusArgs>,
-  handler: (args: ArgumentsCamelCase<StatusArgs>) => {
-    const loaded = load(args);
-    const ledger = openLedger(loaded);
-    let rows: BudgetRow[];
-    try {
-      rows = budgetRows(loaded, ledger.status());
-    } finally {
-      ledger.close();
-    }
-    console.log(args.json ? JSON.stringify(rows, null, 2) : table(rows));
-  },
-};
+export function budgetStatus(args: ArgumentsCamelCase<BudgetStatusArgs>): void {
+  const loaded = load(args);
+  const ledger = openLedger(loaded);
+  let rows: BudgetRow[];
+  try {
+    rows = budgetRows(loaded, ledger.status());
+  } finally {
+    ledger.close();
+  }
+  console.log(args.json ? JSON.stringify(rows, null, 2) : table(rows));
+}
 
-const resetCommand: CommandModule<object, ResetArgs> = {
-  command: "reset <name>",
-  describe: "Start the current month of pool entry NAME over: spent and reservations to 0 (recorded with your user name)",
-  builder: (y: Argv) =>
-    common(y)
-      .positional("name", { type: "string", demandOption: true, describe: "pool entry (model_pool[].name)" })
-      .example("$0 budget reset text-generation", "let text-generation spend its whole cost_limit again this month") as Argv<ResetArgs>,
-  handler: (args: ArgumentsCamelCase<ResetArgs>) => {
-    const loaded = load(args);
-    const names = loaded.config.model_pool.map((e) => e.name);
-    if (!names.includes(args.name)) {
-      const where = loaded.file ?? "the configuration (no config file found)";
-      const known = names.length > 0 ? `pool entries: ${names.join(", ")}` : "its model_pool is empty";
-      throw new MoltbotError("cli_usage", `budget reset: "${args.name}" is not a model_pool entry in ${where} (${known})`);
-    }
-    const actor = nonEmpty(process.env.SUDO_USER) ?? nonEmpty(process.env.USER) ?? "cli";
-    const ledger = openLedger(loaded);
-    let before: EntrySpend | undefined;
-    let period: string;
-    try {
-      // Read for the message only; reset itself is one transaction and logs the same figures.
-      before = ledger.status().find((s) => s.entry === args.name);
-      ledger.reset(args.name, actor);
-      period = ledger.status().find((s) => s.entry === args.name)?.period ?? before?.period ?? "";
-    } finally {
-      ledger.close();
-    }
-    const was = before === undefined ? "nothing spent or reserved" : `was spent ${money(before.spent)}, reserved ${money(before.reserved)} in ${before.reservations} reservation(s)`;
-    console.log(`Reset the ${period} budget of "${args.name}" by '${actor}' (${was})`);
-  },
-};
-
-export const budgetCommand: CommandModule<object, object> = {
-  command: "budget",
-  describe: "Monthly spend per pool entry: status, reset",
-  builder: (y: Argv) => y.command(statusCommand).command(resetCommand).demandCommand(1, "name a budget command: status or reset"),
-  handler: () => {
-    // Only reached through a subcommand, whose handler runs instead.
-  },
-};
+export function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): void {
+  const loaded = load(args);
+  const names = loaded.config.model_pool.map((e) => e.name);
+  if (!names.includes(args.name)) {
+    const where = loaded.file ?? "the configuration (no config file found)";
+    const known = names.length > 0 ? `pool entries: ${names.join(", ")}` : "its model_pool is empty";
+    throw new MoltbotError("cli_usage", `budget reset: "${args.name}" is not a model_pool entry in ${where} (${known})`);
+  }
+  const actor = nonEmpty(process.env.SUDO_USER) ?? nonEmpty(process.env.USER) ?? "cli";
+  const ledger = openLedger(loaded);
+  let before: EntrySpend | undefined;
+  let period: string;
+  try {
+    // Read for the message only; reset itself is one transaction and logs the same figures.
+    before = ledger.status().find((s) => s.entry === args.name);
+    ledger.reset(args.name, actor);
+    period = ledger.status().find((s) => s.entry === args.name)?.period ?? before?.period ?? "";
+  } finally {
+    ledger.close();
+  }
+  const was = before === undefined ? "nothing spent or reserved" : `was spent ${money(before.spent)}, reserved ${money(before.reserved)} in ${before.reservations} reservation(s)`;
+  console.log(`Reset the ${period} budget of "${args.name}" by '${actor}' (${was})`);
+}
 
 /** Every configured entry (zero when the ledger has not seen it), then ledger-only entries. */
 function budgetRows(loaded: LoadedConfig, spend: EntrySpend[]): BudgetRow[] {

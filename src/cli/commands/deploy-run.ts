@@ -1,93 +1,67 @@
-// `moltbot deploy`: serve a model repository (or the built-in demo model) in the foreground.
+// `moltbot deploy`, the implementation: loaded by commands/deploy.ts only when the command runs.
 import path from "node:path";
-import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import type { ArgumentsCamelCase } from "yargs";
 import { loadConfig } from "../../config/load.js";
 import { ensureDemoModel } from "../../demo/ensure-demo-model.js";
 import { resolveThreads } from "../../engine/threads.js";
 import { createLogger, loggerOptions } from "../../observe/logger.js";
 import { MoltbotServer } from "../../server/server.js";
+import type { DeployArgs } from "./deploy.js";
 
-interface DeployArgs {
-  "model-path"?: string;
-  port?: number;
-  host?: string;
-  config?: string;
-  threads?: number;
-  engine?: "ffi" | "node-llama-cpp";
-  "log-level"?: "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
-  "log-format"?: "text" | "json";
+export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void> {
+  if (args.port !== undefined && (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535)) {
+    throw new Error(`--port: expected an integer 0..65535, got ${args.port}`);
+  }
+  if (args.threads !== undefined && (!Number.isInteger(args.threads) || args.threads < 1)) {
+    throw new Error(`--threads: expected an integer >= 1, got ${args.threads}`);
+  }
+  const loaded = loadConfig({
+    file: args.config,
+    env: process.env,
+    overrides: {
+      server: { port: args.port, host: args.host },
+      threads: args.threads,
+      model_path: args["model-path"],
+      log: { level: args["log-level"], format: args["log-format"] },
+    },
+  });
+  const cfg = loaded.config;
+  const log = createLogger(loggerOptions(cfg.log));
+  let modelPath = cfg.model_path;
+  if (modelPath === undefined) {
+    const demoLog = log.child("model_loader");
+    const gguf = await ensureDemoModel({ log: (m) => demoLog.info(m) });
+    modelPath = path.dirname(gguf);
+  }
+  const engine = args.engine ?? cfg.worker.engine;
+  const server = new MoltbotServer({
+    loaded,
+    modelPath,
+    log,
+    engine,
+    threads: resolveThreads(cfg.threads, engine),
+    modelVersion: process.env.MODEL_VERSION,
+  });
+  try {
+    await server.start();
+  } catch (err) {
+    log.close();
+    throw err;
+  }
+
+  let signals = 0;
+  const stop = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      log.child("server").warning(`${signal} again: exiting without waiting`);
+      process.exit(1);
+    }
+    log.child("server").info(`${signal} received`);
+    const drainMs = Math.min(cfg.worker.drain_timeout_ms, 9_000);
+    server
+      .close(drainMs)
+      .then(() => log.close())
+      .then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 }
-
-export const deployCommand: CommandModule<object, DeployArgs> = {
-  command: "deploy",
-  describe: "Serve models over the OpenAI-compatible HTTP API (foreground; SIGTERM/SIGINT drain and exit)",
-  builder: (y: Argv) =>
-    y
-      .option("model-path", { type: "string", describe: "model repository folder, version folder or GGUF file (default: model_path from the config, else the built-in demo model)" })
-      .option("port", { type: "number", describe: "TCP port to listen on (default 8080; 0 picks a free one)" })
-      .option("host", { type: "string", describe: "address to listen on (default 127.0.0.1)" })
-      .option("config", { type: "string", describe: "moltbot.yaml to read (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)" })
-      .option("threads", { type: "number", describe: "CPU threads per model worker (default: measured best, see docs/benchmarks.md)" })
-      .option("engine", { choices: ["ffi", "node-llama-cpp"] as const, describe: "decode loop implementation (default ffi)" })
-      .option("log-level", { choices: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] as const, describe: "log level" })
-      .option("log-format", { choices: ["text", "json"] as const, describe: "log line format" })
-      .example("$0 deploy", "serve the built-in demo model on 127.0.0.1:8080")
-      .example("MODEL_VERSION=v2.0 $0 deploy --model-path /models --port 8080", "serve version v2.0 of the repository in /models") as Argv<DeployArgs>,
-  handler: async (args: ArgumentsCamelCase<DeployArgs>) => {
-    if (args.port !== undefined && (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535)) {
-      throw new Error(`--port: expected an integer 0..65535, got ${args.port}`);
-    }
-    if (args.threads !== undefined && (!Number.isInteger(args.threads) || args.threads < 1)) {
-      throw new Error(`--threads: expected an integer >= 1, got ${args.threads}`);
-    }
-    const loaded = loadConfig({
-      file: args.config,
-      env: process.env,
-      overrides: {
-        server: { port: args.port, host: args.host },
-        threads: args.threads,
-        model_path: args["model-path"],
-        log: { level: args["log-level"], format: args["log-format"] },
-      },
-    });
-    const cfg = loaded.config;
-    const log = createLogger(loggerOptions(cfg.log));
-    let modelPath = cfg.model_path;
-    if (modelPath === undefined) {
-      const demoLog = log.child("model_loader");
-      const gguf = await ensureDemoModel({ log: (m) => demoLog.info(m) });
-      modelPath = path.dirname(gguf);
-    }
-    const engine = args.engine ?? cfg.worker.engine;
-    const server = new MoltbotServer({
-      loaded,
-      modelPath,
-      log,
-      engine,
-      threads: resolveThreads(cfg.threads, engine),
-      modelVersion: process.env.MODEL_VERSION,
-    });
-    try {
-      await server.start();
-    } catch (err) {
-      log.close();
-      throw err;
-    }
-
-    let signals = 0;
-    const stop = (signal: NodeJS.Signals) => {
-      if (++signals > 1) {
-        log.child("server").warning(`${signal} again: exiting without waiting`);
-        process.exit(1);
-      }
-      log.child("server").info(`${signal} received`);
-      const drainMs = Math.min(cfg.worker.drain_timeout_ms, 9_000);
-      server
-        .close(drainMs)
-        .then(() => log.close())
-        .then(() => process.exit(0), () => process.exit(1));
-    };
-    process.on("SIGTERM", stop);
-    process.on("SIGINT", stop);
-  },
-};
