@@ -87,8 +87,9 @@ export function renderStatus(sample: Sample, rates: Map<string, ModelRates>, opt
 /** The screen while the server does not answer. */
 export function renderUnreachable(url: string, error: string, downForS: number, opts: ScreenOptions, lastSeen: Date | undefined): string[] {
   return [
-    `moltbot at ${url}: unreachable for ${duration(downForS)}: ${error}  (${clock(opts.now)}${opts.intervalS === undefined ? "" : `, retrying every ${seconds(opts.intervalS)}`})`,
-    lastSeen === undefined ? "never reached since start" : `last answer at ${clock(lastSeen)}`,
+    `moltbot at ${url}: unreachable for ${duration(downForS)}  (${clock(opts.now)}${opts.intervalS === undefined ? "" : `, retrying every ${seconds(opts.intervalS)}`})`,
+    `  ${error}`,
+    lastSeen === undefined ? "  no answer since this command started" : `  last answer at ${clock(lastSeen)}`,
   ];
 }
 
