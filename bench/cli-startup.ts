@@ -2,14 +2,16 @@
 // median of N runs each, interleaved so machine noise hits every command alike. CPU time
 // (user + sys, from /usr/bin/time) is the steadier figure on a shared machine.
 //
-//   node --import tsx bench/cli-startup.ts [--runs 10]
+//   node --import tsx bench/cli-startup.ts [--runs 10] [--baseline OTHER/bin/moltbot]
+//
+// --baseline runs the same commands with another build too (a before/after), alternating.
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { commandLine, machine, median } from "./lib.js";
 
-const { values } = parseArgs({ options: { runs: { type: "string", default: "10" } } });
+const { values } = parseArgs({ options: { runs: { type: "string", default: "10" }, baseline: { type: "string" } } });
 const RUNS = Number(values.runs);
 const BIN = path.resolve(import.meta.dirname, "..", "bin", "moltbot");
 
@@ -24,13 +26,13 @@ const server = createServer((_req, res) => res.writeHead(200, { "content-type": 
 await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
 const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 
-const cases: Array<[string, string[]]> = [
-  ["node -e 0", ["-e", "0"]],
-  ["moltbot --help", [BIN, "--help"]],
-  ["moltbot deploy --help", [BIN, "deploy", "--help"]],
-  ["moltbot status --url URL", [BIN, "status", "--url", url]],
-  ["moltbot deploy --such-flag", [BIN, "deploy", "--such-flag"]],
-];
+const commands: string[][] = [["--help"], ["deploy", "--help"], ["status", "--url", url], ["deploy", "--such-flag"]];
+const cases: Array<[string, string[]]> = [["node -e 0", ["-e", "0"]]];
+for (const c of commands) {
+  const shown = c.map((a) => (a === url ? "URL" : a)).join(" ");
+  if (values.baseline !== undefined) cases.push([`baseline: moltbot ${shown}`, [values.baseline, ...c]]);
+  cases.push([`moltbot ${shown}`, [BIN, ...c]]);
+}
 const wall = new Map<string, number[]>(cases.map(([n]) => [n, []]));
 const cpu = new Map<string, number[]>(cases.map(([n]) => [n, []]));
 

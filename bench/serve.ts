@@ -4,7 +4,10 @@
 // machine noise hits every target alike.
 //
 //   node --import tsx bench/serve.ts [--models demo,m100] [--threads 1,2] [--rounds 3] [--requests 4] [--tokens 64]
-//        [--startup-runs 5] [--llama-server PATH]
+//        [--startup-runs 5] [--llama-server PATH] [--startup-only] [--baseline OTHER/bin/moltbot]
+//
+// --baseline times another build's `moltbot deploy` start-up too, run for run alternating with
+// this one (a before/after on a shared machine); --startup-only stops after the start-up figures.
 //
 // llama-server comes from ../shared/peer/build-llama-server.sh (skipped when not built).
 import { existsSync, readdirSync } from "node:fs";
@@ -26,6 +29,8 @@ const { values } = parseArgs({
     // A llama-server binary other than the peer build's (e.g. one built without AMX where the
     // native build's AMX kernels fault on this VM).
     "llama-server": { type: "string" },
+    "startup-only": { type: "boolean", default: false },
+    baseline: { type: "string" },
   },
 });
 const ROUNDS = Number(values.rounds);
@@ -118,15 +123,22 @@ async function engineTarget(file: string, threads: number): Promise<Target> {
   };
 }
 
-async function startup(demoDir: string, runs: number): Promise<number[]> {
-  const times: number[] = [];
+async function startupOnce(bin: string, demoDir: string): Promise<number> {
+  const port = freePort();
+  const s = await startServed(process.execPath, [bin, "deploy", "--model-path", demoDir, "--port", String(port), "--log-level", "WARNING"], port, "/readyz");
+  await s.stop();
+  return s.readyMs;
+}
+
+/** Start-up times of this build and, alternating run for run, of the baseline's. */
+async function startup(demoDir: string, runs: number, baseline: string | undefined): Promise<{ own: number[]; baseline: number[] }> {
+  const own: number[] = [];
+  const base: number[] = [];
   for (let i = 0; i < runs; i++) {
-    const port = freePort();
-    const s = await startServed(process.execPath, [BIN, "deploy", "--model-path", demoDir, "--port", String(port), "--log-level", "WARNING"], port, "/readyz");
-    times.push(s.readyMs);
-    await s.stop();
+    if (baseline !== undefined) base.push(await startupOnce(baseline, demoDir));
+    own.push(await startupOnce(BIN, demoDir));
   }
-  return times;
+  return { own, baseline: base };
 }
 
 const fmt = (n: number, d = 1) => n.toFixed(d);
@@ -136,8 +148,12 @@ async function main(): Promise<void> {
   console.log(`machine: ${machine()}`);
   console.log(`command: ${commandLine()}`);
   const demo = await modelFile("demo");
-  const st = await startup(path.dirname(demo), Number(values["startup-runs"]));
-  console.log(`\nstart-up, moltbot deploy (demo model built) -> /readyz 200: median ${fmt(median(st), 0)} ms, min ${fmt(Math.min(...st), 0)} ms, max ${fmt(Math.max(...st), 0)} ms (${st.length} runs)`);
+  const runs = await startup(path.dirname(demo), Number(values["startup-runs"]), values.baseline);
+  const report = (what: string, st: number[]) =>
+    console.log(`\nstart-up, ${what} deploy (demo model built) -> /readyz 200: median ${fmt(median(st), 0)} ms, min ${fmt(Math.min(...st), 0)} ms, max ${fmt(Math.max(...st), 0)} ms (${st.length} runs)`);
+  if (values.baseline !== undefined) report(values.baseline, runs.baseline);
+  report("moltbot", runs.own);
+  if (values["startup-only"]) return;
 
   const peer = values["llama-server"] ?? peerBin("llama-server");
   if (!peer) console.log("llama-server not built (../shared/peer/build-llama-server.sh): skipped");
