@@ -1,7 +1,8 @@
-// The document a server's `GET /admin/status` answers, as `moltbot status` reads it. Read by hand rather than with a TypeBox schema: loading TypeBox
-// costs more than the rest of the command's start-up (bench/cli-startup.ts), and the reader is
-// deliberately lenient field by field (a missing or mistyped figure shows as "-") so a CLI and
-// a server of neighbouring versions still work together. Only the overall shape is required.
+// The document a server's `GET /admin/status` answers, as `moltbot status` reads it. Read by
+// hand rather than with a TypeBox schema: loading TypeBox costs more than the rest of the
+// command's start-up (bench/cli-startup.ts), and the reader is deliberately lenient field by
+// field (a missing or mistyped figure shows as "-") so that a CLI and a server of neighbouring
+// versions still work together. Only the overall shape is required.
 
 export interface StatusDoc {
   server: {
