@@ -238,3 +238,28 @@ test("--help and status load none of the server's dependencies", async () => {
     await stop(server);
   }
 });
+
+test("status against the real server", async (t) => {
+  const { makeRepository, startServer } = await import("./helpers/fixtures.js");
+  const s = await startServer(await makeRepository([{ name: "tiny", version: "v1.0" }]));
+  try {
+    // The server's /admin/status is built apart from this CLI; until a build has both, the fake above stands in.
+    if ((await fetch(`${s.url}/admin/status`)).status === 404) {
+      t.skip("this build's server has no GET /admin/status");
+      return;
+    }
+    const gen = await fetch(`${s.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "tiny", prompt: "status", max_tokens: 8 }) });
+    assert.equal(gen.status, 200);
+    const text = await cli(["status", "--url", s.url]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /^tiny\s+v1\.0\s+ready\s+\d+\s+\d+M\s/m);
+    const json = await cli(["status", "--url", s.url, "--json"]);
+    assert.equal(json.code, 0, json.stderr);
+    const doc = JSON.parse(json.stdout) as { models: Array<{ name: string; totals: { requests: number }; requests_per_s: number | null }> };
+    assert.equal(doc.models[0]!.name, "tiny");
+    assert.equal(doc.models[0]!.totals.requests, 1);
+    assert.equal(typeof doc.models[0]!.requests_per_s, "number");
+  } finally {
+    await s.close();
+  }
+});
