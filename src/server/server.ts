@@ -79,6 +79,7 @@ export class MoltbotServer {
     const plan = planPool(cfg, repo, loaded.file ?? "config");
     const loaderLog = log.child("model_loader");
     const workers = new Map<string, { worker: ModelWorker; scheduler: ModelScheduler }>();
+    let loading: Promise<unknown> = Promise.resolve();
     try {
       for (const m of plan.models) {
         const model = m.model;
@@ -104,39 +105,42 @@ export class MoltbotServer {
         workers.set(model.name, { worker, scheduler });
       }
       // Workers load in parallel: start-up time is the slowest model, not the sum.
-      const loading = Promise.all([...workers.values()].map((w) => w.worker.start()));
+      // Not awaited yet: this process opens the ledger and builds the HTTP app (Fastify and its
+      // compiled body schemas) while the workers load, on the other core (docs/benchmarks.md).
+      loading = Promise.all([...workers.values()].map((w) => w.worker.start()));
       loading.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
-      // Meanwhile this process opens the ledger and builds the HTTP app, Fastify's import and
-      // its compiled body schemas included: side by side with the workers' start on another
-      // core instead of after it (docs/benchmarks.md, start-up).
-      const ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock });
-      this.ledger = ledger;
-      if (ledger.reconciled.reservations > 0) {
-        log.child("ledger").warning(`Released ${ledger.reconciled.reservations} reservation(s) (${ledger.reconciled.amount.toFixed(6)}) left by a process that stopped before settling`);
-      }
-      const created = Math.floor(Date.now() / 1000);
-      const entries: PoolEntry[] = plan.entries.map((e) => {
-        const { worker, scheduler } = workers.get(e.model)!;
-        const model = plan.models.find((m) => m.model.name === e.model)!.model;
-        return { ...e, model, worker, scheduler, created };
-      });
-      this.pool = new ModelPool(entries, ledger, log, this.opts.clock);
-      const { buildApp } = await import("./app.js");
-      this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
+    } catch (err) {
+      await Promise.all([...workers.values()].map((w) => w.worker.close(0)));
+      throw err;
+    }
+
+    const ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock });
+    this.ledger = ledger;
+    if (ledger.reconciled.reservations > 0) {
+      log.child("ledger").warning(`Released ${ledger.reconciled.reservations} reservation(s) (${ledger.reconciled.amount.toFixed(6)}) left by a process that stopped before settling`);
+    }
+    const created = Math.floor(Date.now() / 1000);
+    const entries: PoolEntry[] = plan.entries.map((e) => {
+      const { worker, scheduler } = workers.get(e.model)!;
+      const model = plan.models.find((m) => m.model.name === e.model)!.model;
+      return { ...e, model, worker, scheduler, created };
+    });
+    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock);
+    const { buildApp } = await import("./app.js");
+    this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
+    try {
       await this.app.ready();
       await loading;
     } catch (err) {
       await Promise.all([...workers.values()].map((w) => w.worker.close(0)));
-      await this.app?.close();
-      this.ledger?.close();
-      this.app = undefined;
-      this.pool = undefined;
-      this.ledger = undefined;
+      await this.app.close();
+      ledger.close();
+      this.app = this.pool = this.ledger = undefined;
       throw err;
     }
-    await this.app!.listen({ host: cfg.server.host, port: cfg.server.port });
+    await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
     const { host, port } = this.address;
-    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${plan.entries.length} pool entr${plan.entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
   }
 
   /** Drain and stop; resolves when everything is down. Idempotent. */
