@@ -56,6 +56,8 @@ const BatchingSchema = (description: string, optional = false) =>
     kv_cache_tokens: Type.Optional(
       positiveInt({ description: "cells of the model's one KV buffer, shared by running sequences and cached prompt prefixes (default: context_size x min(max_batch_size, 4))", examples: [16384] }),
     ),
+    // llama.cpp's server keeps such a cache too (--cache-ram, 8 GiB by default).
+    cache_ram: bytes({ default: "4GiB", description: "host memory for the KV cells of finished prompts that left the KV buffer, restored when a prompt starts the same way (0: off)" }),
     speculative: Type.Boolean({ default: true, description: "draft tokens from the context (n-gram prompt lookup) and verify them in the batch; adaptive per sequence" }),
     // A continuous batcher never waits to fill a batch: a request joins at the next step.
     timeout_ms: Type.Optional(Type.Integer({ minimum: 0, description: "accepted for compatibility and ignored: requests join the running batch at the next decode step", examples: [100] })),

@@ -92,6 +92,7 @@ export class MoltbotServer {
           threads: this.opts.threads,
           embedding: model.active.config.type === "embedding",
           speculative: m.speculative,
+          promptCacheBytes: m.promptCacheBytes,
           ...(m.kvCacheTokens === undefined ? {} : { kvCacheTokens: m.kvCacheTokens }),
           engine: this.opts.engine,
         };
