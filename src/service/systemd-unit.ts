@@ -30,6 +30,8 @@ export interface UnitOptions {
   user?: string;
   /** Where the demo model is built (MOLTBOT_CACHE_DIR of the service). */
   cacheDir: string;
+  /** System units whose account has no home: the cache is /var/cache/<name>, made by systemd (CacheDirectory=). */
+  cacheByUnit?: boolean;
   /** How long ExecStartPost waits for /readyz, in seconds. */
   readyTimeoutS: number;
 }
@@ -42,8 +44,8 @@ const STOP_MARGIN_S = 10;
 /** Seconds beyond the readiness wait, so wait-ready fails first with its own message. */
 const START_MARGIN_S = 15;
 
-/** Directories the service writes: the data dir, the log and audit files' directories, the model cache. */
-export function writablePaths(loaded: LoadedConfig, cacheDir: string): string[] {
+/** Directories the service writes: the data dir, the log and audit files' directories, the model cache (unless systemd makes it). */
+export function writablePaths(loaded: LoadedConfig, cacheDir: string | undefined): string[] {
   const cfg = loaded.config;
   const dirs = [loaded.dataDir, cfg.log.file && path.dirname(cfg.log.file), cfg.audit.file && path.dirname(cfg.audit.file), cacheDir];
   return [...new Set(dirs.filter((d): d is string => typeof d === "string" && d !== ""))];
@@ -73,6 +75,7 @@ export function renderUnit(loaded: LoadedConfig, o: UnitOptions): string {
     ...(system && o.user !== undefined ? [`User=${o.user}`] : []),
     `WorkingDirectory=${plainValue(path.dirname(config))}`,
     `Environment=${quoted(`MOLTBOT_CONFIG=${config}`)}`,
+    ...(o.cacheByUnit ? [`CacheDirectory=${o.name}`] : []),
     `Environment=${quoted(`MOLTBOT_CACHE_DIR=${o.cacheDir}`)}`,
     `ExecStart=${exec(o.node, o.bin, "deploy")}`,
     `ExecStartPost=${exec(o.node, o.bin, "service", "wait-ready", "--timeout", String(o.readyTimeoutS))}`,
@@ -91,7 +94,7 @@ export function renderUnit(loaded: LoadedConfig, o: UnitOptions): string {
       ? [
           "# Read-only system but for the data dir, the log directory and the model cache.",
           "ProtectSystem=strict",
-          `ReadWritePaths=${writablePaths(loaded, o.cacheDir).map(quoted).join(" ")}`,
+          `ReadWritePaths=${writablePaths(loaded, o.cacheByUnit ? undefined : o.cacheDir).map(quoted).join(" ")}`,
           "PrivateTmp=yes",
         ]
       : [

@@ -103,10 +103,13 @@ const installCommand: CommandModule<object, InstallArgs> = {
 
     let account: Account | undefined;
     let cacheDir: string;
+    let cacheByUnit = false;
     if (scope === "system") {
       const sudoUser = process.env.SUDO_USER;
       account = lookupAccount(args["run-as"] ?? (sudoUser && sudoUser !== "root" ? sudoUser : userInfo().username));
-      cacheDir = process.env.MOLTBOT_CACHE_DIR || path.join(account.home, ".cache", "moltbot");
+      // A system account often has no home (useradd --system): then systemd makes /var/cache/<name> for it.
+      cacheByUnit = !process.env.MOLTBOT_CACHE_DIR && !existsSync(account.home);
+      cacheDir = process.env.MOLTBOT_CACHE_DIR || (cacheByUnit ? path.join("/var/cache", name) : path.join(account.home, ".cache", "moltbot"));
     } else {
       cacheDir = process.env.MOLTBOT_CACHE_DIR || path.join(process.env.XDG_CACHE_HOME || path.join(homedir(), ".cache"), "moltbot");
     }
@@ -117,6 +120,7 @@ const installCommand: CommandModule<object, InstallArgs> = {
       bin: realpathSync(BIN),
       user: account?.name,
       cacheDir: path.resolve(cacheDir),
+      cacheByUnit,
       readyTimeoutS: args["ready-timeout"],
     });
 
@@ -142,7 +146,7 @@ const installCommand: CommandModule<object, InstallArgs> = {
     if (scope === "system") {
       // ProtectSystem=strict refuses to start a unit whose ReadWritePaths= do not exist.
       const owner = account!.uid === process.getuid?.() ? undefined : account;
-      for (const dir of writablePaths(loaded, path.resolve(cacheDir))) {
+      for (const dir of writablePaths(loaded, cacheByUnit ? undefined : path.resolve(cacheDir))) {
         for (const made of ensureDir(dir, owner)) console.log(`Created ${made}${owner ? ` (owner ${owner.name})` : ""}`);
       }
     }
