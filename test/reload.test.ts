@@ -61,19 +61,19 @@ test("SIGHUP to deploy applies the new budget and log level, and a broken file l
 
   // New cap: the prompt plus 3 tokens. A queue change needs a restart and is only named.
   const cap = promptTokens + 3;
-  await writeConfig(yaml, { ...base, log: { level: "DEBUG" }, queue: { max_size: 100 }, model_pool: [{ name: "tiny", budget: { max_tokens: cap } }] });
+  await writeConfig(yaml, { ...base, log: { level: "WARNING" }, queue: { max_size: 100 }, model_pool: [{ name: "tiny", budget: { max_tokens: cap } }] });
   child.kill("SIGHUP");
   await until("the reload lines", () => /\[WARNING\] \[config\] queue\.max_size: 256 -> 100: needs a restart, not applied/.test(out), dump);
   assert.match(out, /\[INFO\] \[server\] SIGHUP received: re-reading .*moltbot\.yaml/);
   assert.match(out, new RegExp(`\\[INFO\\] \\[config\\] Reloaded model_pool "tiny" budget\\.max_tokens: 100000 -> ${cap}\\n`));
-  assert.match(out, /\[INFO\] \[config\] Reloaded log\.level: INFO -> DEBUG\n/);
+  // Written at INFO although the new level is WARNING: the report uses the more verbose one.
+  assert.match(out, /\[INFO\] \[config\] Reloaded log\.level: INFO -> WARNING\n/);
 
   const capped = await complete("reload");
   assert.equal(capped.usage!.prompt_tokens, promptTokens);
   assert.equal(capped.usage!.completion_tokens, 3, "the new budget.max_tokens caps prompt + completion");
   assert.equal(capped.choices[0]!.finish_reason, "length");
   await assert.rejects(complete("reload ".repeat(20)), (err: unknown) => err instanceof OpenAI.APIError && err.status === 400 && err.code === "token_limit_exceeded");
-  // Applied: the level is now DEBUG and the capped request logged its WARNING.
   assert.match(out, /\[WARNING\] \[inference\] Token limit exceeded/);
 
   // A file that would not start a server is rejected whole.
@@ -85,6 +85,8 @@ test("SIGHUP to deploy applies the new budget and log level, and a broken file l
   child.kill("SIGHUP");
   await until("the pool rejection", () => /\[ERROR\] \[config\] Reload rejected, the running settings stay: .*model_pool\[0\]\.model: no model "nope" in the repository/.test(out.slice(before)), dump);
   assert.doesNotMatch(out.slice(before), /Reloaded/);
+  // The WARNING level applies: the "SIGHUP received" INFO lines are no longer written.
+  assert.doesNotMatch(out.slice(before), /\[INFO\]/);
 
   const still = await complete("reload");
   assert.equal(still.usage!.completion_tokens, 3, "the last good budget still applies");
