@@ -45,6 +45,7 @@ export class MoltbotServer {
   private app: FastifyInstance | undefined;
   private pool: ModelPool | undefined;
   private ledger: BudgetLedger | undefined;
+  private repo: RepositoryModel[] = [];
   private closing = false;
   private closed: Promise<void> | undefined;
 
@@ -66,6 +67,11 @@ export class MoltbotServer {
     return this.pool;
   }
 
+  /** The repository's models as opened at start (a config reload validates model_pool against them). */
+  get repository(): readonly RepositoryModel[] {
+    return this.repo;
+  }
+
   async start(): Promise<void> {
     const { loaded, log } = this.opts;
     const cfg = loaded.config;
@@ -77,6 +83,7 @@ export class MoltbotServer {
     }
 
     const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    this.repo = repo;
     const plan = planPool(cfg, repo, loaded.file ?? "config");
     const loaderLog = log.child("model_loader");
     const workers = new Map<string, { worker: ModelWorker; scheduler: ModelScheduler }>();

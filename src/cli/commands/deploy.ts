@@ -5,6 +5,7 @@ import { loadConfig } from "../../config/load.js";
 import { ensureDemoModel } from "../../demo/ensure-demo-model.js";
 import { resolveThreads } from "../../engine/threads.js";
 import { createLogger, loggerOptions } from "../../observe/logger.js";
+import { ConfigReloader } from "../../server/reload.js";
 import { MoltbotServer } from "../../server/server.js";
 
 interface DeployArgs {
@@ -20,7 +21,7 @@ interface DeployArgs {
 
 export const deployCommand: CommandModule<object, DeployArgs> = {
   command: "deploy",
-  describe: "Serve models over the OpenAI-compatible HTTP API (foreground; SIGTERM/SIGINT drain and exit)",
+  describe: "Serve models over the OpenAI-compatible HTTP API (foreground; SIGTERM/SIGINT drain and exit, SIGHUP re-reads the config)",
   builder: (y: Argv) =>
     y
       .option("model-path", { type: "string", describe: "model repository folder, version folder or GGUF file (default: model_path from the config, else the built-in demo model)" })
@@ -40,7 +41,7 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
     if (args.threads !== undefined && (!Number.isInteger(args.threads) || args.threads < 1)) {
       throw new Error(`--threads: expected an integer >= 1, got ${args.threads}`);
     }
-    const loaded = loadConfig({
+    const loadOptions = {
       file: args.config,
       env: process.env,
       overrides: {
@@ -49,9 +50,26 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
         model_path: args["model-path"],
         log: { level: args["log-level"], format: args["log-format"] },
       },
-    });
+    };
+    const loaded = loadConfig(loadOptions);
     const cfg = loaded.config;
     const log = createLogger(loggerOptions(cfg.log));
+    // SIGHUP's default action kills the process: take it over before the (long) start, and
+    // reload once serving if it came during the start.
+    let reloader: ConfigReloader | undefined;
+    let reloadPending = false;
+    let signals = 0;
+    process.on("SIGHUP", () => {
+      if (signals > 0) return; // stopping
+      const target = loaded.file ?? "(no config file)";
+      if (reloader === undefined) {
+        reloadPending = true;
+        log.child("server").info(`SIGHUP received while starting: will re-read ${target} once serving`);
+        return;
+      }
+      log.child("server").info(`SIGHUP received: re-reading ${target}`);
+      reloader.reload();
+    });
     let modelPath = cfg.model_path;
     if (modelPath === undefined) {
       const demoLog = log.child("model_loader");
@@ -73,8 +91,10 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
       log.close();
       throw err;
     }
+    // The file as resolved at start; flags and environment keep their precedence over it.
+    reloader = new ConfigReloader({ load: { ...loadOptions, file: loaded.file }, started: cfg, pool: server.models, repository: server.repository, log });
+    if (reloadPending) reloader.reload();
 
-    let signals = 0;
     const stop = (signal: NodeJS.Signals) => {
       if (++signals > 1) {
         log.child("server").warning(`${signal} again: exiting without waiting`);
