@@ -33,7 +33,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       // Wrong types are a 400, never silently coerced; unknown fields are left alone.
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false },
     },
-    return503OnClosing: true,
+    // Our onRequest hook answers while draining, in OpenAI's shape with Retry-After (Fastify's own 503 has neither).
+    return503OnClosing: false,
     ...httpLimitOptions(opts.timeouts, opts.log),
     // Router refusals (bad percent-encoding, an over-long path segment) in OpenAI's shape too.
     frameworkErrors: (err, _req, reply) => {
@@ -58,7 +59,9 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   app.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorReply(err);
-    if (status >= 500) log.error(`${req.method} ${shortUrl(req.url)}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
+    // A deadline a client or the operator set is not a fault of the server.
+    if (status === 504) log.warning(`${req.method} ${shortUrl(req.url)}: ${body.error.message}`);
+    else if (status >= 500) log.error(`${req.method} ${shortUrl(req.url)}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
     else if (status !== 404) log.warning(`Invalid request ${req.method} ${shortUrl(req.url)}: ${body.error.message}`);
     const retryAfterS = err instanceof MoltbotError ? err.retryAfterS : undefined;
     if (retryAfterS !== undefined) reply.header("retry-after", String(retryAfterS));
