@@ -97,7 +97,7 @@ describe("slowloris", () => {
     const r = await rawExchange(`POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`, body, 100);
     assert.equal(r.status, 408);
     const e = assertOpenAIShape(r.body, 408, "body_timeout");
-    assert.match(e.message, /800 ms/);
+    assert.match(e.message, /body was not received within 800 ms/);
     assert.match(r.headers, /connection: close/i);
     assert.ok(r.closedAfterMs >= BODY_TIMEOUT_MS - 50 && r.closedAfterMs < BODY_TIMEOUT_MS + 1500, `closed after ${r.closedAfterMs.toFixed(0)} ms`);
   });
@@ -105,8 +105,16 @@ describe("slowloris", () => {
   test("headers trickled in are cut after server.headers_timeout_ms", async () => {
     const r = await rawExchange("GET /v1/models HTTP/1.1\r\n", "x-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 50);
     assert.equal(r.status, 408);
-    assertOpenAIShape(r.body, 408, "body_timeout");
+    const e = assertOpenAIShape(r.body, 408, "body_timeout");
+    assert.match(e.message, /headers were not received within 400 ms/);
     assert.ok(r.closedAfterMs >= HEADERS_TIMEOUT_MS - 50 && r.closedAfterMs < BODY_TIMEOUT_MS, `closed after ${r.closedAfterMs.toFixed(0)} ms, before the body timeout`);
+  });
+
+  test("a connection that sends nothing is closed after server.headers_timeout_ms", async () => {
+    const r = await rawExchange("");
+    assert.equal(r.status, 408);
+    assertOpenAIShape(r.body, 408, "body_timeout");
+    assert.ok(r.closedAfterMs >= HEADERS_TIMEOUT_MS - 50 && r.closedAfterMs < BODY_TIMEOUT_MS, `closed after ${r.closedAfterMs.toFixed(0)} ms`);
   });
 
   test("an idle keep-alive connection is closed after server.keep_alive_timeout_ms", async () => {

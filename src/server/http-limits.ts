@@ -50,10 +50,13 @@ export function applyNodeTimeouts(server: Server, t: HttpTimeouts): void {
   (server as Server & { connectionsCheckingInterval: number }).connectionsCheckingInterval = checkingIntervalMs(t);
 }
 
-function clientErrorOf(err: NodeJS.ErrnoException, t: HttpTimeouts): MoltbotError {
+function clientErrorOf(err: NodeJS.ErrnoException, t: HttpTimeouts, headersReceived: boolean): MoltbotError {
   switch (err.code) {
     case "ERR_HTTP_REQUEST_TIMEOUT":
-      return new MoltbotError("body_timeout", `the request was not received within ${t.bodyTimeoutMs} ms (server.body_timeout_ms)`);
+      // Node reports both timeouts alike; a response object exists once the headers are in.
+      return headersReceived
+        ? new MoltbotError("body_timeout", `the request body was not received within ${t.bodyTimeoutMs} ms (server.body_timeout_ms)`)
+        : new MoltbotError("body_timeout", `the request headers were not received within ${Math.min(t.headersTimeoutMs, t.bodyTimeoutMs)} ms (server.headers_timeout_ms)`);
     case "HPE_HEADER_OVERFLOW":
       return new MoltbotError("headers_too_large", "the request line and headers are larger than the server accepts (16 KiB)");
     case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
@@ -68,10 +71,10 @@ function clientErrorOf(err: NodeJS.ErrnoException, t: HttpTimeouts): MoltbotErro
 function clientErrorHandler(t: HttpTimeouts, log: Logger) {
   return (err: NodeJS.ErrnoException, socket: Duplex): void => {
     if (err.code === "ECONNRESET" || socket.destroyed) return;
-    const error = clientErrorOf(err, t);
+    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
+    const error = clientErrorOf(err, t, inFlight != null);
     log.warning(`Client error ${error.status} ${error.code}: ${err.code ?? err.message}`);
     // A response already under way cannot take another status line: only close.
-    const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage;
     if (!socket.writable || inFlight?.headersSent) {
       socket.destroy();
       return;
