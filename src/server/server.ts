@@ -131,7 +131,14 @@ export class MoltbotServer {
       return { ...e, model, worker, scheduler, created };
     });
     this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock);
-    this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
+    this.app = buildApp({
+      pool: this.pool,
+      log,
+      bodyLimitBytes: parseBytes(cfg.server.body_limit),
+      isClosing: () => this.closing,
+      timeouts: { bodyTimeoutMs: cfg.server.body_timeout_ms, headersTimeoutMs: cfg.server.headers_timeout_ms, keepAliveTimeoutMs: cfg.server.keep_alive_timeout_ms },
+      requestTimeoutMs: cfg.server.request_timeout_ms,
+    });
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
     const { host, port } = this.address;
     log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
