@@ -11,6 +11,9 @@ export const ERRORS = {
   model_not_found: { status: 404, type: "invalid_request_error" },
   route_not_found: { status: 404, type: "invalid_request_error" },
   payload_too_large: { status: 413, type: "invalid_request_error" },
+  uri_too_long: { status: 414, type: "invalid_request_error" },
+  headers_too_large: { status: 431, type: "invalid_request_error" },
+  body_timeout: { status: 408, type: "invalid_request_error" },
   model_not_embedding: { status: 400, type: "invalid_request_error" },
   token_limit_exceeded: { status: 400, type: "invalid_request_error" },
   // capacity and budgets (429 carries Retry-After)
@@ -20,6 +23,7 @@ export const ERRORS = {
   worker_unavailable: { status: 503, type: "server_error" },
   worker_crashed: { status: 503, type: "server_error" },
   server_shutting_down: { status: 503, type: "server_error" },
+  request_timeout: { status: 504, type: "server_error" },
   // faults
   engine_error: { status: 500, type: "server_error" },
   internal_error: { status: 500, type: "server_error" },

@@ -38,7 +38,7 @@ test("no file: every default, data dir in cwd", () => {
   assert.equal(file, undefined);
   assert.equal(dataDir, join(dir, "data"));
   assert.deepEqual(notEnforced, []);
-  assert.deepEqual(config.server, { host: "127.0.0.1", port: 8080, body_limit: "1MiB" });
+  assert.deepEqual(config.server, { host: "127.0.0.1", port: 8080, body_limit: "1MiB", body_timeout_ms: 30000, headers_timeout_ms: 10000, keep_alive_timeout_ms: 72000 });
   assert.equal(config.threads, "auto");
   assert.deepEqual(config.model_pool, []);
   assert.deepEqual(config.log, { level: "INFO", format: "text", max_size: "100MiB", keep: 5, utc: false });
@@ -118,6 +118,7 @@ test("bad values: one line naming the key path and what was expected", () => {
     ["security:\n  jwt: { algorithms: [HS256], public_key_file: k.pem }", "FILE: security.jwt.public_key_file: does not fit algorithms HS256 (HS* need secret or secret_file, others a public key)"],
     ["security:\n  jwt: { secret: a, secret_file: b }", "FILE: security.jwt: set exactly one of secret, secret_file, public_key_file, jwks_file (got secret, secret_file)"],
     ["model_pool:\n  - name: a\n  - name: a", 'FILE: model_pool[1].name: duplicate name "a" (also model_pool[0])'],
+    ["server: { headers_timeout_ms: 5000, body_timeout_ms: 1000 }", "FILE: server.headers_timeout_ms: 5000 exceeds server.body_timeout_ms 1000 (the headers are part of the request)"],
   ];
   for (const [yaml, message] of cases) assert.equal(loadError(yaml), message, yaml);
 });

@@ -242,3 +242,56 @@ describe("KV prefix cache", () => {
     }
   });
 });
+
+describe("KV prefix cache saving idle sequences elsewhere", () => {
+  /** Cells plus a store of saved sequences, as the engine's host memory cache does. */
+  class SavingCells extends SimulatedCells {
+    readonly saved: { seq: number; tokens: number[] }[] = [];
+    saveIdle(seq: number, tokens: number[]): void {
+      assert.equal(tokens.length, this.seqs.get(seq)!.size, "the tokens are the sequence's whole cells");
+      this.saved.push({ seq, tokens });
+    }
+    /** What llama_state_seq_set_data does: new cells for positions 0..n-1. */
+    load(seq: number, n: number): void {
+      this.removeFrom(seq, 0);
+      for (let p = 0; p < n; p++) this.decode(seq, p);
+    }
+  }
+
+  test("an idle sequence the next prompt does not take over leaves the buffer, saved with its tokens", () => {
+    const cells = new SavingCells();
+    const cache = new KvPrefixCache(1000, 8, cells);
+    const a = range(0, 100);
+    run(cache, cells, a, [500, 501]);
+    cache.release(0, true);
+    run(cache, cells, range(1000, 50));
+    assert.deepEqual(cells.saved.map((s) => s.tokens), [[...a, 500, 501]]);
+    assert.equal(cache.usedCells, 50, "only the running sequence's cells remain");
+  });
+
+  test("restore puts a saved sequence back, cut to what the prompt shares, and the prompt takes it over", () => {
+    const cells = new SavingCells();
+    const cache = new KvPrefixCache(1000, 8, cells);
+    const saved = range(0, 120);
+    const prompt = [...range(0, 80), 9999];
+    const seq = cache.restore(saved, 80, (s) => (cells.load(s, saved.length), true));
+    assert.ok(seq >= 0);
+    assert.equal(cache.usedCells, cells.used());
+    assert.equal(cache.usedCells, 80, "the unshared tail was dropped");
+    assert.equal(cache.peek(prompt), 80);
+    const lease = cache.acquire(prompt, true)!;
+    assert.deepEqual(lease, { seq, reused: 80 });
+    feed(cache, cells, seq, [9999]);
+    assert.equal(cache.usedCells, cells.used());
+  });
+
+  test("a failed load or a full buffer restores nothing and leaks no cell", () => {
+    const cells = new SavingCells();
+    const cache = new KvPrefixCache(100, 4, cells);
+    assert.equal(cache.restore(range(0, 50), 50, () => false), -1);
+    assert.equal(cache.usedCells, 0);
+    run(cache, cells, range(0, 80));
+    assert.equal(cache.restore(range(500, 50), 50, () => assert.fail("no room: must not load")), -1);
+    assert.equal(cache.usedCells, 80);
+  });
+});

@@ -174,3 +174,33 @@ describe("speculative decoding", () => {
     for (const [i, r] of runs.entries()) assert.deepEqual(r.ids, await expected(prompts[i]!, 100, greedy(100), cyclingPath), `sequence ${i}`);
   });
 });
+
+describe("finished prompts saved to host memory", () => {
+  test("interleaved conversations each get their own prefix back after the other's turn, with unchanged output", async () => {
+    const e = await engine({ promptCacheBytes: 64 * 2 ** 20 });
+    const x = text(0, 150);
+    const y = text(500, 150);
+    const x1 = e.tokenize(`${x} alpha`, true);
+    const y1 = e.tokenize(`${y} alpha`, true);
+    const x2 = e.tokenize(`${x} beta gamma`, true);
+    const y2 = e.tokenize(`${y} beta gamma`, true);
+    const shared = (a: number[], b: number[]) => a.findIndex((t, i) => b[i] !== t);
+    await gen(e, x1, greedy(16));
+    // y1 shares nothing with x1 but the BOS token: x1's cells leave the KV buffer for host
+    // memory at its admission.
+    const ry1 = await gen(e, y1, greedy(16));
+    assert.equal(ry1.result.cachedTokens, shared(x1, y1));
+    assert.ok(shared(x1, y1) <= 1);
+    const rx2 = await gen(e, x2, greedy(24));
+    assert.equal(rx2.result.cachedTokens, shared(x1, x2), "x's prefix came back from host memory");
+    const ry2 = await gen(e, y2, greedy(24));
+    assert.equal(ry2.result.cachedTokens, shared(y1, y2), "y's too, after x's turn");
+    assert.deepEqual(rx2.ids, await expected(x2, 24));
+    assert.deepEqual(ry2.ids, await expected(y2, 24));
+    // A next turn that continues x2 and its answer reuses all of it.
+    const x3 = [...x2, ...rx2.ids, ...e.tokenize(" delta", false)];
+    const rx3 = await gen(e, x3, greedy(8));
+    assert.ok(rx3.result.cachedTokens >= x2.length, `the whole previous turn was reused (${rx3.result.cachedTokens} of ${x3.length})`);
+    assert.deepEqual(rx3.ids, await expected(x3, 8));
+  });
+});

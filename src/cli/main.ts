@@ -8,6 +8,7 @@ import { usageError } from "./usage-error.js";
 import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
+import { serviceCommand } from "./commands/service.js";
 import { statusCommand } from "./commands/status.js";
 
 // `any`: each command has its own argument type.
@@ -16,6 +17,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   initCommand,
   statusCommand,
   budgetCommand,
+  serviceCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -328,6 +328,9 @@ function crossCheck(config: MoltbotConfig, source: string): void {
       problems.push(`security.jwt.${sources[0]}: does not fit algorithms ${jwt.algorithms.join(", ")} (HS* need secret or secret_file, others a public key)`);
     }
   }
+  if (config.server.headers_timeout_ms > config.server.body_timeout_ms) {
+    problems.push(`server.headers_timeout_ms: ${config.server.headers_timeout_ms} exceeds server.body_timeout_ms ${config.server.body_timeout_ms} (the headers are part of the request)`);
+  }
   const backoff = config.worker.restart_backoff_ms;
   if (backoff.initial > backoff.max) {
     problems.push(`worker.restart_backoff_ms.initial: ${backoff.initial} exceeds max ${backoff.max}`);

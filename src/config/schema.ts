@@ -56,6 +56,8 @@ const BatchingSchema = (description: string, optional = false) =>
     kv_cache_tokens: Type.Optional(
       positiveInt({ description: "cells of the model's one KV buffer, shared by running sequences and cached prompt prefixes (default: context_size x min(max_batch_size, 4))", examples: [16384] }),
     ),
+    // llama.cpp's server keeps such a cache too (--cache-ram, 8 GiB by default).
+    cache_ram: bytes({ default: "4GiB", description: "host memory for the KV cells of finished prompts that left the KV buffer, restored when a prompt starts the same way (0: off)" }),
     speculative: Type.Boolean({ default: true, description: "draft tokens from the context (n-gram prompt lookup) and verify them in the batch; adaptive per sequence" }),
     // A continuous batcher never waits to fill a batch: a request joins at the next step.
     timeout_ms: Type.Optional(Type.Integer({ minimum: 0, description: "accepted for compatibility and ignored: requests join the running batch at the next decode step", examples: [100] })),
@@ -119,7 +121,11 @@ export const ConfigSchema = Type.Object(
       // 0 asks the OS for a free port (tests); the chosen port is logged at start.
       port: Type.Integer({ minimum: 0, maximum: 65535, default: 8080, expected: "integer 0..65535", description: "TCP port" }),
       body_limit: bytes({ default: "1MiB", description: "largest request body" }),
-      request_timeout_ms: Type.Optional(positiveInt({ description: "abort a request after this long, in ms (default: none)", examples: [600000] })),
+      request_timeout_ms: Type.Optional(positiveInt({ description: "end a request with 504 after this long (queued or generating), in ms; a body `timeout` (seconds) may shorten it (default: none)", examples: [600000] })),
+      // Slowloris: without these a client trickling headers or a body holds a socket for minutes.
+      body_timeout_ms: positiveInt({ default: 30000, description: "longest a client may take to send a whole request (headers and body), in ms; 408 beyond" }),
+      headers_timeout_ms: positiveInt({ default: 10000, description: "longest a client may take to send the request headers, in ms (at most body_timeout_ms)" }),
+      keep_alive_timeout_ms: positiveInt({ default: 72000, description: "how long an idle keep-alive connection stays open, in ms (above a load balancer's idle timeout)" }),
     }),
     // "auto" = every core for the FFI engine, which measures 1 vs N threads per step size and
     // uses the faster (docs/benchmarks.md: a fixed 2 collapses under contention on 2 cores).

@@ -17,6 +17,7 @@
 // next generate() restarts it, so an idle worker burns no CPU.
 
 import { MoltbotError } from "../errors.js";
+import { HostPromptCache } from "./host-prompt-cache.js";
 import { KvPrefixCache } from "./kv-prefix-cache.js";
 import {
   floatView,
@@ -82,6 +83,12 @@ const DRAFT_MAX_SEQUENCES = 4;
 const PREFILL_SLICE_WHILE_STREAMING = 128;
 /** Cells kept free per running sequence when a prompt is admitted, so the running ones can grow. */
 const GROWTH_HEADROOM = 16;
+/**
+ * Idle sequences shorter than this are not saved to host memory, and a saved one is restored
+ * only when it holds at least this many more of the prompt than the KV buffer does: below it,
+ * evaluating the tokens costs about what copying their state does.
+ */
+const HOST_CACHE_MIN_TOKENS = 32;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -136,6 +143,7 @@ class FfiEngine implements Engine {
   private readonly speculative: boolean;
   private readonly chatTemplate: string | null;
   private readonly cache: KvPrefixCache | null;
+  private readonly hostCache: HostPromptCache | null;
   private readonly queue: Job[] = [];
   /** Admitted jobs, oldest first (preemption takes the last). */
   private readonly active: Job[] = [];
@@ -175,12 +183,15 @@ class FfiEngine implements Engine {
     this.chatTemplate = lib.llama_model_chat_template(model, null) ?? null;
     const kvCells = lib.llama_n_ctx(ctx);
     const memory = this.memory;
+    const host = !opts.embedding && (opts.promptCacheBytes ?? 0) > 0 ? new HostPromptCache(opts.promptCacheBytes!) : null;
+    this.hostCache = host;
     this.cache =
       opts.embedding || memory === null
         ? null
         : new KvPrefixCache(kvCells, lib.llama_n_seq_max(ctx), {
             copyPrefix: (src, dst, length) => lib.llama_memory_seq_cp(memory, src, dst, 0, length),
             removeFrom: (seq, from) => void lib.llama_memory_seq_rm(memory, seq, from, -1),
+            ...(host === null ? {} : { saveIdle: (seq: number, tokens: number[]) => this.saveToHost(host, seq, tokens) }),
           });
     const nHead = lib.llama_model_n_head(model);
     const headDim = nHead > 0 ? lib.llama_model_n_embd(model) / nHead : 0;
@@ -354,6 +365,7 @@ class FfiEngine implements Engine {
         continue;
       }
       const reuse = job.request.params.cachePrompt;
+      if (reuse && this.hostCache !== null) this.restoreFromHost(this.hostCache, job.tokens);
       const uncached = job.tokens.length - (reuse ? cache.peek(job.tokens) : 0);
       const room = cache.freeCells + cache.evictableCells() - this.pendingPromptCells() - GROWTH_HEADROOM * (this.active.length + 1);
       if (uncached > room && this.active.length > 0) return;
@@ -375,6 +387,37 @@ class FfiEngine implements Engine {
       }
       this.active.push(job);
     }
+  }
+
+  /** An idle sequence leaves the KV buffer: keep its cells' state in host memory. */
+  private saveToHost(host: HostPromptCache, seq: number, tokens: number[]): void {
+    if (tokens.length < HOST_CACHE_MIN_TOKENS) return;
+    const size = Number(this.lib.llama_state_seq_get_size(this.ctx, seq));
+    if (!host.fits(size)) return;
+    const data = Buffer.allocUnsafeSlow(size);
+    const n = Number(this.lib.llama_state_seq_get_data(this.ctx, data, size, seq));
+    if (n > 0) host.put({ tokens, data: data.subarray(0, n) });
+  }
+
+  /**
+   * Before a prompt is admitted: when host memory holds clearly more of it than the KV buffer,
+   * put those cells back (as an idle sequence the admission then takes over). Only when they
+   * and the prompt's rest fit beside what the running sequences need: never at their expense.
+   */
+  private restoreFromHost(host: HostPromptCache, prompt: number[]): void {
+    const cache = this.cache!;
+    const limit = prompt.length - 1;
+    const inKv = cache.peek(prompt);
+    if (host.peek(prompt, limit) < inKv + HOST_CACHE_MIN_TOKENS) return;
+    const found = host.take(prompt, limit, inKv + HOST_CACHE_MIN_TOKENS - 1)!;
+    const room = cache.freeCells + cache.evictableCells() - this.pendingPromptCells() - GROWTH_HEADROOM * (this.active.length + 1);
+    if (found.entry.tokens.length + prompt.length - found.depth > room) {
+      host.put(found.entry);
+      return;
+    }
+    const { data } = found.entry;
+    const seq = cache.restore(found.entry.tokens, found.depth, (s) => Number(this.lib.llama_state_seq_set_data(this.ctx, data, data.byteLength, s)) > 0);
+    if (seq < 0) host.put(found.entry);
   }
 
   private makeSampler(job: Job): SamplerPtr {

@@ -17,7 +17,10 @@
 // before, is evicted then (a conversation's next turn, or the next request on a shared
 // prefix, reuses it at once); sequences of conversations that keep being continued stay,
 // least recently used evicted first, within the engine's budget and whenever the buffer or
-// the ids run out. Running sequences are never evicted here.
+// the ids run out. Running sequences are never evicted here. When the engine can save idle
+// sequences elsewhere (KvMemoryOps.saveIdle: host memory), an idle sequence the next admitted
+// prompt does not take over leaves the buffer at once, saved, and `restore` brings it back
+// for a prompt that starts with it: the buffer then holds little beyond what is running.
 //
 // Hand-written: nothing in npm maps token prefixes onto llama.cpp's cells. Costs: a lookup is
 // O(prompt length); appending one token is O(1); attaching/evicting is O(path nodes).
@@ -27,6 +30,12 @@ export interface KvMemoryOps {
   copyPrefix(src: number, dst: number, length: number): void;
   /** Drop `seq`'s cells from position `from` on (0: all of them). */
   removeFrom(seq: number, from: number): void;
+  /**
+   * An idle sequence is about to leave the buffer; `tokens` are its positions 0..n-1. With
+   * this, idle sequences leave the buffer at the next admission that does not reuse them
+   * (saved elsewhere, e.g. in host memory), instead of staying while they earn hits.
+   */
+  saveIdle?(seq: number, tokens: number[]): void;
 }
 
 interface Node {
@@ -97,7 +106,8 @@ export class KvPrefixCache {
   acquire(prompt: readonly number[], reuse: boolean): PrefixLease | null {
     const lease = this.lease(prompt, reuse);
     if (lease !== null) {
-      for (let i = 0; i < this.seqs.length; i++) if (this.seqs[i]!.state === "idle" && this.seqs[i]!.hits === 0) this.evict(i);
+      const spill = this.ops.saveIdle !== undefined;
+      for (let i = 0; i < this.seqs.length; i++) if (this.seqs[i]!.state === "idle" && (spill || this.seqs[i]!.hits === 0)) this.drop(i);
     }
     return lease;
   }
@@ -140,7 +150,7 @@ export class KvPrefixCache {
     if (seq < 0) {
       seq = this.lruIdle(() => true);
       if (seq < 0) return null;
-      this.evict(seq);
+      this.drop(seq);
     }
     if (m.depth > 0) {
       const at = m.offset < m.node.tokens.length ? this.split(m.node, m.offset) : m.node;
@@ -195,7 +205,7 @@ export class KvPrefixCache {
     while (this.freeCells < needed) {
       const victim = this.lruIdle(() => true);
       if (victim < 0) return false;
-      this.evict(victim);
+      this.drop(victim);
     }
     return true;
   }
@@ -211,7 +221,7 @@ export class KvPrefixCache {
     while (this.evictableCells() > budget) {
       const victim = this.lruIdle(() => true);
       if (victim < 0) return;
-      this.evict(victim);
+      this.drop(victim);
     }
   }
 
@@ -237,6 +247,50 @@ export class KvPrefixCache {
       if (s.state === "idle" && accept(i) && (best < 0 || s.lastUse < this.seqs[best]!.lastUse)) best = i;
     }
     return best;
+  }
+
+  /**
+   * Put a saved sequence back into the buffer as an idle sequence holding the first `keep` of
+   * `tokens` (`load` fills the cells of all of them under the id it is given and says whether
+   * it did). Returns the id, or -1 when no id or not enough free cells can be had, or the load
+   * failed. The next `acquire` of a prompt starting with those tokens takes it over.
+   */
+  restore(tokens: readonly number[], keep: number, load: (seq: number) => boolean): number {
+    let seq = this.seqs.findIndex((s) => s.state === "empty");
+    if (seq < 0) {
+      seq = this.lruIdle(() => true);
+      if (seq < 0) return -1;
+      this.drop(seq);
+    }
+    if (!this.makeRoom(tokens.length) || !load(seq)) return -1;
+    const s = this.seqs[seq]!;
+    // Its own cells, not shared with any other sequence: a branch of its own from the root.
+    const node: Node = { tokens: tokens.slice(), parent: this.root, children: [], holders: new Set([seq]) };
+    this.root.children.push(node);
+    this.used += tokens.length;
+    s.leaf = node;
+    s.length = tokens.length;
+    s.state = "idle";
+    s.hits = 1;
+    s.lastUse = ++this.tick;
+    this.truncate(seq, keep);
+    return seq;
+  }
+
+  /** Evict an idle sequence by policy, saving it first when the ops can. */
+  private drop(seq: number): void {
+    const s = this.seqs[seq]!;
+    if (s.state === "idle" && s.length > 0 && this.ops.saveIdle !== undefined) this.ops.saveIdle(seq, this.tokensOf(seq));
+    this.evict(seq);
+  }
+
+  /** The tokens in `seq`'s cells, positions 0..n-1. */
+  private tokensOf(seq: number): number[] {
+    const runs: number[][] = [];
+    for (let n: Node | null = this.seqs[seq]!.leaf; n !== null && n !== this.root; n = n.parent) runs.push(n.tokens);
+    const out: number[] = [];
+    for (let i = runs.length - 1; i >= 0; i--) for (const t of runs[i]!) out.push(t);
+    return out;
   }
 
   /** Free `seq` entirely: its id becomes empty; cells no one else holds become free. */

@@ -222,6 +222,9 @@ export interface LibLlama {
   llama_memory_clear(mem: MemoryPtr, data: boolean): void;
   llama_memory_seq_rm(mem: MemoryPtr, seqId: number, p0: number, p1: number): boolean;
   llama_memory_seq_cp(mem: MemoryPtr, seqSrc: number, seqDst: number, p0: number, p1: number): void;
+  llama_state_seq_get_size(ctx: ContextPtr, seqId: number): number;
+  llama_state_seq_get_data(ctx: ContextPtr, dst: Uint8Array, size: number, seqId: number): number;
+  llama_state_seq_set_data(ctx: ContextPtr, src: Uint8Array, size: number, destSeqId: number): number;
   llama_sampler_chain_default_params(): { no_perf: boolean };
   llama_sampler_chain_init(params: { no_perf: boolean }): SamplerPtr;
   llama_sampler_chain_add(chain: SamplerPtr, smpl: SamplerPtr): void;
@@ -355,6 +358,9 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_memory_clear: f("void llama_memory_clear(void *mem, bool data)"),
     llama_memory_seq_rm: f("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
     llama_memory_seq_cp: f("void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)"),
+    llama_state_seq_get_size: f("size_t llama_state_seq_get_size(void *ctx, int32_t seq_id)"),
+    llama_state_seq_get_data: f("size_t llama_state_seq_get_data(void *ctx, _Out_ uint8_t *dst, size_t size, int32_t seq_id)"),
+    llama_state_seq_set_data: f("size_t llama_state_seq_set_data(void *ctx, const uint8_t *src, size_t size, int32_t dest_seq_id)"),
     llama_sampler_chain_default_params: f("llama_sampler_chain_params llama_sampler_chain_default_params(void)"),
     llama_sampler_chain_init: f("void *llama_sampler_chain_init(llama_sampler_chain_params params)"),
     llama_sampler_chain_add: f("void llama_sampler_chain_add(void *chain, void *smpl)"),

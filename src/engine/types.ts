@@ -19,6 +19,11 @@ export interface EngineLoadOptions {
    * Default: contextSize x min(parallel, 4).
    */
   kvCacheTokens?: number;
+  /**
+   * Bytes of host memory for finished sequences' KV cells saved when they leave the buffer, so
+   * a later prompt starting the same way restores them (0: none). Default 0.
+   */
+  promptCacheBytes?: number;
   /** Draft tokens by prompt lookup (n-gram speculative decoding). Default true. */
   speculative?: boolean;
 }

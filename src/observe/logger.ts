@@ -38,6 +38,10 @@ export interface Logger {
   readonly component: string;
   child(component: string): Logger;
   isLevelEnabled(level: RecordLevel): boolean;
+  /** The level now in force; shared by the root and its children. */
+  readonly level: LogLevel;
+  /** Change the level of the root and every child at once (a config reload). */
+  setLevel(level: LogLevel): void;
   debug(msg: string, fields?: LogFields): void;
   info(msg: string, fields?: LogFields): void;
   warning(msg: string, fields?: LogFields): void;
@@ -56,7 +60,8 @@ export function loggerOptions(log: MoltbotConfig["log"]): LoggerOptions {
 
 export function createLogger(opts: LoggerOptions): Logger {
   const sink = new Sink(opts);
-  const threshold = RANK[opts.level];
+  let level = opts.level;
+  let threshold = RANK[level];
   const clock = opts.clock ?? (() => new Date());
   const render = opts.format === "json" ? jsonLine : textLine(opts.utc === true);
 
@@ -69,7 +74,14 @@ export function createLogger(opts: LoggerOptions): Logger {
     return {
       component,
       child: (name) => make(name),
-      isLevelEnabled: (level) => RANK[level] >= threshold,
+      isLevelEnabled: (l) => RANK[l] >= threshold,
+      get level() {
+        return level;
+      },
+      setLevel: (next) => {
+        level = next;
+        threshold = RANK[next];
+      },
       debug: (msg, fields) => write("DEBUG", msg, fields),
       info: (msg, fields) => write("INFO", msg, fields),
       warning: (msg, fields) => write("WARNING", msg, fields),

@@ -41,6 +41,9 @@ export interface PoolEntry {
   pricing: Pricing;
 }
 
+/** What a config reload may change on a running entry (SIGHUP; src/server/reload.ts). */
+export type EntrySettings = Pick<PoolEntry, "name" | "priority" | "maxTokens" | "costLimit" | "pricing">;
+
 /** A generation that passed admission: it holds a slot and a reservation until `run` ends. */
 export interface GenerationAdmission {
   entry: PoolEntry;
@@ -91,6 +94,16 @@ export class ModelPool {
       );
     }
     return e;
+  }
+
+  /**
+   * New budgets, priority and pricing for existing entries, all or none. Requests admitted from
+   * now on see them; admitted ones keep their reservation and queue place.
+   */
+  applySettings(settings: readonly EntrySettings[]): void {
+    const unknown = settings.find((s) => !this.byName.has(s.name));
+    if (unknown) throw new Error(`no pool entry named ${unknown.name}`);
+    for (const s of settings) Object.assign(this.byName.get(s.name)!, { priority: s.priority, maxTokens: s.maxTokens, costLimit: s.costLimit, pricing: s.pricing });
   }
 
   isReady(): boolean {

@@ -3,6 +3,7 @@
 // priorities and fallbacks. Pure and synchronous, so every mistake in the pool is reported at
 // start with its key path, before any process is spawned.
 import type { MoltbotConfig } from "../config/schema.js";
+import { parseBytes } from "../config/units.js";
 import { MoltbotError } from "../errors.js";
 import type { RepositoryModel } from "../repository/repository.js";
 import type { Priority } from "../scheduler/priority.js";
@@ -19,6 +20,8 @@ export interface ModelPlan {
   kvCacheTokens: number | undefined;
   /** N-gram speculative decoding. */
   speculative: boolean;
+  /** Host memory for finished sequences' saved KV cells (0: none). */
+  promptCacheBytes: number;
 }
 
 export interface EntryPlan {
@@ -102,6 +105,7 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       contextSize: first?.context_size,
       kvCacheTokens: first?.batching?.kv_cache_tokens ?? cfg.batching.kv_cache_tokens,
       speculative: first?.batching?.speculative ?? cfg.batching.speculative,
+      promptCacheBytes: parseBytes(first?.batching?.cache_ram ?? cfg.batching.cache_ram),
     });
   }
   return { models, entries };

@@ -1,11 +1,12 @@
 // Builds the Fastify app: body parsing and validation, routes, the one error mapping, and
 // an access log line per request. Knows nothing about processes or files.
-import Fastify, { type FastifyInstance } from "fastify";
+import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
 import type { ModelPool } from "../pool/model-pool.js";
-import { errorReply } from "./errors-http.js";
+import { errorReply, shortUrl } from "./errors-http.js";
+import { MAX_URL_LENGTH, applyNodeTimeouts, httpLimitOptions, type HttpTimeouts } from "./http-limits.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
@@ -15,6 +16,9 @@ export interface AppOptions {
   log: Logger;
   bodyLimitBytes: number;
   isClosing: () => boolean;
+  timeouts: HttpTimeouts;
+  /** server.request_timeout_ms: an inference request's deadline (undefined: none). */
+  requestTimeoutMs: number | undefined;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -29,25 +33,36 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       // Wrong types are a 400, never silently coerced; unknown fields are left alone.
       customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true, allErrors: false },
     },
-    return503OnClosing: true,
+    // Our onRequest hook answers while draining, in OpenAI's shape with Retry-After (Fastify's own 503 has neither).
+    return503OnClosing: false,
+    ...httpLimitOptions(opts.timeouts, opts.log),
+    // Router refusals (bad percent-encoding, an over-long path segment) in OpenAI's shape too.
+    frameworkErrors: (err, _req, reply) => {
+      const { status, body } = errorReply(err);
+      void (reply as FastifyReply).code(status).send(body);
+    },
   });
+  applyNodeTimeouts(app.server, opts.timeouts);
   const log = opts.log.child("api");
 
   app.addHook("onRequest", async (req, reply) => {
     reply.header("x-request-id", req.id);
+    if (req.url.length > MAX_URL_LENGTH) throw new MoltbotError("uri_too_long", `the URL is ${req.url.length} characters; at most ${MAX_URL_LENGTH} are accepted`);
     if (opts.isClosing() && req.url !== "/healthz" && req.url !== "/readyz") {
       throw new MoltbotError("server_shutting_down", "the server is shutting down; retry on another instance");
     }
   });
 
   app.addHook("onResponse", async (req, reply) => {
-    log.info(`${req.method} ${req.url} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms id=${req.id}`);
+    log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms id=${req.id}`);
   });
 
   app.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorReply(err);
-    if (status >= 500) log.error(`${req.method} ${req.url}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
-    else if (status !== 404) log.warning(`Invalid request ${req.method} ${req.url}: ${body.error.message}`);
+    // A deadline a client or the operator set is not a fault of the server.
+    if (status === 504) log.warning(`${req.method} ${shortUrl(req.url)}: ${body.error.message}`);
+    else if (status >= 500) log.error(`${req.method} ${shortUrl(req.url)}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
+    else if (status !== 404) log.warning(`Invalid request ${req.method} ${shortUrl(req.url)}: ${body.error.message}`);
     const retryAfterS = err instanceof MoltbotError ? err.retryAfterS : undefined;
     if (retryAfterS !== undefined) reply.header("retry-after", String(retryAfterS));
     else if (status === 503) reply.header("retry-after", "1");
@@ -55,12 +70,12 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   app.setNotFoundHandler(async (req, reply) => {
-    const { status, body } = errorReply(new MoltbotError("route_not_found", `no route ${req.method} ${req.url}`));
+    const { status, body } = errorReply(new MoltbotError("route_not_found", `no route ${req.method} ${shortUrl(req.url)}`));
     return reply.code(status).send(body);
   });
 
   registerHealthRoutes(app, opts.pool, opts.isClosing);
-  registerOpenAIRoutes(app, opts.pool);
-  registerInferRoute(app, opts.pool);
+  registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
+  registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
   return app;
 }

@@ -1,6 +1,9 @@
 // Runs one generation for an HTTP request, streamed (SSE) or whole, and shapes the result
-// with a route-specific formatter. Client disconnects cancel the generation at once, which
-// frees the worker's slot.
+// with a route-specific formatter. A client that leaves, or a request past its deadline, cancels
+// the generation at once (./deadline.ts), which frees the worker's slot.
+//
+// Past the deadline the client gets 504 request_timeout; a stream that already sent its headers
+// gets one last event in OpenAI's error shape (`data: {"error": {...}}`), then `[DONE]`.
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { MoltbotError } from "../errors.js";
 import type { ModelPool, PoolEntry } from "../pool/model-pool.js";
@@ -8,6 +11,7 @@ import type { GenerationParams } from "../engine/types.js";
 import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
 import { errorReply } from "./errors-http.js";
+import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
 
 export interface Usage {
@@ -39,6 +43,8 @@ export interface GenerateCall {
   includeUsage: boolean;
   /** The response shape, for the entry that ends up serving (fallback may change it). */
   format: (entry: PoolEntry) => ResponseFormatter;
+  /** Milliseconds from the request's arrival to its 504; undefined: none (see ./deadline.ts). */
+  deadlineMs: number | undefined;
 }
 
 function retryAfter(err: unknown): Record<string, string> {
@@ -55,19 +61,14 @@ function usageOf(done: GenerationDone): Usage {
 }
 
 export async function serveGeneration(request: FastifyRequest, reply: FastifyReply, call: GenerateCall): Promise<void> {
-  const abort = new AbortController();
+  const life = new RequestLifetime(reply, call.deadlineMs);
   const res = reply.raw;
-  // 'close' on the response fires on completion too; only an unfinished response means the client left.
-  const onClose = () => {
-    if (!res.writableFinished) abort.abort();
-  };
-  res.on("close", onClose);
   const wantLogprobs = call.params.topLogprobs !== null;
 
   try {
     // Admission errors (unknown model, budget, queue) are thrown before anything is written,
     // so they keep their status code and Retry-After.
-    const admission = await call.pool.admit(call.model, call.prompt, call.params, abort.signal);
+    const admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal);
     const format = call.format(admission.entry);
     const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
     if (!call.stream) {
@@ -80,7 +81,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
             if (logprobs && lp) logprobs.push(...lp);
           },
         },
-        abort.signal,
+        life.signal,
       );
       if (fallbackHeader) void reply.headers(fallbackHeader);
       await reply.send(format.whole(text, logprobs, done, usageOf(done)));
@@ -103,14 +104,15 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
             first = false;
           },
         },
-        abort.signal,
+        life.signal,
       );
       const usage = usageOf(done);
       sse.send(format.lastChunk(done, usage));
       if (call.includeUsage) sse.send(format.usageChunk(usage));
       sse.end();
-    } catch (err) {
-      if (abort.signal.aborted) return;
+    } catch (caught) {
+      if (life.ended && !life.timedOut) return;
+      const err = life.ended ? life.reason : caught;
       const { status, body } = errorReply(err);
       if (!sse.started) {
         res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id), ...retryAfter(err) });
@@ -121,9 +123,8 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       }
     }
   } catch (err) {
-    if (abort.signal.aborted) throw new MoltbotError("invalid_request", "client closed the connection");
-    throw err;
+    throw life.ended ? life.reason : err;
   } finally {
-    res.off("close", onClose);
+    life.close();
   }
 }

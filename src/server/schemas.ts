@@ -6,14 +6,20 @@ import { Type, type Static, type TSchema } from "@sinclair/typebox";
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 
 const TextPart = Type.Object({ type: Type.Literal("text"), text: Type.String() });
+// Every other part OpenAI defines (image_url, input_audio, file, ...) passes the schema so the
+// route can refuse it by name as unsupported, instead of a 400 about a missing `text`.
+const OtherPart = Type.Object({ type: Type.String({ not: { const: "text" } }) });
 
 const ChatMessage = Type.Object({
   role: Type.Union([Type.Literal("system"), Type.Literal("developer"), Type.Literal("user"), Type.Literal("assistant"), Type.Literal("tool")]),
-  content: Nullable(Type.Union([Type.String(), Type.Array(TextPart)])),
+  content: Nullable(Type.Union([Type.String(), Type.Array(Type.Union([TextPart, OtherPart]))])),
   name: Type.Optional(Type.String()),
 });
 
 const Stop = Nullable(Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: 16 })]));
+
+/** Seconds this request may take (queued and generating), capped by server.request_timeout_ms. */
+const RequestTimeout = { timeout: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))) };
 
 /** Sampling fields shared by both generation routes. */
 const SamplingFields = {
@@ -35,6 +41,7 @@ const SamplingFields = {
   presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
   frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
   user: Type.Optional(Type.String()),
+  ...RequestTimeout,
 };
 
 export const ChatCompletionBody = Type.Object({
@@ -62,6 +69,7 @@ export const EmbeddingBody = Type.Object({
   encoding_format: Type.Optional(Type.Union([Type.Literal("float"), Type.Literal("base64")])),
   dimensions: Type.Optional(Type.Integer({ minimum: 1 })),
   user: Type.Optional(Type.String()),
+  ...RequestTimeout,
 });
 export type EmbeddingBody = Static<typeof EmbeddingBody>;
 
@@ -75,5 +83,6 @@ export const InferBody = Type.Object({
   seed: Type.Optional(Type.Integer()),
   stop: Type.Optional(Stop),
   cache_prompt: Type.Optional(Type.Boolean()),
+  ...RequestTimeout,
 });
 export type InferBody = Static<typeof InferBody>;

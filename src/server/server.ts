@@ -44,6 +44,7 @@ export class MoltbotServer {
   private app: FastifyInstance | undefined;
   private pool: ModelPool | undefined;
   private ledger: BudgetLedger | undefined;
+  private repo: RepositoryModel[] = [];
   private closing = false;
   private closed: Promise<void> | undefined;
 
@@ -65,6 +66,11 @@ export class MoltbotServer {
     return this.pool;
   }
 
+  /** The repository's models as opened at start (a config reload validates model_pool against them). */
+  get repository(): readonly RepositoryModel[] {
+    return this.repo;
+  }
+
   async start(): Promise<void> {
     const { loaded, log } = this.opts;
     const cfg = loaded.config;
@@ -76,6 +82,7 @@ export class MoltbotServer {
     }
 
     const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    this.repo = repo;
     const plan = planPool(cfg, repo, loaded.file ?? "config");
     const loaderLog = log.child("model_loader");
     const workers = new Map<string, { worker: ModelWorker; scheduler: ModelScheduler }>();
@@ -92,6 +99,7 @@ export class MoltbotServer {
           threads: this.opts.threads,
           embedding: model.active.config.type === "embedding",
           speculative: m.speculative,
+          promptCacheBytes: m.promptCacheBytes,
           ...(m.kvCacheTokens === undefined ? {} : { kvCacheTokens: m.kvCacheTokens }),
           engine: this.opts.engine,
         };
@@ -127,7 +135,14 @@ export class MoltbotServer {
     });
     this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock);
     const { buildApp } = await import("./app.js");
-    this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
+    this.app = buildApp({
+      pool: this.pool,
+      log,
+      bodyLimitBytes: parseBytes(cfg.server.body_limit),
+      isClosing: () => this.closing,
+      timeouts: { bodyTimeoutMs: cfg.server.body_timeout_ms, headersTimeoutMs: cfg.server.headers_timeout_ms, keepAliveTimeoutMs: cfg.server.keep_alive_timeout_ms },
+      requestTimeoutMs: cfg.server.request_timeout_ms,
+    });
     try {
       await this.app.ready();
       await loading;

@@ -15,6 +15,7 @@ export const WorkerInitSchema = Type.Object({
   embedding: Type.Boolean(),
   kvCacheTokens: Type.Optional(Type.Integer({ minimum: 16 })),
   speculative: Type.Boolean(),
+  promptCacheBytes: Type.Integer({ minimum: 0 }),
   engine: Type.Union([Type.Literal("ffi"), Type.Literal("node-llama-cpp")]),
 });
 export type WorkerInit = Static<typeof WorkerInitSchema>;

@@ -66,6 +66,7 @@ async function main(): Promise<void> {
       threads: init.threads,
       embedding: init.embedding,
       speculative: init.speculative,
+      promptCacheBytes: init.promptCacheBytes,
       ...(init.kvCacheTokens === undefined ? {} : { kvCacheTokens: init.kvCacheTokens }),
     });
   } catch (err) {

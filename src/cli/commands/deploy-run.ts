@@ -5,6 +5,7 @@ import { loadConfig } from "../../config/load.js";
 import { ensureDemoModel } from "../../demo/ensure-demo-model.js";
 import { resolveThreads } from "../../engine/threads.js";
 import { createLogger, loggerOptions } from "../../observe/logger.js";
+import { ConfigReloader } from "../../server/reload.js";
 import { MoltbotServer } from "../../server/server.js";
 import type { DeployArgs } from "./deploy.js";
 
@@ -15,7 +16,7 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
   if (args.threads !== undefined && (!Number.isInteger(args.threads) || args.threads < 1)) {
     throw new Error(`--threads: expected an integer >= 1, got ${args.threads}`);
   }
-  const loaded = loadConfig({
+  const loadOptions = {
     file: args.config,
     env: process.env,
     overrides: {
@@ -24,9 +25,26 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
       model_path: args["model-path"],
       log: { level: args["log-level"], format: args["log-format"] },
     },
-  });
+  };
+  const loaded = loadConfig(loadOptions);
   const cfg = loaded.config;
   const log = createLogger(loggerOptions(cfg.log));
+  // SIGHUP's default action kills the process: take it over before the (long) start, and
+  // reload once serving if it came during the start.
+  let reloader: ConfigReloader | undefined;
+  let reloadPending = false;
+  let signals = 0;
+  process.on("SIGHUP", () => {
+    if (signals > 0) return; // stopping
+    const target = loaded.file ?? "(no config file)";
+    if (reloader === undefined) {
+      reloadPending = true;
+      log.child("server").info(`SIGHUP received while starting: will re-read ${target} once serving`);
+      return;
+    }
+    log.child("server").info(`SIGHUP received: re-reading ${target}`);
+    reloader.reload();
+  });
   let modelPath = cfg.model_path;
   if (modelPath === undefined) {
     const demoLog = log.child("model_loader");
@@ -48,8 +66,10 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
     log.close();
     throw err;
   }
+  // The file as resolved at start; flags and environment keep their precedence over it.
+  reloader = new ConfigReloader({ load: { ...loadOptions, file: loaded.file }, started: cfg, pool: server.models, repository: server.repository, log });
+  if (reloadPending) reloader.reload();
 
-  let signals = 0;
   const stop = (signal: NodeJS.Signals) => {
     if (++signals > 1) {
       log.child("server").warning(`${signal} again: exiting without waiting`);

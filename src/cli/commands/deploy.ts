@@ -16,7 +16,7 @@ export interface DeployArgs {
 
 export const deployCommand: CommandModule<object, DeployArgs> = {
   command: "deploy",
-  describe: "Serve models over the OpenAI-compatible HTTP API (foreground; SIGTERM/SIGINT drain and exit)",
+  describe: "Serve models over the OpenAI-compatible HTTP API (foreground; SIGTERM/SIGINT drain and exit, SIGHUP re-reads the config)",
   builder: (y: Argv) =>
     y
       .option("model-path", { type: "string", requiresArg: true, describe: "model repository folder, version folder or GGUF file (default: model_path from the config, else the built-in demo model)" })

@@ -9,6 +9,7 @@ import type { GenerationParams } from "../../engine/types.js";
 import type { TokenLogprobEntry } from "../../workers/protocol.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
 import { serveGeneration, type ResponseFormatter } from "../generate.js";
+import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -44,9 +45,22 @@ export function samplingParams(body: SamplingInput, maxTokens: number | null, to
   };
 }
 
+/** The text of a message's content parts; any other kind of part is refused by name. */
+function partsText(parts: Array<{ type: string; text?: string }>, i: number): string {
+  return parts
+    .map((p, j) => {
+      if (p.type !== "text" || p.text === undefined) {
+        const param = `messages[${i}].content[${j}].type`;
+        throw new MoltbotError("unsupported_parameter", `${param}: '${p.type.slice(0, 64)}' content parts are not supported; send 'text' parts`, { param });
+      }
+      return p.text;
+    })
+    .join("");
+}
+
 function chatTurns(messages: ChatCompletionBody["messages"]): ChatTurn[] {
   return messages.map((m, i) => {
-    const content = m.content === null ? "" : typeof m.content === "string" ? m.content : m.content.map((p) => p.text).join("");
+    const content = m.content === null ? "" : typeof m.content === "string" ? m.content : partsText(m.content, i);
     if (m.content === null && m.role !== "assistant") throw new MoltbotError("invalid_request", `messages[${i}].content is null`, { param: `messages[${i}].content` });
     return { role: m.role, content };
   });
@@ -122,7 +136,8 @@ function completionFormatter(id: string, model: string, echo: string): ResponseF
   };
 }
 
-export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): void {
+/** `requestTimeoutMs`: server.request_timeout_ms (undefined: no deadline unless a body asks). */
+export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requestTimeoutMs: number | undefined): void {
   app.get("/v1/models", async () => ({
     object: "list",
     data: pool.entries.map((e) => ({
@@ -159,6 +174,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): voi
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
       format: (entry) => chatFormatter(`chatcmpl-${randomUUID()}`, entry.name),
+      deadlineMs: requestDeadlineMs(requestTimeoutMs, body.timeout),
     });
   });
 
@@ -182,13 +198,23 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): voi
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
       format: (entry) => completionFormatter(`cmpl-${randomUUID()}`, entry.name, body.echo ? prompt : ""),
+      deadlineMs: requestDeadlineMs(requestTimeoutMs, body.timeout),
     });
   });
 
-  app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req) => {
+  app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req, reply) => {
     const body = req.body;
     const inputs = typeof body.input === "string" ? [body.input] : body.input;
-    const { entry, data, promptTokens } = await pool.embed(body.model, inputs);
+    // A queued embedding leaves the queue at its deadline; one already evaluating (shared with
+    // other requests in one batch) finishes in the worker and is charged, but the answer is 504.
+    const life = new RequestLifetime(reply, requestDeadlineMs(requestTimeoutMs, body.timeout));
+    let embedded: Awaited<ReturnType<ModelPool["embed"]>>;
+    try {
+      embedded = await Promise.race([pool.embed(body.model, inputs, life.signal), life.whenEnded()]);
+    } finally {
+      life.close();
+    }
+    const { entry, data, promptTokens } = embedded;
     const dims = body.dimensions;
     if (dims !== undefined && data[0] && dims > data[0].length) {
       throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
