@@ -9,11 +9,12 @@
 // The first load failing is fatal (a bad model is the operator's to fix, not to retry).
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { Value } from "@sinclair/typebox/value";
 import { MoltbotError, type ErrorCode } from "../errors.js";
 import type { EngineModelInfo } from "../engine/types.js";
 import type { Logger } from "../observe/logger.js";
 import type { GenerationParams } from "../engine/types.js";
-import type { FinishReason, MainToWorker, PromptInput, TokenLogprobEntry, WorkerInit, WorkerToMain } from "./protocol.js";
+import { WorkerInitSchema, type FinishReason, type MainToWorker, type PromptInput, type TokenLogprobEntry, type WorkerInit, type WorkerToMain } from "./protocol.js";
 
 export type WorkerState = "starting" | "ready" | "restarting" | "failed" | "closing" | "closed";
 
@@ -85,6 +86,9 @@ export class ModelWorker {
     private readonly policy: RestartPolicy = { initialMs: 250, maxMs: 10_000, stableMs: 30_000 },
     private readonly clock: () => number = Date.now,
   ) {
+    // Here rather than in the worker, where loading TypeBox would slow every start (worker-main.ts).
+    const invalid = Value.Errors(WorkerInitSchema, init).First();
+    if (invalid !== undefined) throw new MoltbotError("internal_error", `worker init of ${init.name}: ${invalid.path || "(top level)"}: ${invalid.message}`);
     this.backoffMs = policy.initialMs;
   }
 

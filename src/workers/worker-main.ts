@@ -1,11 +1,10 @@
 // Entry of a model worker process: loads one model version and serves generate/embed
 // requests from the main process over the IPC channel. It exits when the parent goes away,
 // so a killed server never leaves orphaned workers holding memory.
-import { Value } from "@sinclair/typebox/value";
 import { MoltbotError } from "../errors.js";
 import { loadEngine } from "../engine/load-engine.js";
 import type { Engine } from "../engine/types.js";
-import { WorkerInitSchema, type MainToWorker, type WorkerToMain } from "./protocol.js";
+import type { MainToWorker, WorkerInit, WorkerToMain } from "./protocol.js";
 import { promptTokens, runGeneration } from "./generation.js";
 
 // Outgoing messages wait in an outbox and leave as one IPC write per turn of the event loop.
@@ -50,12 +49,15 @@ function errorFields(err: unknown): { code: MoltbotError["code"]; message: strin
 }
 
 async function main(): Promise<void> {
+  // Checked against WorkerInitSchema by the main process before it spawns this one
+  // (model-worker.ts): loading TypeBox here cost the worker's start, and with it the server's
+  // time to ready, ~170 ms (docs/benchmarks.md).
   const raw: unknown = JSON.parse(process.env.MOLTBOT_WORKER_INIT ?? "null");
-  if (!Value.Check(WorkerInitSchema, raw)) {
-    send({ type: "fatal", code: "internal_error", message: "worker started without a valid MOLTBOT_WORKER_INIT" });
+  if (typeof raw !== "object" || raw === null) {
+    send({ type: "fatal", code: "internal_error", message: "worker started without MOLTBOT_WORKER_INIT" });
     process.exit(2);
   }
-  const init = raw;
+  const init = raw as WorkerInit;
   const started = performance.now();
   let engine: Engine;
   try {
