@@ -27,7 +27,15 @@ await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
 const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 
 const commands: string[][] = [["--help"], ["deploy", "--help"], ["status", "--url", url], ["deploy", "--such-flag"]];
-const cases: Array<[string, string[]]> = [["node -e 0", ["-e", "0"]]];
+// What one GET costs a fresh process: Node 20's fetch loads undici on first use (and its
+// keep-alive timer holds the process after the answer); node:http is already in the binary.
+const fetchOnce = `fetch(${JSON.stringify(url)}).then((r) => r.text())`;
+const httpOnce = `require("node:http").get(${JSON.stringify(url)}, { agent: false }, (r) => r.resume())`;
+const cases: Array<[string, string[]]> = [
+  ["node -e 0", ["-e", "0"]],
+  ["node: one GET with fetch", ["-e", fetchOnce]],
+  ["node: one GET with node:http", ["-e", httpOnce]],
+];
 for (const c of commands) {
   const shown = c.map((a) => (a === url ? "URL" : a)).join(" ");
   if (values.baseline !== undefined) cases.push([`baseline: moltbot ${shown}`, [values.baseline, ...c]]);

@@ -1,7 +1,7 @@
 // `moltbot status`, the implementation: loaded by commands/status.ts only when the command runs.
-// Reads GET /admin/status under a timeout; once, or every --interval
-// seconds, redrawing the screen in place (cursor home, each line cleared to its end, the rest
-// of the screen cleared; the cursor hidden meanwhile) and riding out an unreachable server.
+// Reads GET /admin/status under a timeout, once or every --interval seconds; then it redraws
+// the screen in place (cursor home, each line cleared to its end, the rest of the screen
+// cleared; the cursor hidden meanwhile) and rides out an unreachable server.
 import type { ArgumentsCamelCase } from "yargs";
 import { MoltbotError } from "../../errors.js";
 import { readStatusDoc, type StatusDoc } from "../status-doc.js";
