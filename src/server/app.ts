@@ -4,10 +4,13 @@ import Fastify, { type FastifyInstance } from "fastify";
 import { randomUUID } from "node:crypto";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
+import type { ServerMetrics } from "../observe/metrics.js";
 import type { ModelPool } from "../pool/model-pool.js";
 import { errorReply } from "./errors-http.js";
+import { registerAdminRoutes, type ServerInfo } from "./routes/admin.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
+import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
 
 export interface AppOptions {
@@ -15,6 +18,10 @@ export interface AppOptions {
   log: Logger;
   bodyLimitBytes: number;
   isClosing: () => boolean;
+  metrics: ServerMetrics;
+  /** URL path of the Prometheus metrics; undefined: not served. */
+  metricsPath: string | undefined;
+  info: ServerInfo;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -62,5 +69,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerHealthRoutes(app, opts.pool, opts.isClosing);
   registerOpenAIRoutes(app, opts.pool);
   registerInferRoute(app, opts.pool);
+  registerAdminRoutes(app, opts.metrics, opts.info);
+  if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }

@@ -8,6 +8,7 @@ import { parseBytes } from "../config/units.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
+import { ServerMetrics } from "../observe/metrics.js";
 import { openSqliteLedger, ledgerPath } from "../ledger/sqlite-ledger.js";
 import type { BudgetLedger } from "../ledger/ledger.js";
 import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
@@ -56,6 +57,12 @@ export class MoltbotServer {
     return { host: a.address, port: a.port };
   }
 
+  /** "http://host:port" of the listener. */
+  get listenUrl(): string {
+    const { host, port } = this.address;
+    return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  }
+
   /** Where the ledger and other state live. */
   get dataDir(): string {
     return this.opts.loaded.dataDir;
@@ -70,6 +77,7 @@ export class MoltbotServer {
     const { loaded, log } = this.opts;
     const cfg = loaded.config;
     const started = performance.now();
+    const startedAt = new Date();
     for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
     const batchTimeouts = [cfg.batching, ...cfg.model_pool.map((e) => e.batching)].filter((b) => b?.timeout_ms !== undefined);
     if (batchTimeouts.length > 0) {
@@ -122,11 +130,19 @@ export class MoltbotServer {
       const model = plan.models.find((m) => m.model.name === e.model)!.model;
       return { ...e, model, worker, scheduler, created };
     });
-    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock);
-    this.app = buildApp({ pool: this.pool, log, bodyLimitBytes: parseBytes(cfg.server.body_limit), isClosing: () => this.closing });
+    const metrics = new ServerMetrics({ entries, ledger, prometheus: cfg.metrics.enabled, clock: this.opts.clock });
+    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock, metrics);
+    this.app = buildApp({
+      pool: this.pool,
+      log,
+      bodyLimitBytes: parseBytes(cfg.server.body_limit),
+      isClosing: () => this.closing,
+      metrics,
+      metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
+      info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
+    });
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
-    const { host, port } = this.address;
-    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+    log.child("server").info(`Listening on ${this.listenUrl} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
   }
 
   /** Drain and stop; resolves when everything is down. Idempotent. */

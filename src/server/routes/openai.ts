@@ -8,7 +8,7 @@ import type { ModelPool } from "../../pool/model-pool.js";
 import type { GenerationParams } from "../../engine/types.js";
 import type { TokenLogprobEntry } from "../../workers/protocol.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
-import { serveGeneration, type ResponseFormatter } from "../generate.js";
+import { failedStatus, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -185,10 +185,24 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): voi
     });
   });
 
-  app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req) => {
+  app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req, reply) => {
     const body = req.body;
+    const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
+    try {
+      return await embeddings(body, outcome);
+    } catch (err) {
+      outcome.status = failedStatus(err, false);
+      throw err;
+    } finally {
+      recordInference(req, reply, pool, body.model, "embedding", outcome);
+    }
+  });
+
+  async function embeddings(body: EmbeddingBody, outcome: InferenceOutcome) {
     const inputs = typeof body.input === "string" ? [body.input] : body.input;
     const { entry, data, promptTokens } = await pool.embed(body.model, inputs);
+    outcome.entry = entry;
+    outcome.promptTokens = promptTokens;
     const dims = body.dimensions;
     if (dims !== undefined && data[0] && dims > data[0].length) {
       throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
@@ -202,7 +216,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool): voi
       }),
       usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
     };
-  });
+  }
 }
 
 function renormalise(v: number[]): number[] {
