@@ -93,7 +93,7 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
   const gaps = o.completionTokens - 1;
   metrics.requestFinished({
     entry,
-    route: request.routeOptions.url ?? request.url,
+    route: request.routeOptions.url ?? "unknown",
     status: o.status,
     latencyMs,
     promptTokens: o.promptTokens,
