@@ -113,9 +113,10 @@ class PromMetrics {
     // Node's process_* and nodejs_* metrics of the main process (the workers' are below).
     // The event-loop delay monitor samples on a timer, 10 ms by default: 88 wake-ups a second
     // of an idle main process (measured), each one a chance to preempt a worker's compute
-    // thread on a small machine. 100 ms samples still give p50/p90/p99 over hundreds of
-    // samples between two scrapes, at a tenth of the wake-ups.
-    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
+    // thread on a small machine (docs/benchmarks.md, "Metrics"). One sample a second still
+    // shows a loop that lags for seconds; nodejs_eventloop_lag_seconds is measured at each
+    // scrape besides.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
     // These three are gauges named like counters, which promtool's lint rejects; each is the
     // sum of its per-type sibling (nodejs_active_handles{type}, ...), so nothing is lost.
     for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
