@@ -4,11 +4,14 @@ import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
+import type { ServerMetrics } from "../observe/metrics.js";
 import type { ModelPool } from "../pool/model-pool.js";
 import { errorReply, shortUrl } from "./errors-http.js";
 import { MAX_URL_LENGTH, applyNodeTimeouts, httpLimitOptions, type HttpTimeouts } from "./http-limits.js";
+import { registerAdminRoutes, type ServerInfo } from "./routes/admin.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
+import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
 
 export interface AppOptions {
@@ -19,6 +22,10 @@ export interface AppOptions {
   timeouts: HttpTimeouts;
   /** server.request_timeout_ms: an inference request's deadline (undefined: none). */
   requestTimeoutMs: number | undefined;
+  metrics: ServerMetrics;
+  /** URL path of the Prometheus metrics; undefined: not served. */
+  metricsPath: string | undefined;
+  info: ServerInfo;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -77,5 +84,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerHealthRoutes(app, opts.pool, opts.isClosing);
   registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
+  registerAdminRoutes(app, opts.metrics, opts.info);
+  if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }
