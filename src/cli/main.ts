@@ -5,6 +5,7 @@ import { MoltbotError } from "../errors.js";
 import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
+import { logsCommand } from "./commands/logs.js";
 
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
@@ -13,6 +14,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(deployCommand)
     .command(initCommand)
     .command(budgetCommand)
+    .command(logsCommand)
     .demandCommand(1, "name a command (see --help)")
     .recommendCommands()
     .strict()

@@ -89,5 +89,15 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
+    // logrotate's postrotate `kill -USR1`: the file was renamed away, write to a new one at the
+    // path. A listener also keeps Node from starting its inspector on SIGUSR1.
+    process.on("SIGUSR1", () => {
+      try {
+        log.reopen();
+        log.child("server").info("Log file reopened (SIGUSR1)");
+      } catch (err) {
+        log.child("server").error(`Cannot reopen the log file, still writing to the old one: ${(err as Error).message}`);
+      }
+    });
   },
 };
