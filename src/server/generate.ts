@@ -67,7 +67,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
   try {
     // Admission errors (unknown model, budget, queue) are thrown before anything is written,
     // so they keep their status code and Retry-After.
-    const admission = await call.pool.admit(call.model, call.prompt, call.params, abort.signal);
+    const admission = await call.pool.admit(call.model, call.prompt, call.params, abort.signal, String(request.id));
     const format = call.format(admission.entry);
     const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
     if (!call.stream) {
@@ -112,6 +112,8 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     } catch (err) {
       if (abort.signal.aborted) return;
       const { status, body } = errorReply(err);
+      // The reply is hijacked: Fastify's error handler, which logs the others, never sees this one.
+      call.pool.log[status >= 500 ? "error" : "warning"](`Stream of ${request.method} ${request.url} failed (${status}): ${body.error.message}`, { code: body.error.code, request_id: String(request.id) });
       if (!sse.started) {
         res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id), ...retryAfter(err) });
         res.end(JSON.stringify(body));
