@@ -20,7 +20,7 @@ export interface LogQuery {
   json: boolean;
 }
 
-/** Where the query stopped reading the current file, so `follow` goes on from there. */
+/** A file read position: the query reads the file with this inode up to `size`, no further. */
 export interface ReadMark {
   ino: number;
   size: number;
@@ -127,42 +127,44 @@ export class RecordPrinter {
 /**
  * Print the records of `query` from `file` and its rotated copies. Files wholly outside the
  * window are skipped by their first and last record; in the others the window's edges are
- * found by binary search. Returns where the current file was read to.
+ * found by binary search. With `upTo`, the file with that inode is read up to that size and
+ * newer files are left to `follow`.
  */
-export function runQuery(file: string, query: LogQuery, parser: LineParser, out: Output): ReadMark | undefined {
+export function runQuery(file: string, query: LogQuery, parser: LineParser, out: Output, upTo?: ReadMark): void {
   const printer = new RecordPrinter(query, parser, out);
-  let mark: ReadMark | undefined;
   for (const path of logFiles(file)) {
     let f: LogFile;
     try {
-      f = new LogFile(path, parser);
+      f = new LogFile(path, parser, upTo);
     } catch (err) {
       // Rotated away between the listing and the open: its records are in the next file.
       if ((err as NodeJS.ErrnoException).code === "ENOENT") continue;
       throw err;
     }
     try {
-      if (path === file) mark = { ino: f.ino, size: f.size };
-      if (f.size === 0) continue;
-      const { since, until } = query;
-      if (since !== undefined || until !== undefined) {
-        const span = f.span();
-        if (span === undefined || (since !== undefined && span.last < since) || (until !== undefined && span.first > until)) continue;
-      }
-      const start = since === undefined ? 0 : f.seek((t) => t >= since);
-      const end = until === undefined ? f.size : f.seek((t) => t > until);
-      if (start >= end) continue;
-      if (printer.passThrough) copyBytes(f.fd, start, end, out);
-      else {
-        forEachLine(f.fd, start, end, (line) => printer.line(line));
-        printer.flush();
-      }
+      if (f.size > 0) printWindow(f, query, printer, out);
     } finally {
       f.close();
     }
+    if (upTo !== undefined && f.ino === upTo.ino) break;
   }
   out.flush();
-  return mark;
+}
+
+function printWindow(f: LogFile, query: LogQuery, printer: RecordPrinter, out: Output): void {
+  const { since, until } = query;
+  if (since !== undefined || until !== undefined) {
+    const span = f.span();
+    if (span === undefined || (since !== undefined && span.last < since) || (until !== undefined && span.first > until)) return;
+  }
+  const start = since === undefined ? 0 : f.seek((t) => t >= since);
+  const end = until === undefined ? f.size : f.seek((t) => t > until);
+  if (start >= end) return;
+  if (printer.passThrough) copyBytes(f.fd, start, end, out);
+  else {
+    forEachLine(f.fd, start, end, (line) => printer.line(line));
+    printer.flush();
+  }
 }
 
 function copyBytes(fd: number, start: number, end: number, out: Output): void {
@@ -180,14 +182,20 @@ function copyBytes(fd: number, start: number, end: number, out: Output): void {
   if (last !== 0x0a) out.write("\n");
 }
 
-interface Tail {
-  fd: number;
-  ino: number;
+/** An open file being followed: read up to `pos`. */
+export interface Tail {
+  readonly fd: number;
+  readonly ino: number;
   pos: number;
   partial: Buffer;
 }
 
-function openTail(path: string, pos: "start" | "end" | number): Tail | undefined {
+/** Open `file` for `follow` at its end (undefined if it does not exist yet); open it before the query, see runQuery's `upTo`. */
+export function openAtEnd(file: string): Tail | undefined {
+  return openTail(file, "end");
+}
+
+function openTail(path: string, pos: "start" | "end"): Tail | undefined {
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -196,7 +204,7 @@ function openTail(path: string, pos: "start" | "end" | number): Tail | undefined
     throw err;
   }
   const st = fstatSync(fd);
-  return { fd, ino: st.ino, pos: pos === "start" ? 0 : pos === "end" ? st.size : pos, partial: Buffer.alloc(0) };
+  return { fd, ino: st.ino, pos: pos === "start" ? 0 : st.size, partial: Buffer.alloc(0) };
 }
 
 /** Read what was appended since the last call; complete lines go to `onLine`. */
@@ -224,22 +232,38 @@ function drain(t: Tail, onLine: (line: string) => void, final = false): void {
 }
 
 /**
+ * Files the logger rotated past since `ino` was at the path (several size rotations within
+ * one poll): the numbered copies newer than the one that is now `ino`, oldest first.
+ */
+function rotatedAfter(file: string, ino: number, current: number | undefined): Tail[] {
+  const rotated = logFiles(file).filter((p) => p !== file);
+  const inos = rotated.map((p) => {
+    try {
+      return statSync(p).ino;
+    } catch {
+      return -1;
+    }
+  });
+  const k = inos.indexOf(ino);
+  if (k < 0) return [];
+  return rotated
+    .slice(k + 1)
+    .filter((_p, j) => inos[k + 1 + j] !== current)
+    .map((p) => openTail(p, "start"))
+    .filter((t): t is Tail => t !== undefined);
+}
+
+/**
  * Print new records of `file` until `signal` aborts, polling every `intervalMs` (as `tail -F`
- * does: inotify misses renames on some filesystems). Starts at `from` when the file is still
- * the one the query read, else at the start of the new file; without `from`, at the end.
+ * does: inotify misses renames on some filesystems). Starts from `start` (see openAtEnd);
+ * without it, from the start of the file once it appears.
  * After a rename the old file is read to its end first: logrotate renames the file before the
  * server reopens, and the server goes on appending to the old file until then.
  */
-export async function follow(file: string, query: LogQuery, parser: LineParser, out: Output, from: ReadMark | undefined, signal?: AbortSignal, intervalMs = 100): Promise<void> {
+export async function follow(file: string, query: LogQuery, parser: LineParser, out: Output, start: Tail | undefined, signal?: AbortSignal, intervalMs = 100): Promise<void> {
   const printer = new RecordPrinter({ ...query, since: undefined, until: undefined }, parser, out);
   const onLine = (line: string) => printer.line(line);
-  let cur: Tail | undefined;
-  if (from !== undefined) {
-    cur = openTail(file, from.size);
-    if (cur !== undefined && cur.ino !== from.ino) cur.pos = 0;
-  } else {
-    cur = openTail(file, "end");
-  }
+  let cur = start;
   let replaced: Tail[] = [];
   try {
     while (signal?.aborted !== true) {
@@ -250,8 +274,10 @@ export async function follow(file: string, query: LogQuery, parser: LineParser, 
         st = undefined; // between logrotate's rename and create
       }
       if (st !== undefined && (cur === undefined || st.ino !== cur.ino)) {
-        if (cur !== undefined) replaced.push(cur);
-        cur = openTail(file, "start");
+        // Open first, list after: a file rotated away before the open is then in the list.
+        const next = openTail(file, "start");
+        if (cur !== undefined) replaced.push(cur, ...rotatedAfter(file, cur.ino, next?.ino));
+        cur = next;
       } else if (st !== undefined && cur !== undefined && st.size < cur.pos) {
         cur.pos = 0; // truncated in place (copytruncate)
         cur.partial = Buffer.alloc(0);

@@ -143,13 +143,13 @@ export class LogFile {
   constructor(
     readonly path: string,
     private readonly parser: LineParser,
-    /** Read no further than this (a file still growing is read up to where it was). */
-    limit?: number,
+    /** The file with this inode is read no further than this size (`follow` reads the rest). */
+    upTo?: { ino: number; size: number },
   ) {
     this.fd = openSync(path, "r");
     const st = fstatSync(this.fd);
     this.ino = st.ino;
-    this.size = limit === undefined ? st.size : Math.min(limit, st.size);
+    this.size = upTo !== undefined && upTo.ino === st.ino ? Math.min(upTo.size, st.size) : st.size;
   }
 
   close(): void {

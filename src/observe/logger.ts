@@ -232,7 +232,12 @@ class Sink {
           if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
         }
       }
-      renameSync(file, `${file}.1`);
+      try {
+        renameSync(file, `${file}.1`);
+      } catch (err) {
+        // logrotate moved the file away and SIGUSR1 has not come yet: start the new one all the same.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
     }
     this.open();
   }

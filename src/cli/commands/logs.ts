@@ -6,7 +6,7 @@ import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
 import { MoltbotError } from "../../errors.js";
 import { parseDuration } from "../../config/units.js";
 import { LEVELS, LineParser, logFiles } from "../../observe/log-reader.js";
-import { Output, follow, runQuery, type LogQuery } from "../../observe/log-query.js";
+import { Output, follow, openAtEnd, runQuery, type LogQuery } from "../../observe/log-query.js";
 
 interface LogsArgs {
   filter?: string;
@@ -124,13 +124,17 @@ export const logsCommand: CommandModule<object, LogsArgs> = {
       throw err;
     });
     const out = new Output();
+    if (!args.follow) {
+      runQuery(file, query, parser, out);
+      return;
+    }
+    // Opened before the query, so what is appended while the query reads is followed, once.
+    const tail = openAtEnd(file);
     // --follow alone starts at the end (new records only); with --last/--since it prints the window first.
-    const backlog = !args.follow || query.since !== undefined;
-    const mark = backlog ? runQuery(file, query, parser, out) : undefined;
-    if (!args.follow) return;
+    if (query.since !== undefined) runQuery(file, query, parser, out, tail === undefined ? undefined : { ino: tail.ino, size: tail.pos });
     const stop = new AbortController();
     process.once("SIGINT", () => stop.abort());
     process.once("SIGTERM", () => stop.abort());
-    await follow(file, query, parser, out, backlog ? (mark ?? { ino: -1, size: 0 }) : undefined, stop.signal);
+    await follow(file, query, parser, out, tail, stop.signal);
   },
 };
