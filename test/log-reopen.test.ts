@@ -34,6 +34,8 @@ function watch(child: ChildProcess) {
         };
         waiters.push(check);
         void exited.then(() => reject(new Error(`exited before ${re}:\n${out}`)));
+        // A bound, not a pause: fails with what came instead of hanging the run.
+        setTimeout(() => reject(new Error(`waited 60 s for ${re}, got:\n${out}`)), 60_000).unref();
         check();
       }),
   };
@@ -105,7 +107,8 @@ test("deploy reopens its log on SIGUSR1; request lines carry the request id and 
     renameSync(file, `${file}.1`); // logrotate's create mode
     writeFileSync(file, "");
     child.kill("SIGUSR1");
-    await w.until(/Log file reopened \(SIGUSR1\)/);
+    // The file, not stdout: the server writes stdout first, so its line may arrive earlier.
+    await waitFor("the reopen line in the new file", () => readFileSync(file, "utf8").includes("Log file reopened"));
     assert.match(readFileSync(file, "utf8"), /\[INFO\] \[server\] Log file reopened \(SIGUSR1\)\n$/);
 
     const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "none", maxRetries: 0 });
@@ -119,7 +122,7 @@ test("deploy reopens its log on SIGUSR1; request lines carry the request id and 
       body: JSON.stringify({ model: "tiny", messages: "not a list" }),
     });
     assert.equal(bad.status, 400);
-    await w.until(/req-bad-1[^\n]*\n[^\n]*req-bad-1/);
+    await waitFor("both lines of the refused request in the file", () => readFileSync(file, "utf8").split("req-bad-1").length === 3);
 
     const logs = await new Promise<string>((resolve, reject) =>
       execFile(process.execPath, [BIN, "logs", "--config", config, "--grep", "req-"], { encoding: "utf8" }, (err, stdout) => (err ? reject(err) : resolve(stdout))),

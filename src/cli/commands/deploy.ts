@@ -52,6 +52,16 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
     });
     const cfg = loaded.config;
     const log = createLogger(loggerOptions(cfg.log));
+    // logrotate's postrotate `kill -USR1`: the file was renamed away, write to a new one at the
+    // path. Installed at once: without a listener, SIGUSR1 starts Node's inspector.
+    process.on("SIGUSR1", () => {
+      try {
+        log.reopen();
+        log.child("server").info("Log file reopened (SIGUSR1)");
+      } catch (err) {
+        log.child("server").error(`Cannot reopen the log file, still writing to the old one: ${(err as Error).message}`);
+      }
+    });
     let modelPath = cfg.model_path;
     if (modelPath === undefined) {
       const demoLog = log.child("model_loader");
@@ -89,15 +99,5 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
     };
     process.on("SIGTERM", stop);
     process.on("SIGINT", stop);
-    // logrotate's postrotate `kill -USR1`: the file was renamed away, write to a new one at the
-    // path. A listener also keeps Node from starting its inspector on SIGUSR1.
-    process.on("SIGUSR1", () => {
-      try {
-        log.reopen();
-        log.child("server").info("Log file reopened (SIGUSR1)");
-      } catch (err) {
-        log.child("server").error(`Cannot reopen the log file, still writing to the old one: ${(err as Error).message}`);
-      }
-    });
   },
 };
