@@ -6,6 +6,7 @@ import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
 import { serviceCommand } from "./commands/service.js";
+import { logsCommand } from "./commands/logs.js";
 
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
@@ -15,6 +16,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(initCommand)
     .command(budgetCommand)
     .command(serviceCommand)
+    .command(logsCommand)
     .demandCommand(1, "name a command (see --help)")
     .recommendCommands()
     .strict()

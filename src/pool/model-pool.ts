@@ -68,7 +68,8 @@ function secondsToNextMonth(now: Date): number {
 
 export class ModelPool {
   private readonly byName = new Map<string, PoolEntry>();
-  private readonly log: Logger;
+  /** The "inference" logger; lines about a request carry its `request_id`. */
+  readonly log: Logger;
 
   constructor(
     readonly entries: PoolEntry[],
@@ -164,14 +165,14 @@ export class ModelPool {
   }
 
   /** Admit a generation on the named entry or, by its strategy, a fallback. */
-  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal): Promise<GenerationAdmission> {
+  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, requestId?: string): Promise<GenerationAdmission> {
     let entry = this.resolve(name, "llm");
     const tried = new Set<string>();
     const fallbacks: string[] = [];
     for (;;) {
       tried.add(entry.name);
       try {
-        return await this.admitOn(entry, prompt, params, signal, fallbacks);
+        return await this.admitOn(entry, prompt, params, signal, fallbacks, requestId);
       } catch (err) {
         const next = err instanceof MoltbotError && FALLBACK_CODES.has(err.code) ? this.fallbackOf(entry, tried) : undefined;
         if (!next) {
@@ -180,7 +181,7 @@ export class ModelPool {
         }
         const code = (err as MoltbotError).code;
         this.metrics?.fallback(entry, code);
-        this.log.warning(`Fallback from ${entry.name} to ${next.name}: ${code}`);
+        this.log.warning(`Fallback from ${entry.name} to ${next.name}`, { code, request_id: requestId });
         fallbacks.push(`${code} (${entry.name})`);
         entry = next;
       }
@@ -253,7 +254,7 @@ export class ModelPool {
     };
   }
 
-  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
+  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined): Promise<GenerationAdmission> {
     const worker = entry.worker;
     if (entry.maxTokens === undefined && entry.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
@@ -275,7 +276,7 @@ export class ModelPool {
           throw new MoltbotError("token_limit_exceeded", `prompt is ${promptTokens} tokens but ${entry.name} allows ${entry.maxTokens} tokens per inference (budget.max_tokens, prompt + completion)`, { param: "messages" });
         }
         const allowed = entry.maxTokens - promptTokens;
-        if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`);
+        if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`, { request_id: requestId });
         maxTokens = maxTokens === null ? allowed : Math.min(maxTokens, allowed);
       }
       if (entry.costLimit !== undefined) {

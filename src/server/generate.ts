@@ -13,7 +13,7 @@ import type { ModelPool, PoolEntry } from "../pool/model-pool.js";
 import type { GenerationParams } from "../engine/types.js";
 import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
-import { errorReply } from "./errors-http.js";
+import { errorReply, shortUrl } from "./errors-http.js";
 import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
 
@@ -129,7 +129,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
   try {
     // Admission errors (unknown model, budget, queue) are thrown before anything is written,
     // so they keep their status code and Retry-After.
-    const admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal);
+    const admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, String(request.id));
     outcome.entry = admission.entry;
     const format = call.format(admission.entry);
     const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
@@ -188,6 +188,8 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       outcome.status = failedStatus(err, clientLeft);
       if (clientLeft) return;
       const { status, body } = errorReply(err);
+      // The reply is hijacked: Fastify's error handler, which logs the others, never sees this one.
+      call.pool.log[status >= 500 ? "error" : "warning"](`Stream of ${request.method} ${shortUrl(request.url)} failed (${status}): ${body.error.message}`, { code: body.error.code, request_id: String(request.id) });
       if (!sse.started) {
         res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id), ...retryAfter(err) });
         res.end(JSON.stringify(body));
