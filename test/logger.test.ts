@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger, loggerOptions, type LoggerOptions } from "../src/observe/logger.js";
@@ -126,4 +126,22 @@ test("the file rotates at maxBytes, keeping `keep` old files", () => {
 test("loggerOptions maps the log section of a config", () => {
   const { config } = loadConfig({ env: { MOLTBOT_LOG_LEVEL: "warning" }, cwd: mkdtempSync(join(tmpdir(), "moltbot-log-")) });
   assert.deepEqual(loggerOptions(config.log), { level: "WARNING", format: "text", utc: false, file: undefined, maxBytes: 104857600, keep: 5 });
+});
+
+test("reopen() starts a new file at the path after a rename; size rotation survives a file moved away", () => {
+  const file = join(mkdtempSync(join(tmpdir(), "moltbot-log-")), "moltbot.log");
+  const line = "[2023-11-15 14:30:22] [INFO] [moltbot] 0\n".length;
+  const log = createLogger({ level: "INFO", format: "text", utc: true, stdout: false, clock, file, maxBytes: line * 2, keep: 2 });
+  log.info("0");
+  renameSync(file, `${file}.moved`);
+  log.info("1"); // still the moved file: SIGUSR1 has not come yet
+  log.info("2"); // past maxBytes: the path is gone, a new file starts there instead of a throw
+  renameSync(file, `${file}.moved2`);
+  log.reopen();
+  log.info("3");
+  log.close();
+  const read = (f: string): string => readFileSync(f, "utf8").replace(/\[[^\n]*\] /g, "");
+  assert.equal(read(`${file}.moved`), "0\n1\n");
+  assert.equal(read(`${file}.moved2`), "2\n");
+  assert.equal(read(file), "3\n");
 });

@@ -223,7 +223,7 @@ test("--help and status load none of the server's dependencies", async () => {
   const log = path.join(dir, "imports.log");
   await writeFile(path.join(dir, "hooks.mjs"), `import { appendFileSync } from "node:fs";\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + "\\n"); return r; }\n`);
   await writeFile(path.join(dir, "register.mjs"), `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`);
-  const heavy = /node_modules\/(fastify|@sinclair\/typebox|yaml|better-sqlite3|koffi|node-llama-cpp)\/|dist\/src\/(server|pool|workers|engine|ledger|config)\//;
+  const heavy = /node_modules\/(fastify|@sinclair\/typebox|yaml|better-sqlite3|koffi|node-llama-cpp)\/|dist\/src\/(server|pool|workers|engine|ledger)\/|dist\/src\/config\/(load|schema|template)\.js/;
   const { server, port } = await fakeStatusServer();
   try {
     for (const args of [["--help"], ["deploy", "--help"], ["status", "--url", `http://127.0.0.1:${port}`]]) {

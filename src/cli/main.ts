@@ -9,6 +9,7 @@ import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
 import { serviceCommand } from "./commands/service.js";
+import { logsCommand } from "./commands/logs.js";
 import { statusCommand } from "./commands/status.js";
 
 // `any`: each command has its own argument type.
@@ -18,6 +19,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   statusCommand,
   budgetCommand,
   serviceCommand,
+  logsCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

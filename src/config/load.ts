@@ -50,7 +50,6 @@ export const NOT_YET_ENFORCED: readonly string[] = [
   "cache",
   "security",
   "audit",
-  "metrics",
 ];
 
 interface EnvVar {

@@ -49,6 +49,13 @@ export interface Logger {
   critical(msg: string, fields?: LogFields): void;
   /** Always written, whatever the level. */
   audit(msg: string, fields?: LogFields): void;
+  /**
+   * Reopen the file at its path (after logrotate renamed it away, `kill -USR1`). Records
+   * written before the call are in the old file, records after it in the new one: writes are
+   * synchronous, so none is lost or doubled. Throws if the path cannot be opened; the old
+   * file then stays in use.
+   */
+  reopen(): void;
   /** Close the file (writes are already flushed). Shared by the root and its children. */
   close(): void;
 }
@@ -88,6 +95,7 @@ export function createLogger(opts: LoggerOptions): Logger {
       error: (msg, fields) => write("ERROR", msg, fields),
       critical: (msg, fields) => write("CRITICAL", msg, fields),
       audit: (msg, fields) => write("AUDIT", msg, fields),
+      reopen: () => sink.reopen(),
       close: () => sink.close(),
     };
   };
@@ -207,10 +215,18 @@ class Sink {
     this.fd = undefined;
   }
 
+  reopen(): void {
+    if (this.closed || this.file === undefined) return;
+    const old = this.fd;
+    this.open();
+    if (old !== undefined) closeSync(old);
+  }
+
   private open(): void {
     // Not world-readable: records name users and, with audit include_content, prompts.
-    this.fd = openSync(this.file!, "a", 0o640);
-    this.size = fstatSync(this.fd).size;
+    const fd = openSync(this.file!, "a", 0o640);
+    this.fd = fd;
+    this.size = fstatSync(fd).size;
   }
 
   /** file -> file.1 -> ... -> file.<keep>; the oldest falls off. keep 0 just starts afresh. */
@@ -228,7 +244,12 @@ class Sink {
           if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
         }
       }
-      renameSync(file, `${file}.1`);
+      try {
+        renameSync(file, `${file}.1`);
+      } catch (err) {
+        // logrotate moved the file away and SIGUSR1 has not come yet: start the new one all the same.
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+      }
     }
     this.open();
   }

@@ -7,6 +7,7 @@
 // when it fails or the client leaves.
 import { MoltbotError, type ErrorCode } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
+import type { ServerMetrics } from "../observe/metrics.js";
 import type { RepositoryModel } from "../repository/repository.js";
 import type { ModelScheduler, SlotLease } from "../scheduler/model-scheduler.js";
 import type { Priority } from "../scheduler/priority.js";
@@ -55,6 +56,11 @@ export interface GenerationAdmission {
 /** Errors after which a request may go to the next entry. */
 const FALLBACK_CODES: ReadonlySet<ErrorCode> = new Set(["budget_exceeded", "worker_unavailable", "worker_crashed", "queue_full"]);
 
+/** Refusals counted as shed when no fallback takes the request. */
+type ShedCode = "queue_full" | "queue_timeout" | "budget_exceeded";
+const SHED_CODES: ReadonlySet<ErrorCode> = new Set<ShedCode>(["queue_full", "queue_timeout", "budget_exceeded"]);
+const isShed = (err: unknown): err is MoltbotError & { code: ShedCode } => err instanceof MoltbotError && SHED_CODES.has(err.code);
+
 function secondsToNextMonth(now: Date): number {
   const next = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
   return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
@@ -62,13 +68,16 @@ function secondsToNextMonth(now: Date): number {
 
 export class ModelPool {
   private readonly byName = new Map<string, PoolEntry>();
-  private readonly log: Logger;
+  /** The "inference" logger; lines about a request carry its `request_id`. */
+  readonly log: Logger;
 
   constructor(
     readonly entries: PoolEntry[],
     private readonly ledger: BudgetLedger,
     log: Logger,
     private readonly clock: () => Date = () => new Date(),
+    /** Where fallbacks, shedding and queue waits are counted. */
+    readonly metrics?: ServerMetrics,
   ) {
     for (const e of entries) this.byName.set(e.name, e);
     this.log = log.child("inference");
@@ -121,11 +130,15 @@ export class ModelPool {
     const limited = entry.costLimit !== undefined;
     const reservation = limited ? this.ledger.reserve(entry.name, costOf(bound, 0, entry.pricing), entry.costLimit!) : null;
     if (limited && reservation === null) {
+      this.metrics?.shed(entry, "budget_exceeded");
       throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit})`, { retryAfterS: secondsToNextMonth(this.clock()) });
     }
     let cost = 0;
     try {
-      const lease = await entry.scheduler.acquire(entry.priority, signal);
+      const lease = await this.slot(entry, signal).catch((err: unknown) => {
+        if (isShed(err)) this.metrics?.shed(entry, err.code);
+        throw err;
+      });
       try {
         const r = await entry.worker.embed(inputs);
         const promptTokens = r.tokens.reduce((a, b) => a + b, 0);
@@ -152,19 +165,23 @@ export class ModelPool {
   }
 
   /** Admit a generation on the named entry or, by its strategy, a fallback. */
-  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal): Promise<GenerationAdmission> {
+  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, requestId?: string): Promise<GenerationAdmission> {
     let entry = this.resolve(name, "llm");
     const tried = new Set<string>();
     const fallbacks: string[] = [];
     for (;;) {
       tried.add(entry.name);
       try {
-        return await this.admitOn(entry, prompt, params, signal, fallbacks);
+        return await this.admitOn(entry, prompt, params, signal, fallbacks, requestId);
       } catch (err) {
         const next = err instanceof MoltbotError && FALLBACK_CODES.has(err.code) ? this.fallbackOf(entry, tried) : undefined;
-        if (!next) throw err;
+        if (!next) {
+          if (isShed(err)) this.metrics?.shed(entry, err.code);
+          throw err;
+        }
         const code = (err as MoltbotError).code;
-        this.log.warning(`Fallback from ${entry.name} to ${next.name}: ${code}`);
+        this.metrics?.fallback(entry, code);
+        this.log.warning(`Fallback from ${entry.name} to ${next.name}`, { code, request_id: requestId });
         fallbacks.push(`${code} (${entry.name})`);
         entry = next;
       }
@@ -219,6 +236,17 @@ export class ModelPool {
     };
   }
 
+  /** A slot from the entry's scheduler; the wait is observed. */
+  private slot(entry: PoolEntry, signal: AbortSignal | undefined): Promise<SlotLease> {
+    const metrics = this.metrics;
+    if (!metrics) return entry.scheduler.acquire(entry.priority, signal);
+    const t0 = performance.now();
+    return entry.scheduler.acquire(entry.priority, signal).then((lease) => {
+      metrics.queueWait(entry, performance.now() - t0);
+      return lease;
+    });
+  }
+
   /** Spend of an entry without a cost limit is recorded after the fact, and only when priced. */
   private recorder(entry: PoolEntry): (cost: number) => void {
     return (cost) => {
@@ -226,13 +254,13 @@ export class ModelPool {
     };
   }
 
-  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[]): Promise<GenerationAdmission> {
+  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined): Promise<GenerationAdmission> {
     const worker = entry.worker;
     if (entry.maxTokens === undefined && entry.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
       // (measured: together ~2 ms of time to first token on the demo model).
       if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
-      const lease = await entry.scheduler.acquire(entry.priority, signal);
+      const lease = await this.slot(entry, signal);
       return this.admission(entry, fallbacks, lease, prompt, params, this.recorder(entry));
     }
     const prepared = await worker.prepare(prompt);
@@ -248,7 +276,7 @@ export class ModelPool {
           throw new MoltbotError("token_limit_exceeded", `prompt is ${promptTokens} tokens but ${entry.name} allows ${entry.maxTokens} tokens per inference (budget.max_tokens, prompt + completion)`, { param: "messages" });
         }
         const allowed = entry.maxTokens - promptTokens;
-        if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`);
+        if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`, { request_id: requestId });
         maxTokens = maxTokens === null ? allowed : Math.min(maxTokens, allowed);
       }
       if (entry.costLimit !== undefined) {
@@ -262,7 +290,7 @@ export class ModelPool {
           });
         }
       }
-      const lease = await entry.scheduler.acquire(entry.priority, signal);
+      const lease = await this.slot(entry, signal);
       const held = reservation;
       const charge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
       return this.admission(entry, fallbacks, lease, prepared, { ...params, maxTokens }, charge);

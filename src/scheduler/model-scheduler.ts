@@ -134,6 +134,11 @@ export class ModelScheduler {
     return this.queuedCount;
   }
 
+  /** Slots: requests that may run in the worker at once. */
+  get capacity(): number {
+    return this.slots;
+  }
+
   queuedByPriority(): Record<Priority, number> {
     return { high: this.lists[0].size, normal: this.lists[1].size, low: this.lists[2].size };
   }

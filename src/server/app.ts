@@ -4,11 +4,14 @@ import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
+import type { ServerMetrics } from "../observe/metrics.js";
 import type { ModelPool } from "../pool/model-pool.js";
 import { errorReply, shortUrl } from "./errors-http.js";
 import { MAX_URL_LENGTH, applyNodeTimeouts, httpLimitOptions, type HttpTimeouts } from "./http-limits.js";
+import { registerAdminRoutes, type ServerInfo } from "./routes/admin.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
+import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
 
 export interface AppOptions {
@@ -19,6 +22,10 @@ export interface AppOptions {
   timeouts: HttpTimeouts;
   /** server.request_timeout_ms: an inference request's deadline (undefined: none). */
   requestTimeoutMs: number | undefined;
+  metrics: ServerMetrics;
+  /** URL path of the Prometheus metrics; undefined: not served. */
+  metricsPath: string | undefined;
+  info: ServerInfo;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -54,15 +61,17 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   });
 
   app.addHook("onResponse", async (req, reply) => {
-    log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms id=${req.id}`);
+    log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`, { request_id: req.id });
   });
 
   app.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorReply(err);
+    // Fields, so `moltbot logs --grep <id>` finds every line of a request and JSON logs carry them as keys.
+    const fields = { code: body.error.code, request_id: req.id };
     // A deadline a client or the operator set is not a fault of the server.
-    if (status === 504) log.warning(`${req.method} ${shortUrl(req.url)}: ${body.error.message}`);
-    else if (status >= 500) log.error(`${req.method} ${shortUrl(req.url)}: ${body.error.code}: ${body.error.message}${err instanceof MoltbotError ? "" : ` (${(err as Error).stack ?? String(err)})`}`);
-    else if (status !== 404) log.warning(`Invalid request ${req.method} ${shortUrl(req.url)}: ${body.error.message}`);
+    if (status === 504) log.warning(`${req.method} ${shortUrl(req.url)}: ${body.error.message}`, fields);
+    else if (status >= 500) log.error(`${req.method} ${shortUrl(req.url)}: ${body.error.message}`, err instanceof MoltbotError ? fields : { ...fields, error: (err as Error).stack ?? String(err) });
+    else if (status !== 404) log.warning(`Request refused ${req.method} ${shortUrl(req.url)} (${status}): ${body.error.message}`, fields);
     const retryAfterS = err instanceof MoltbotError ? err.retryAfterS : undefined;
     if (retryAfterS !== undefined) reply.header("retry-after", String(retryAfterS));
     else if (status === 503) reply.header("retry-after", "1");
@@ -77,5 +86,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerHealthRoutes(app, opts.pool, opts.isClosing);
   registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
+  registerAdminRoutes(app, opts.metrics, opts.info);
+  if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }

@@ -4,13 +4,16 @@
 //
 // Past the deadline the client gets 504 request_timeout; a stream that already sent its headers
 // gets one last event in OpenAI's error shape (`data: {"error": {...}}`), then `[DONE]`.
+//
+// Each request that named a served model is recorded once when it ends (metrics and
+// /admin/status), whatever its status; nothing is recorded per token.
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { MoltbotError } from "../errors.js";
 import type { ModelPool, PoolEntry } from "../pool/model-pool.js";
 import type { GenerationParams } from "../engine/types.js";
 import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
-import { errorReply } from "./errors-http.js";
+import { errorReply, shortUrl } from "./errors-http.js";
 import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
 
@@ -60,15 +63,74 @@ function usageOf(done: GenerationDone): Usage {
   };
 }
 
+/** What one inference request did, for `recordInference`. */
+export interface InferenceOutcome {
+  /** The entry that served it; undefined when it never got one (the named entry is used). */
+  entry: PoolEntry | undefined;
+  status: number;
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  /** Milliseconds since the request arrived (reply.elapsedTime) at its first text, -1 if none. */
+  firstTextMs: number;
+  /** At its end, when it finished normally. */
+  doneMs: number;
+}
+
+// nginx's code for a client that closed the connection before the response: counted as an error.
+const CLIENT_CLOSED = 499;
+
+/** The status a failed request ends with, for the record. */
+export function failedStatus(err: unknown, clientLeft: boolean): number {
+  return clientLeft ? CLIENT_CLOSED : errorReply(err).status;
+}
+
+/** Records a finished inference request; one that named no served model is not recorded. */
+export function recordInference(request: FastifyRequest, reply: FastifyReply, pool: ModelPool, named: string | undefined, type: "llm" | "embedding", o: InferenceOutcome): void {
+  const metrics = pool.metrics;
+  if (!metrics) return;
+  let entry = o.entry;
+  if (!entry) {
+    try {
+      entry = pool.resolve(named, type);
+    } catch {
+      return;
+    }
+  }
+  const latencyMs = reply.elapsedTime;
+  const gaps = o.completionTokens - 1;
+  metrics.requestFinished({
+    entry,
+    route: request.routeOptions.url ?? "unknown",
+    status: o.status,
+    latencyMs,
+    promptTokens: o.promptTokens,
+    completionTokens: o.completionTokens,
+    cachedTokens: o.cachedTokens,
+    ttftMs: o.firstTextMs >= 0 ? o.firstTextMs : undefined,
+    // The last text arrives with `done` (one IPC message per engine step), so the span from
+    // the first text to done over the gaps is the mean inter-token gap, at no per-token cost.
+    interTokenMs: o.firstTextMs >= 0 && o.doneMs > 0 && gaps > 0 ? (o.doneMs - o.firstTextMs) / gaps : undefined,
+  });
+}
+
 export async function serveGeneration(request: FastifyRequest, reply: FastifyReply, call: GenerateCall): Promise<void> {
   const life = new RequestLifetime(reply, call.deadlineMs);
   const res = reply.raw;
   const wantLogprobs = call.params.topLogprobs !== null;
+  const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
+  const ended = (done: GenerationDone) => {
+    outcome.promptTokens = done.promptTokens;
+    outcome.completionTokens = done.completionTokens;
+    outcome.cachedTokens = done.cachedTokens;
+    outcome.doneMs = reply.elapsedTime;
+  };
 
   try {
     // Admission errors (unknown model, budget, queue) are thrown before anything is written,
     // so they keep their status code and Retry-After.
-    const admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal);
+    const admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, String(request.id));
+    outcome.entry = admission.entry;
     const format = call.format(admission.entry);
     const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
     if (!call.stream) {
@@ -76,13 +138,19 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
       const done = await admission.run(
         {
-          onText(delta, lp) {
+          onStart(n) {
+            outcome.promptTokens = n;
+          },
+          onText(delta, lp, n) {
+            if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
+            outcome.completionTokens = n;
             text += delta;
             if (logprobs && lp) logprobs.push(...lp);
           },
         },
         life.signal,
       );
+      ended(done);
       if (fallbackHeader) void reply.headers(fallbackHeader);
       await reply.send(format.whole(text, logprobs, done, usageOf(done)));
       return;
@@ -94,26 +162,34 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     try {
       const done = await admission.run(
         {
-          onStart() {
+          onStart(n) {
+            outcome.promptTokens = n;
             // Role chunk first, as OpenAI does, so clients see the stream open before the first token.
             sse.send(format.chunk("", undefined, true));
             first = false;
           },
-          onText(delta, lp) {
+          onText(delta, lp, n) {
+            if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
+            outcome.completionTokens = n;
             sse.send(format.chunk(delta, lp, first));
             first = false;
           },
         },
         life.signal,
       );
+      ended(done);
       const usage = usageOf(done);
       sse.send(format.lastChunk(done, usage));
       if (call.includeUsage) sse.send(format.usageChunk(usage));
       sse.end();
     } catch (caught) {
-      if (life.ended && !life.timedOut) return;
+      const clientLeft = life.ended && !life.timedOut;
       const err = life.ended ? life.reason : caught;
+      outcome.status = failedStatus(err, clientLeft);
+      if (clientLeft) return;
       const { status, body } = errorReply(err);
+      // The reply is hijacked: Fastify's error handler, which logs the others, never sees this one.
+      call.pool.log[status >= 500 ? "error" : "warning"](`Stream of ${request.method} ${shortUrl(request.url)} failed (${status}): ${body.error.message}`, { code: body.error.code, request_id: String(request.id) });
       if (!sse.started) {
         res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id), ...retryAfter(err) });
         res.end(JSON.stringify(body));
@@ -123,8 +199,12 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       }
     }
   } catch (err) {
-    throw life.ended ? life.reason : err;
+    const clientLeft = life.ended && !life.timedOut;
+    const failure = life.ended ? life.reason : err;
+    outcome.status = failedStatus(failure, clientLeft);
+    throw failure;
   } finally {
     life.close();
+    recordInference(request, reply, call.pool, call.model, "llm", outcome);
   }
 }

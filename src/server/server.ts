@@ -8,6 +8,7 @@ import { parseBytes } from "../config/units.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
+import { ServerMetrics } from "../observe/metrics.js";
 import { openSqliteLedger, ledgerPath } from "../ledger/sqlite-ledger.js";
 import type { BudgetLedger } from "../ledger/ledger.js";
 import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
@@ -56,6 +57,12 @@ export class MoltbotServer {
     return { host: a.address, port: a.port };
   }
 
+  /** "http://host:port" of the listener. */
+  get listenUrl(): string {
+    const { host, port } = this.address;
+    return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+  }
+
   /** Where the ledger and other state live. */
   get dataDir(): string {
     return this.opts.loaded.dataDir;
@@ -75,6 +82,7 @@ export class MoltbotServer {
     const { loaded, log } = this.opts;
     const cfg = loaded.config;
     const started = performance.now();
+    const startedAt = new Date();
     for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
     const batchTimeouts = [cfg.batching, ...cfg.model_pool.map((e) => e.batching)].filter((b) => b?.timeout_ms !== undefined);
     if (batchTimeouts.length > 0) {
@@ -133,7 +141,8 @@ export class MoltbotServer {
       const model = plan.models.find((m) => m.model.name === e.model)!.model;
       return { ...e, model, worker, scheduler, created };
     });
-    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock);
+    const metrics = new ServerMetrics({ entries, ledger, prometheus: cfg.metrics.enabled, clock: this.opts.clock });
+    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock, metrics);
     const { buildApp } = await import("./app.js");
     this.app = buildApp({
       pool: this.pool,
@@ -142,6 +151,9 @@ export class MoltbotServer {
       isClosing: () => this.closing,
       timeouts: { bodyTimeoutMs: cfg.server.body_timeout_ms, headersTimeoutMs: cfg.server.headers_timeout_ms, keepAliveTimeoutMs: cfg.server.keep_alive_timeout_ms },
       requestTimeoutMs: cfg.server.request_timeout_ms,
+      metrics,
+      metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
+      info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
     });
     try {
       await this.app.ready();
@@ -154,8 +166,7 @@ export class MoltbotServer {
       throw err;
     }
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
-    const { host, port } = this.address;
-    log.child("server").info(`Listening on http://${host.includes(":") ? `[${host}]` : host}:${port} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+    log.child("server").info(`Listening on ${this.listenUrl} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
   }
 
   /** Drain and stop; resolves when everything is down. Idempotent. */

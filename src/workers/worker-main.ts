@@ -162,6 +162,9 @@ async function main(): Promise<void> {
   // over IPC instead, so in-flight requests finish before the worker goes.
   process.on("SIGINT", () => {});
   process.on("SIGTERM", () => {});
+  // A log-rotation SIGUSR1 sent to the whole group (systemctl kill) would otherwise start
+  // Node's inspector here; the worker has no log file of its own.
+  process.on("SIGUSR1", () => {});
   // The parent died or closed the channel: nothing can reach a client any more.
   process.on("disconnect", () => process.exit(0));
   send({ type: "ready", info: engine.info, loadMs: Math.round(performance.now() - started) });

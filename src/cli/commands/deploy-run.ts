@@ -29,6 +29,16 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
   const loaded = loadConfig(loadOptions);
   const cfg = loaded.config;
   const log = createLogger(loggerOptions(cfg.log));
+  // logrotate's postrotate `kill -USR1`: the file was renamed away, write to a new one at the
+  // path. Installed at once: without a listener, SIGUSR1 starts Node's inspector.
+  process.on("SIGUSR1", () => {
+    try {
+      log.reopen();
+      log.child("server").info("Log file reopened (SIGUSR1)");
+    } catch (err) {
+      log.child("server").error(`Cannot reopen the log file, still writing to the old one: ${(err as Error).message}`);
+    }
+  });
   // SIGHUP's default action kills the process: take it over before the (long) start, and
   // reload once serving if it came during the start.
   let reloader: ConfigReloader | undefined;

@@ -1,14 +1,14 @@
 // OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models.
 // All OpenAI JSON shapes live here; workers only ever see typed prompts and parameters.
 import { randomUUID } from "node:crypto";
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyReply } from "fastify";
 import { MoltbotError } from "../../errors.js";
 import type { ChatTurn } from "../../engine/types.js";
 import type { ModelPool } from "../../pool/model-pool.js";
 import type { GenerationParams } from "../../engine/types.js";
 import type { TokenLogprobEntry } from "../../workers/protocol.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
-import { serveGeneration, type ResponseFormatter } from "../generate.js";
+import { failedStatus, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
 import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -204,6 +204,18 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
 
   app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req, reply) => {
     const body = req.body;
+    const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
+    try {
+      return await embeddings(body, reply, outcome);
+    } catch (err) {
+      outcome.status = failedStatus(err, false);
+      throw err;
+    } finally {
+      recordInference(req, reply, pool, body.model, "embedding", outcome);
+    }
+  });
+
+  async function embeddings(body: EmbeddingBody, reply: FastifyReply, outcome: InferenceOutcome) {
     const inputs = typeof body.input === "string" ? [body.input] : body.input;
     // A queued embedding leaves the queue at its deadline; one already evaluating (shared with
     // other requests in one batch) finishes in the worker and is charged, but the answer is 504.
@@ -215,6 +227,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       life.close();
     }
     const { entry, data, promptTokens } = embedded;
+    outcome.entry = entry;
+    outcome.promptTokens = promptTokens;
     const dims = body.dimensions;
     if (dims !== undefined && data[0] && dims > data[0].length) {
       throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
@@ -228,7 +242,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       }),
       usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
     };
-  });
+  }
 }
 
 function renormalise(v: number[]): number[] {

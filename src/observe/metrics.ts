@@ -1,0 +1,391 @@
+// What the server observes about itself: Prometheus metrics (`/metrics`, prom-client, on a
+// registry of this server's own so that two servers in one process do not clash) and the
+// figures of `/admin/status` (totals since start, a rolling window of recent requests).
+//
+// Cost: the token path records nothing. A finished request is one call (requestFinished) with
+// a handful of counter and histogram updates; fallback, shedding and queue wait are one call
+// each where they happen. Everything that is a level rather than an event (queue depth, busy
+// slots, budgets, worker state, memory and CPU) is read from its owner at scrape time.
+//
+// Labels are bounded by the configuration: model, version, pool entry, route, status class,
+// priority, reason. Never a user, prompt or request id.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { periodOf, type BudgetLedger } from "../ledger/ledger.js";
+import type { PoolEntry } from "../pool/model-pool.js";
+import type { ModelScheduler } from "../scheduler/model-scheduler.js";
+import { PRIORITIES, type Priority } from "../scheduler/priority.js";
+import type { ModelWorker, WorkerState } from "../workers/model-worker.js";
+import { readProcStats } from "./proc-stats.js";
+import { RecentRequests, type WindowFigures } from "./recent-requests.js";
+
+/** One inference request that ended, whatever its status. */
+export interface FinishedRequest {
+  /** The entry that served it (after fallback), else the entry it named. */
+  entry: PoolEntry;
+  /** The route as registered, e.g. "/v1/chat/completions". */
+  route: string;
+  /** HTTP status; for a stream that failed after it started, the status of its error. */
+  status: number;
+  /** From the request's arrival to its end. */
+  latencyMs: number;
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  /** From arrival to the first text; undefined when none came. */
+  ttftMs?: number | undefined;
+  /** Mean gap between this request's tokens after the first; undefined with fewer than 2. */
+  interTokenMs?: number | undefined;
+}
+
+export interface ModelTotals {
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cached_tokens: number;
+}
+
+/** One served model (one worker) as /admin/status reports it. */
+export interface ModelStatus {
+  name: string;
+  version: string;
+  state: WorkerState;
+  pid: number | null;
+  rss_bytes: number | null;
+  cpu_seconds: number | null;
+  restarts: number;
+  slots: { busy: number; total: number };
+  queue: Record<Priority, number>;
+  totals: ModelTotals;
+  window: WindowFigures;
+}
+
+export interface EntryStatus {
+  name: string;
+  model: string;
+  priority: Priority;
+  /** limit null: unlimited. month: the UTC month the spend is counted in. */
+  budget: { spent: number; limit: number | null; month: string };
+}
+
+export interface ServerMetricsOptions {
+  entries: readonly PoolEntry[];
+  ledger: BudgetLedger;
+  /** false: no Prometheus registry and nothing recorded for it (the status figures are kept). */
+  prometheus: boolean;
+  /** Wall clock of the ledger's month. */
+  clock?: () => Date;
+  /** Monotonic milliseconds, for the rolling window. */
+  now?: () => number;
+}
+
+interface ServedModel {
+  index: number;
+  name: string;
+  version: string;
+  worker: ModelWorker;
+  scheduler: ModelScheduler;
+  totals: ModelTotals;
+}
+
+// The seed names this one: milliseconds, with le="100" and le="200".
+const LATENCY_MS_BUCKETS = [5, 10, 25, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000, 120_000];
+const TTFT_S_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30];
+const GAP_S_BUCKETS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1];
+const WAIT_S_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60];
+
+const statusClass = (status: number): string => `${Math.floor(status / 100)}xx`;
+
+/** The Prometheus side: the registry and every metric object. */
+class PromMetrics {
+  readonly registry = new Registry();
+  readonly latency: Histogram<"model" | "version" | "route" | "status">;
+  readonly ttft: Histogram<"model" | "version">;
+  readonly interToken: Histogram<"model" | "version">;
+  readonly requests: Counter<"model" | "version" | "entry" | "route" | "status">;
+  readonly tokens: Counter<"model" | "version" | "entry" | "kind">;
+  readonly queueWait: Histogram<"model" | "priority">;
+  readonly shed: Counter<"entry" | "reason">;
+  readonly fallbacks: Counter<"entry" | "reason">;
+
+  constructor(models: readonly ServedModel[], entries: readonly PoolEntry[], budgets: () => Map<string, { spent: number; reserved: number }>) {
+    const registers = [this.registry];
+    // Node's process_* and nodejs_* metrics of the main process (the workers' are below).
+    // The event-loop delay monitor samples on a timer, 10 ms by default: 88 wake-ups a second
+    // of an idle main process (measured), each one a chance to preempt a worker's compute
+    // thread on a small machine (docs/benchmarks.md, "Metrics"). One sample a second still
+    // shows a loop that lags for seconds; nodejs_eventloop_lag_seconds is measured at each
+    // scrape besides.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
+    // These three are gauges named like counters, which promtool's lint rejects; each is the
+    // sum of its per-type sibling (nodejs_active_handles{type}, ...), so nothing is lost.
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
+    this.latency = new Histogram({
+      name: "moltbot_inference_latency",
+      help: "Inference request latency in milliseconds, from arrival to the end of the response",
+      labelNames: ["model", "version", "route", "status"],
+      buckets: LATENCY_MS_BUCKETS,
+      registers,
+    });
+    this.ttft = new Histogram({
+      name: "moltbot_time_to_first_token_seconds",
+      help: "Time from a generation request's arrival to its first token",
+      labelNames: ["model", "version"],
+      buckets: TTFT_S_BUCKETS,
+      registers,
+    });
+    this.interToken = new Histogram({
+      name: "moltbot_inter_token_latency_seconds",
+      help: "Mean gap between consecutive tokens, one observation per request with 2 or more tokens",
+      labelNames: ["model", "version"],
+      buckets: GAP_S_BUCKETS,
+      registers,
+    });
+    this.requests = new Counter({
+      name: "moltbot_requests_total",
+      help: "Finished inference requests by served model, pool entry, route and status class",
+      labelNames: ["model", "version", "entry", "route", "status"],
+      registers,
+    });
+    this.tokens = new Counter({
+      name: "moltbot_tokens_total",
+      help: "Tokens of finished requests: prompt, completion, and cached (prompt tokens reused from the KV prefix cache, a part of prompt)",
+      labelNames: ["model", "version", "entry", "kind"],
+      registers,
+    });
+    this.queueWait = new Histogram({
+      name: "moltbot_queue_wait_seconds",
+      help: "Time an admitted request waited for a slot, by the priority of its entry",
+      labelNames: ["model", "priority"],
+      buckets: WAIT_S_BUCKETS,
+      registers,
+    });
+    this.shed = new Counter({
+      name: "moltbot_requests_shed_total",
+      help: "Requests refused before running: queue_full, queue_timeout (load shedding), budget_exceeded (monthly cost limit)",
+      labelNames: ["entry", "reason"],
+      registers,
+    });
+    this.fallbacks = new Counter({
+      name: "moltbot_fallbacks_total",
+      help: "Requests that left a pool entry for its fallback, by the entry left and why",
+      labelNames: ["entry", "reason"],
+      registers,
+    });
+
+    // Levels, read from their owners at scrape time: the hot path does nothing for them.
+    const byModel = (m: ServedModel) => ({ model: m.name, version: m.version });
+    new Gauge({
+      name: "moltbot_queue_depth",
+      help: "Requests waiting for a slot, by priority",
+      labelNames: ["model", "priority"],
+      registers,
+      collect() {
+        for (const m of models) {
+          const q = m.scheduler.queuedByPriority();
+          for (const p of PRIORITIES) this.set({ model: m.name, priority: p }, q[p]);
+        }
+      },
+    });
+    new Gauge({
+      name: "moltbot_batch_slots_busy",
+      help: "Requests admitted into the worker (sequences in the running batch or about to join it)",
+      labelNames: ["model", "version"],
+      registers,
+      collect() {
+        for (const m of models) this.set(byModel(m), m.scheduler.inflight);
+      },
+    });
+    new Gauge({
+      name: "moltbot_batch_slots",
+      help: "Sequences the worker decodes together (batching.max_batch_size)",
+      labelNames: ["model", "version"],
+      registers,
+      collect() {
+        for (const m of models) this.set(byModel(m), m.scheduler.capacity);
+      },
+    });
+    new Gauge({
+      name: "moltbot_budget_spent",
+      help: "Spend of the current UTC month per pool entry, in the pricing currency",
+      labelNames: ["entry"],
+      registers,
+      collect() {
+        const spend = budgets();
+        for (const e of entries) this.set({ entry: e.name }, spend.get(e.name)?.spent ?? 0);
+      },
+    });
+    new Gauge({
+      name: "moltbot_budget_remaining",
+      help: "What a pool entry with a cost limit can still reserve this UTC month: limit - spent - reserved, at least 0",
+      labelNames: ["entry"],
+      registers,
+      collect() {
+        const spend = budgets();
+        for (const e of entries) {
+          if (e.costLimit === undefined) continue;
+          const s = spend.get(e.name);
+          this.set({ entry: e.name }, Math.max(0, e.costLimit - (s?.spent ?? 0) - (s?.reserved ?? 0)));
+        }
+      },
+    });
+    new Gauge({
+      name: "moltbot_worker_up",
+      help: "1 when the model's worker is ready to serve, else 0",
+      labelNames: ["model", "version"],
+      registers,
+      collect() {
+        for (const m of models) this.set(byModel(m), m.worker.isReady() ? 1 : 0);
+      },
+    });
+    new Counter({
+      name: "moltbot_worker_restarts_total",
+      help: "Times the model's worker process was restarted after it exited",
+      labelNames: ["model", "version"],
+      registers,
+      collect() {
+        this.reset();
+        for (const m of models) this.inc(byModel(m), m.worker.restarts);
+      },
+    });
+    new Gauge({
+      name: "moltbot_worker_resident_memory_bytes",
+      help: "Resident memory of the model's worker process (from /proc/<pid>/status)",
+      labelNames: ["model", "version"],
+      registers,
+      collect() {
+        this.reset();
+        for (const m of models) {
+          const s = m.worker.pid === undefined ? null : readProcStats(m.worker.pid);
+          if (s) this.set(byModel(m), s.rssBytes);
+        }
+      },
+    });
+    new Counter({
+      name: "moltbot_worker_cpu_seconds_total",
+      help: "User and system CPU time of the model's current worker process (from /proc/<pid>/stat); starts over when it restarts",
+      labelNames: ["model", "version"],
+      registers,
+      collect() {
+        this.reset();
+        for (const m of models) {
+          const s = m.worker.pid === undefined ? null : readProcStats(m.worker.pid);
+          if (s) this.inc(byModel(m), s.cpuSeconds);
+        }
+      },
+    });
+  }
+}
+
+export class ServerMetrics {
+  private readonly prom: PromMetrics | undefined;
+  private readonly recent: RecentRequests;
+  /** One per worker, in pool order. */
+  private readonly models: ServedModel[] = [];
+  private readonly modelOf = new Map<string, ServedModel>();
+  private readonly entries: readonly PoolEntry[];
+  private readonly ledger: BudgetLedger;
+  private readonly clock: () => Date;
+
+  constructor(opts: ServerMetricsOptions) {
+    this.entries = opts.entries;
+    this.ledger = opts.ledger;
+    this.clock = opts.clock ?? (() => new Date());
+    for (const e of opts.entries) {
+      if (this.modelOf.has(e.model.name)) continue;
+      const m: ServedModel = {
+        index: this.models.length,
+        name: e.model.name,
+        version: e.model.active.version,
+        worker: e.worker,
+        scheduler: e.scheduler,
+        totals: { requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0 },
+      };
+      this.models.push(m);
+      this.modelOf.set(m.name, m);
+    }
+    this.recent = new RecentRequests(undefined, opts.now);
+    this.prom = opts.prometheus ? new PromMetrics(this.models, this.entries, () => this.spendByEntry()) : undefined;
+  }
+
+  /** The Prometheus text, or undefined when metrics are disabled. */
+  async prometheusText(): Promise<{ contentType: string; text: string } | undefined> {
+    if (!this.prom) return undefined;
+    return { contentType: this.prom.registry.contentType, text: await this.prom.registry.metrics() };
+  }
+
+  requestFinished(r: FinishedRequest): void {
+    const m = this.modelOf.get(r.entry.model.name)!;
+    const error = r.status >= 400;
+    const t = m.totals;
+    t.requests++;
+    if (error) t.errors++;
+    t.prompt_tokens += r.promptTokens;
+    t.completion_tokens += r.completionTokens;
+    t.cached_tokens += r.cachedTokens;
+    this.recent.add(m.index, r.latencyMs, r.completionTokens, error);
+    const p = this.prom;
+    if (!p) return;
+    const status = statusClass(r.status);
+    p.latency.observe({ model: m.name, version: m.version, route: r.route, status }, r.latencyMs);
+    p.requests.inc({ model: m.name, version: m.version, entry: r.entry.name, route: r.route, status });
+    if (r.promptTokens > 0) p.tokens.inc({ model: m.name, version: m.version, entry: r.entry.name, kind: "prompt" }, r.promptTokens);
+    if (r.completionTokens > 0) p.tokens.inc({ model: m.name, version: m.version, entry: r.entry.name, kind: "completion" }, r.completionTokens);
+    if (r.cachedTokens > 0) p.tokens.inc({ model: m.name, version: m.version, entry: r.entry.name, kind: "cached" }, r.cachedTokens);
+    if (r.ttftMs !== undefined) p.ttft.observe({ model: m.name, version: m.version }, r.ttftMs / 1000);
+    if (r.interTokenMs !== undefined) p.interToken.observe({ model: m.name, version: m.version }, r.interTokenMs / 1000);
+  }
+
+  /** A request admitted to a slot of `entry`'s model after waiting `waitedMs`. */
+  queueWait(entry: PoolEntry, waitedMs: number): void {
+    this.prom?.queueWait.observe({ model: entry.model.name, priority: entry.priority }, waitedMs / 1000);
+  }
+
+  /** A request refused for good by `entry` (no fallback took it). */
+  shed(entry: PoolEntry, reason: "queue_full" | "queue_timeout" | "budget_exceeded"): void {
+    this.prom?.shed.inc({ entry: entry.name, reason });
+  }
+
+  /** A request left `entry` for its fallback because of `reason` (an error code). */
+  fallback(entry: PoolEntry, reason: string): void {
+    this.prom?.fallbacks.inc({ entry: entry.name, reason });
+  }
+
+  /** Every served model, with the figures of the last `windowS` seconds. */
+  modelStatus(windowS: number): ModelStatus[] {
+    const window = this.recent.window(windowS, this.models.length);
+    return this.models.map((m) => {
+      const pid = m.worker.pid ?? null;
+      const proc = pid === null ? null : readProcStats(pid);
+      return {
+        name: m.name,
+        version: m.version,
+        state: m.worker.state,
+        pid,
+        rss_bytes: proc?.rssBytes ?? null,
+        cpu_seconds: proc ? Math.round(proc.cpuSeconds * 100) / 100 : null,
+        restarts: m.worker.restarts,
+        slots: { busy: m.scheduler.inflight, total: m.scheduler.capacity },
+        queue: m.scheduler.queuedByPriority(),
+        totals: { ...m.totals },
+        window: window[m.index]!,
+      };
+    });
+  }
+
+  /** Every pool entry with its spend in the current UTC month. */
+  entryStatus(): EntryStatus[] {
+    const month = periodOf(this.clock());
+    const spend = this.spendByEntry(month);
+    return this.entries.map((e) => ({
+      name: e.name,
+      model: e.model.name,
+      priority: e.priority,
+      budget: { spent: spend.get(e.name)?.spent ?? 0, limit: e.costLimit ?? null, month },
+    }));
+  }
+
+  private spendByEntry(month = periodOf(this.clock())): Map<string, { spent: number; reserved: number }> {
+    return new Map(this.ledger.status(month).map((s) => [s.entry, s]));
+  }
+}
