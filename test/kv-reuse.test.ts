@@ -178,12 +178,14 @@ describe("speculative decoding", () => {
 describe("finished prompts saved to host memory", () => {
   test("interleaved conversations each get their own prefix back after the other's turn, with unchanged output", async () => {
     const e = await engine({ promptCacheBytes: 64 * 2 ** 20 });
+    // Long enough to be saved (short prompts are not: evaluating them again costs about the same).
     const x = text(0, 150);
     const y = text(500, 150);
     const x1 = e.tokenize(`${x} alpha`, true);
     const y1 = e.tokenize(`${y} alpha`, true);
     const x2 = e.tokenize(`${x} beta gamma`, true);
     const y2 = e.tokenize(`${y} beta gamma`, true);
+    assert.ok(x1.length >= 256 && y1.length >= 256, "long enough to be saved");
     const shared = (a: number[], b: number[]) => a.findIndex((t, i) => b[i] !== t);
     await gen(e, x1, greedy(16));
     // y1 shares nothing with x1 but the BOS token: x1's cells leave the KV buffer for host

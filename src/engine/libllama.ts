@@ -359,7 +359,7 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_memory_seq_rm: f("bool llama_memory_seq_rm(void *mem, int32_t seq_id, int32_t p0, int32_t p1)"),
     llama_memory_seq_cp: f("void llama_memory_seq_cp(void *mem, int32_t seq_id_src, int32_t seq_id_dst, int32_t p0, int32_t p1)"),
     llama_state_seq_get_size: f("size_t llama_state_seq_get_size(void *ctx, int32_t seq_id)"),
-    llama_state_seq_get_data: f("size_t llama_state_seq_get_data(void *ctx, _Out_ uint8_t *dst, size_t size, int32_t seq_id)"),
+    llama_state_seq_get_data: f("size_t llama_state_seq_get_data(void *ctx, uint8_t *dst, size_t size, int32_t seq_id)"),
     llama_state_seq_set_data: f("size_t llama_state_seq_set_data(void *ctx, const uint8_t *src, size_t size, int32_t dest_seq_id)"),
     llama_sampler_chain_default_params: f("llama_sampler_chain_params llama_sampler_chain_default_params(void)"),
     llama_sampler_chain_init: f("void *llama_sampler_chain_init(llama_sampler_chain_params params)"),
