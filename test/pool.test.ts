@@ -7,6 +7,15 @@ import { makeRepository, sleep, startServer, tempDir, type RunningServer } from 
 import type { DeepPartial } from "../src/config/load.js";
 import type { MoltbotConfig } from "../src/config/schema.js";
 
+/** Wait for a condition of the server's state (the scheduler's queue, a worker), never for a fixed time. */
+async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
 const running: RunningServer[] = [];
 after(async () => {
   await Promise.all(running.map((s) => s.close()));
@@ -88,20 +97,21 @@ describe("priorities and overload", () => {
       { model_pool: [entry("lo", { strategy: { priority: "low" } }), entry("mid", { strategy: { priority: "normal" } }), entry("hi", { strategy: { priority: "high" } })] },
       { parallel: 1 },
     );
+    const scheduler = srv.server.models.entries[0]!.scheduler;
     const blocker = client.completions.create({ model: "mid", prompt: "block", max_tokens: 1500, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
-    await sleep(50);
+    await until("the blocker to hold the slot", () => scheduler.inflight === 1);
     const order: string[] = [];
     const req = (model: string) =>
       client.completions.create({ model, prompt: "q", max_tokens: 2 }).then(() => {
         order.push(model);
       });
     const lo = req("lo");
-    await sleep(20);
+    await until("lo to queue", () => scheduler.queued === 1);
     const mid = req("mid");
-    await sleep(20);
+    await until("mid to queue", () => scheduler.queued === 2);
     const hi = req("hi");
-    await sleep(20);
-    assert.deepEqual(srv.server.models.entries[0]!.scheduler.queuedByPriority(), { high: 1, normal: 1, low: 1 });
+    await until("hi to queue", () => scheduler.queued === 3);
+    assert.deepEqual(scheduler.queuedByPriority(), { high: 1, normal: 1, low: 1 });
     await Promise.all([blocker, lo, mid, hi]);
     assert.deepEqual(order, ["hi", "mid", "lo"]);
   });
@@ -112,12 +122,13 @@ describe("priorities and overload", () => {
       { parallel: 1 },
     );
     const url = `${srv.url}/v1/completions`;
+    const scheduler = srv.server.models.entries[0]!.scheduler;
     const blocker = post(url, { model: "hi", prompt: "block", max_tokens: 1500, ignore_eos: true });
-    await sleep(50);
+    await until("the blocker to hold the slot", () => scheduler.inflight === 1);
     const lo1 = post(url, { model: "lo", prompt: "a", max_tokens: 1 });
-    await sleep(20);
+    await until("lo1 to queue", () => scheduler.queued === 1);
     const lo2 = post(url, { model: "lo", prompt: "b", max_tokens: 1 });
-    await sleep(20);
+    await until("lo2 to queue", () => scheduler.queued === 2);
     // Queue full of low priority: a high one takes the place of the newest low one.
     const hi = post(url, { model: "hi", prompt: "c", max_tokens: 1 });
     const shed = await lo2;
@@ -136,7 +147,7 @@ describe("priorities and overload", () => {
     const { srv } = await serve({ model_pool: [entry("tiny")], queue: { max_size: 10, max_wait_ms: 200 } }, { parallel: 1 });
     const url = `${srv.url}/v1/completions`;
     const blocker = post(url, { model: "tiny", prompt: "block", max_tokens: 3000, ignore_eos: true });
-    await sleep(50);
+    await until("the blocker to hold the slot", () => srv.server.models.entries[0]!.scheduler.inflight === 1);
     const waited = await post(url, { model: "tiny", prompt: "late", max_tokens: 1 });
     assert.equal(waited.status, 429);
     assert.equal(waited.body.error.code, "queue_timeout");
@@ -268,10 +279,11 @@ describe("fallback", () => {
       { repo },
     );
     const url = `${srv.url}/v1/completions`;
+    const mainScheduler = srv.server.models.entries.find((e) => e.name === "main")!.scheduler;
     const blocker = post(url, { model: "main", prompt: "block", max_tokens: 4000, ignore_eos: true });
-    await sleep(50);
+    await until("the blocker to hold the slot", () => mainScheduler.inflight === 1);
     const queued = post(url, { model: "main", prompt: "queued", max_tokens: 1 });
-    await sleep(20);
+    await until("the second request to queue", () => mainScheduler.queued === 1);
     const overflow = await post(url, { model: "main", prompt: "overflow", max_tokens: 1 });
     assert.equal(overflow.status, 200);
     assert.equal(overflow.body.model, "spare");
