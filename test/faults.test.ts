@@ -55,7 +55,10 @@ test("a worker killed mid-request gives a 503, restarts, and serves again", asyn
   const worker = srv.server.models.entries[0]!.worker;
   const pid = worker.pid!;
   const pending = client.chat.completions.create({ ...long, max_tokens: 4000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
-  await sleep(150);
+  // Kill it once the request is in the worker (mid-request), not after a guessed delay.
+  const inWorker = Date.now() + 15_000;
+  while (worker.inflight === 0 && Date.now() < inWorker) await sleep(2);
+  assert.equal(worker.inflight, 1, "the request reached the worker");
   process.kill(pid, "SIGKILL");
   await assert.rejects(pending, (err: InstanceType<typeof OpenAI.APIError>) => err.status === 503 && err.code === "worker_crashed");
 
