@@ -5,6 +5,7 @@ import yargs, { type CommandModule } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { MoltbotError } from "../errors.js";
 import { usageError } from "./usage-error.js";
+import { withoutGlobalVersion } from "./command-version.js";
 import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
@@ -26,7 +27,7 @@ export async function main(argv: string[]): Promise<void> {
   const cli = yargs(argv)
     .scriptName("moltbot")
     .usage("$0 <command> [options]\n\nSelf-hosted inference server for GGUF models with an OpenAI-compatible API.");
-  for (const command of COMMANDS) cli.command(command);
+  for (const command of COMMANDS) cli.command(withoutGlobalVersion(command));
   await cli
     .demandCommand(1, "name a command")
     .recommendCommands()
