@@ -257,3 +257,48 @@ describe("bad input", () => {
     assert.equal(ready.status, 200);
   });
 });
+
+describe("model versions", () => {
+  const VERSION = "x-moltbot-model-version";
+
+  test("every inference response names the version that served it, streamed or whole", async () => {
+    const chat = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "Hi" }], max_tokens: 2 }).withResponse();
+    assert.equal(chat.response.headers.get(VERSION), "v1.10");
+    const completion = await client.completions.create({ model: "tiny", prompt: "Hi", max_tokens: 2 }).withResponse();
+    assert.equal(completion.response.headers.get(VERSION), "v1.10");
+    const embedding = await client.embeddings.create({ model: "tiny-embed", input: "Hi" }).withResponse();
+    assert.equal(embedding.response.headers.get(VERSION), "v1.0");
+
+    // A stream's headers go out when it starts, before the first token.
+    const streamed = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "Hi" }], max_tokens: 2, stream: true }).withResponse();
+    assert.equal(streamed.response.headers.get(VERSION), "v1.10");
+    for await (const _ of streamed.data);
+    const streamedText = await client.completions.create({ model: "tiny", prompt: "Hi", max_tokens: 2, stream: true }).withResponse();
+    assert.equal(streamedText.response.headers.get(VERSION), "v1.10");
+    for await (const _ of streamedText.data);
+
+    const res = await fetch(`${srv.url}/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ input: "Hi", max_tokens: 2 }) });
+    const infer = (await res.json()) as Record<string, unknown>;
+    assert.equal(res.headers.get(VERSION), "v1.10");
+    assert.equal(infer.version, "v1.10");
+    assert.equal(infer.model, "tiny");
+  });
+
+  test("a refused request names no version", async () => {
+    const res = await fetch(`${srv.url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "nope", prompt: "Hi" }) });
+    assert.equal(res.status, 404);
+    assert.equal(res.headers.get(VERSION), null);
+  });
+
+  test("/v1/models and /v1/models/{id} give each entry's active version beside OpenAI's fields", async () => {
+    const list = await client.models.list();
+    for (const m of list.data) {
+      assert.equal(m.object, "model");
+      assert.equal(m.owned_by, "moltbot");
+      assert.equal(typeof m.created, "number");
+      assert.equal((m as unknown as { version: string }).version, m.id === "tiny" ? "v1.10" : "v1.0");
+    }
+    const one = await client.models.retrieve("tiny");
+    assert.equal((one as unknown as { version: string }).version, "v1.10");
+  });
+});

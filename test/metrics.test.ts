@@ -105,6 +105,7 @@ describe("metrics", () => {
     const overflow = await post("/v1/completions", { model: "main", prompt: "overflow", max_tokens: 2 });
     assert.equal(overflow.status, 200);
     assert.equal(overflow.body.model, "spare");
+    assert.equal(overflow.headers.get("x-moltbot-model-version"), "v2.0", "the version of the entry that served, not of the one named");
     const shed = await post("/v1/completions", { model: "direct", prompt: "no fallback", max_tokens: 2 });
     assert.equal(shed.status, 429);
     assert.equal(shed.body.error.code, "queue_full");

@@ -50,6 +50,13 @@ export interface GenerateCall {
   deadlineMs: number | undefined;
 }
 
+/** Names the version of the model that served an inference response (the fallback's, after one). */
+const MODEL_VERSION_HEADER = "x-moltbot-model-version";
+
+export function modelVersionHeader(entry: PoolEntry): Record<string, string> {
+  return { [MODEL_VERSION_HEADER]: entry.model.active.version };
+}
+
 function retryAfter(err: unknown): Record<string, string> {
   return err instanceof MoltbotError && err.retryAfterS !== undefined ? { "retry-after": String(err.retryAfterS) } : {};
 }
@@ -133,6 +140,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     outcome.entry = admission.entry;
     const format = call.format(admission.entry);
     const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
+    const servedHeaders = { ...modelVersionHeader(admission.entry), ...fallbackHeader };
     if (!call.stream) {
       let text = "";
       const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
@@ -151,13 +159,13 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
         life.signal,
       );
       ended(done);
-      if (fallbackHeader) void reply.headers(fallbackHeader);
+      void reply.headers(servedHeaders);
       await reply.send(format.whole(text, logprobs, done, usageOf(done)));
       return;
     }
 
     reply.hijack();
-    const sse = new SseStream(res, { "x-request-id": String(request.id), ...fallbackHeader });
+    const sse = new SseStream(res, { "x-request-id": String(request.id), ...servedHeaders });
     let first = true;
     try {
       const done = await admission.run(

@@ -8,7 +8,7 @@ import type { ModelPool } from "../../pool/model-pool.js";
 import type { GenerationParams } from "../../engine/types.js";
 import type { TokenLogprobEntry } from "../../workers/protocol.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
-import { failedStatus, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
+import { failedStatus, modelVersionHeader, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
 import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 
 const now = () => Math.floor(Date.now() / 1000);
@@ -156,7 +156,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
   app.get<{ Params: { id: string } }>("/v1/models/:id", async (req) => {
     const e = pool.entries.find((x) => x.name === req.params.id);
     if (!e) throw new MoltbotError("model_not_found", `The model '${req.params.id}' does not exist`, { param: "model" });
-    return { id: e.name, object: "model", created: e.created, owned_by: "moltbot" };
+    return { id: e.name, object: "model", created: e.created, owned_by: "moltbot", version: e.model.active.version };
   });
 
   app.post<{ Body: ChatCompletionBody }>("/v1/chat/completions", { schema: { body: ChatCompletionBody } }, async (req, reply) => {
@@ -233,6 +233,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     if (dims !== undefined && data[0] && dims > data[0].length) {
       throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
     }
+    void reply.headers(modelVersionHeader(entry));
     return {
       object: "list",
       model: entry.name,
