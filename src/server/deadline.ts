@@ -5,8 +5,13 @@
 // cancels a running one's sequence in the worker (freeing its slot); the pool still charges
 // the tokens that were made.
 //
+// A server shutting down ends every open lifetime too (endOpenLifetimes), with
+// server_shutting_down, so a stream still running at the drain deadline is told why before its
+// connection is cut, and its sequence is cancelled.
+//
 // Hand-written rather than Fastify's handlerTimeout: that one is fixed per route (a body
 // cannot shorten it), answers 503, and leaves a hijacked (streamed) reply alone.
+import type { Server } from "node:http";
 import type { FastifyReply } from "fastify";
 import { MoltbotError } from "../errors.js";
 
@@ -20,13 +25,34 @@ export function requestDeadlineMs(configuredMs: number | undefined, bodyTimeoutS
   return configuredMs === undefined ? askedMs : Math.min(askedMs, configuredMs);
 }
 
+// The open lifetimes of each HTTP server, for endOpenLifetimes. Keyed by server: tests run
+// several servers in one process.
+const open = new WeakMap<Server, Set<RequestLifetime>>();
+
+/**
+ * Ends every open request lifetime of `server` with server_shutting_down. Resolves when each
+ * of their responses has finished writing (its last event handed to the socket) or its
+ * connection is gone, so connections can then be cut without losing that last event.
+ */
+export function endOpenLifetimes(server: Server, message: string): Promise<void> {
+  const lifetimes = [...(open.get(server) ?? [])];
+  const err = new MoltbotError("server_shutting_down", message);
+  const finished = lifetimes.map((life) => life.endWith(err));
+  return Promise.all(finished).then(() => undefined);
+}
+
 export class RequestLifetime {
   private readonly abort = new AbortController();
   private readonly timer: NodeJS.Timeout | undefined;
+  private readonly server: Server;
 
   /** `deadlineMs` counts from the request's arrival (its body's upload time included). */
   constructor(private readonly reply: FastifyReply, deadlineMs: number | undefined) {
     reply.raw.on("close", this.onClose);
+    this.server = reply.server.server;
+    let set = open.get(this.server);
+    if (!set) open.set(this.server, (set = new Set()));
+    set.add(this);
     if (deadlineMs !== undefined) {
       const leftMs = Math.min(MAX_TIMER_MS, Math.max(0, deadlineMs - reply.elapsedTime));
       const err = new MoltbotError("request_timeout", `the request did not finish within its deadline of ${deadlineMs} ms; the tokens made so far are charged`);
@@ -43,13 +69,12 @@ export class RequestLifetime {
     return this.abort.signal.aborted;
   }
 
-  /** The deadline passed (rather than the client leaving): the client is still there to be told. */
-  get timedOut(): boolean {
-    const r: unknown = this.abort.signal.reason;
-    return r instanceof MoltbotError && r.code === "request_timeout";
+  /** It ended because the client left: nobody is there to be told. */
+  get clientLeft(): boolean {
+    return this.ended && !(this.abort.signal.reason instanceof MoltbotError);
   }
 
-  /** Why it ended early: the deadline's 504, or the client's departure. */
+  /** Why it ended early: the deadline's 504, the shutdown's 503, or the client's departure. */
   get reason(): MoltbotError {
     const r: unknown = this.abort.signal.reason;
     return r instanceof MoltbotError ? r : new MoltbotError("invalid_request", "client closed the connection");
@@ -67,6 +92,19 @@ export class RequestLifetime {
   close(): void {
     clearTimeout(this.timer);
     this.reply.raw.off("close", this.onClose);
+    open.get(this.server)?.delete(this);
+  }
+
+  /** Ends it with `err` (unless it has ended); resolves when the response has finished or its connection closed. */
+  endWith(err: MoltbotError): Promise<void> {
+    const res = this.reply.raw;
+    const done = new Promise<void>((resolve) => {
+      if (res.writableFinished || res.destroyed) return resolve();
+      res.once("finish", () => resolve());
+      res.once("close", () => resolve());
+    });
+    if (!this.ended) this.abort.abort(err);
+    return done;
   }
 
   // 'close' on the response fires on completion too; only an unfinished response means the client left.

@@ -2,8 +2,9 @@
 // with a route-specific formatter. A client that leaves, or a request past its deadline, cancels
 // the generation at once (./deadline.ts), which frees the worker's slot.
 //
-// Past the deadline the client gets 504 request_timeout; a stream that already sent its headers
-// gets one last event in OpenAI's error shape (`data: {"error": {...}}`), then `[DONE]`.
+// Past the deadline the client gets 504 request_timeout (503 server_shutting_down when the
+// server's drain deadline cuts it); a stream that already sent its headers gets one last event
+// in OpenAI's error shape (`data: {"error": {...}}`), then `[DONE]`.
 //
 // Each request that named a served model is recorded once when it ends (metrics and
 // /admin/status), whatever its status; nothing is recorded per token.
@@ -191,7 +192,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       if (call.includeUsage) sse.send(format.usageChunk(usage));
       sse.end();
     } catch (caught) {
-      const clientLeft = life.ended && !life.timedOut;
+      const clientLeft = life.clientLeft;
       const err = life.ended ? life.reason : caught;
       outcome.status = failedStatus(err, clientLeft);
       if (clientLeft) return;
@@ -207,7 +208,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       }
     }
   } catch (err) {
-    const clientLeft = life.ended && !life.timedOut;
+    const clientLeft = life.clientLeft;
     const failure = life.ended ? life.reason : err;
     outcome.status = failedStatus(failure, clientLeft);
     throw failure;

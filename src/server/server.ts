@@ -16,6 +16,7 @@ import { planPool } from "../pool/plan.js";
 import { ModelScheduler } from "../scheduler/model-scheduler.js";
 import { openRepository, type RepositoryModel } from "../repository/repository.js";
 import { ModelWorker } from "../workers/model-worker.js";
+import { endOpenLifetimes } from "./deadline.js";
 
 export interface ServerOptions {
   loaded: LoadedConfig;
@@ -182,7 +183,18 @@ export class MoltbotServer {
     const deadline = Date.now() + deadlineMs;
     if (this.app) {
       const app = this.app;
-      const timer = setTimeout(() => app.server.closeAllConnections(), Math.max(0, deadline - Date.now() - 1000)).unref();
+      // At the drain deadline, requests still running are ended first (a stream gets an error
+      // event and [DONE], the rest a 503 if their reply can still be written; their sequences are
+      // cancelled), then the connections are cut, at once if those last writes hang.
+      const cut = async () => {
+        const ended = endOpenLifetimes(app.server, `the server is shutting down and its drain deadline of ${deadlineMs} ms has passed; the request was cut; retry on another instance`);
+        await new Promise<void>((resolve) => {
+          const grace = setTimeout(resolve, 500).unref();
+          void ended.then(() => (clearTimeout(grace), resolve()));
+        });
+        app.server.closeAllConnections();
+      };
+      const timer = setTimeout(() => void cut(), Math.max(0, deadline - Date.now() - 1000)).unref();
       await app.close();
       clearTimeout(timer);
     }

@@ -19,6 +19,8 @@ export class SseStream {
     return this.res.destroyed || this.res.writableEnded;
   }
 
+  // No `connection` header: node keeps the connection alive unless the client sent
+  // `Connection: close` (then it closes the socket after [DONE]); forcing keep-alive held it open.
   private open(): void {
     if (this.opened) return;
     this.opened = true;
@@ -26,7 +28,6 @@ export class SseStream {
       ...this.headers,
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
-      connection: "keep-alive",
       "x-accel-buffering": "no",
     });
   }
