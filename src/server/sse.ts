@@ -21,7 +21,8 @@ export class SseStream {
 
   private open(): void {
     if (this.opened) return;
-    this.opened = true;
+    // `opened` only once writeHead succeeded: when it throws (a header value node refuses), the
+    // caller can still answer with an error status instead of events on a response never begun.
     this.res.writeHead(200, {
       ...this.headers,
       "content-type": "text/event-stream; charset=utf-8",
@@ -29,6 +30,7 @@ export class SseStream {
       connection: "keep-alive",
       "x-accel-buffering": "no",
     });
+    this.opened = true;
   }
 
   send(data: unknown): void {
