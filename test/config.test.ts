@@ -104,7 +104,10 @@ test("bad values: one line naming the key path and what was expected", () => {
     ["model_pool:\n  - name: chat\n    strategy: { priority: urgent }", 'FILE: model_pool[0].strategy.priority: expected one of "high", "normal", "low", got "urgent"'],
     ["model_pool:\n  - name: chat\n    strategy: { fallback: maybe }", 'FILE: model_pool[0].strategy.fallback: no pool entry named "maybe" (use true, false or an entry\'s name)'],
     ["model_pool:\n  - name: chat\n    strategy: { fallback: 3 }", "FILE: model_pool[0].strategy.fallback: expected true, false or the name of another pool entry, got 3"],
-    ["model_pool:\n  - type: llm", "FILE: model_pool[0].name: required key missing (non-empty string)"],
+    // Names go into response headers (x-moltbot-fallback): CR LF there would be a header injection.
+    ['model_pool:\n  - name: "chat\\r\\nx-evil: 1"', 'FILE: model_pool[0].name: expected a name of letters, digits and . _ : / - (starting with a letter or digit, at most 128), got "chat\\r\\nx-evil: 1"'],
+    ["model_pool:\n  - name: chat\n    model: \"llama 3\"", 'FILE: model_pool[0].model: expected a name of letters, digits and . _ : / - (starting with a letter or digit, at most 128), got "llama 3"'],
+    ["model_pool:\n  - type: llm", "FILE: model_pool[0].name: required key missing (a name of letters, digits and . _ : / - (starting with a letter or digit, at most 128))"],
     ["model_pool: chat", 'FILE: model_pool: expected a list, got "chat"'],
     ["server: 8080", "FILE: server: expected a mapping of keys, got 8080"],
     ["threads: 0", 'FILE: threads: expected integer >= 1 or "auto", got 0'],

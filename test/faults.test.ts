@@ -3,6 +3,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { makeRepository, sleep, startServer, type RunningServer } from "./helpers/fixtures.js";
+import type { GenerationParams } from "../src/engine/types.js";
 
 let srv: RunningServer;
 let client: OpenAI;
@@ -49,6 +50,39 @@ test("a client that disconnects mid-stream frees its slot at once", async () => 
   const ms = await firstTokenMs();
   assert.ok(ms < fullMs, `next request served in ${ms.toFixed(0)} ms, the 2000-token run took ${fullMs.toFixed(0)} ms`);
   assert.equal(srv.server.models.entries[0]!.worker.inflight, 0);
+});
+
+// A callback from the worker channel (a sink writing its response) that throws would be an
+// uncaught exception in the IPC listener, which ends the process; it must fail its request alone.
+test("a request whose response handling throws fails alone; the server keeps serving", async () => {
+  const pool = srv.server.models;
+  const worker = pool.entries[0]!.worker;
+  const pid = worker.pid;
+  const params: GenerationParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: 8000, minTokens: 0, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true };
+  // The path an HTTP request takes (admission, the entry's one slot, the worker), with a sink
+  // that throws on the first token as a response write can.
+  const ac = new AbortController();
+  const admission = await pool.admit("slow", { kind: "text", text: "go on" }, params, ac.signal, "req-throws");
+  const boom = new Error("cannot write this response");
+  let texts = 0;
+  const sink = {
+    onText() {
+      texts++;
+      throw boom;
+    },
+  };
+  await assert.rejects(admission.run(sink, ac.signal), (err) => err === boom);
+  assert.equal(texts, 1, "no text after the failure");
+  assert.equal(worker.inflight, 0);
+  assert.equal(worker.pid, pid, "the worker kept running");
+  assert.ok(
+    srv.lines().some((l) => /\[ERROR\].*request req-throws; that request fails: cannot write this response/.test(l)),
+    "logged at ERROR with the request id",
+  );
+  // The one slot is free again and the server answers the next request.
+  const r = await client.chat.completions.create({ model: "slow", messages: [{ role: "user", content: "still there?" }], max_tokens: 2 });
+  assert.equal(r.choices.length, 1);
+  assert.equal(worker.inflight, 0);
 });
 
 test("a worker killed mid-request gives a 503, restarts, and serves again", async () => {

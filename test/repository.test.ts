@@ -93,4 +93,10 @@ test("bad repositories fail with one line naming the path and the problem", asyn
 
   await version(root, "f/v1.0", { contxt_size: 512 });
   await rejectsWith(openRepository(path.join(root, "f")), /config\.json: contxt_size: /);
+
+  // A folder name becomes the model name, which is sent in headers: CR LF there is refused.
+  await version(root, "g/bad\r\nname/v1.0", { type: "llm" });
+  await rejectsWith(openRepository(path.join(root, "g")), /model name "bad\\r\\nname" is not allowed \(expected a name of letters.*set "name" in config\.json/);
+  await version(root, "h/my model/v1.0", { name: "my-model" });
+  assert.deepEqual((await openRepository(path.join(root, "h"))).map((m) => m.name), ["my-model"], "config.json's name is used instead");
 });

@@ -73,3 +73,32 @@ test("a client that keeps up gets one write per event", async () => {
     server.close();
   }
 });
+
+// A header value node refuses (it throws in writeHead) leaves the stream unopened, so the
+// caller can still answer with an error status rather than leave the client hanging.
+test("headers that cannot be written leave the stream unopened, free for an error reply", async () => {
+  let threw: unknown;
+  const server = http.createServer((_req, res) => {
+    const sse = new SseStream(res, { "x-moltbot-fallback": "overloaded (bad\r\nname)" });
+    try {
+      sse.send({ a: 1 });
+    } catch (err) {
+      threw = err;
+    }
+    assert.equal(sse.started, false);
+    res.writeHead(500, { "content-type": "application/json" });
+    res.end('{"error":{"code":"internal_error"}}');
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  try {
+    const { port } = server.address() as AddressInfo;
+    const res = await fetch(`http://127.0.0.1:${port}/`);
+    assert.equal(res.status, 500);
+    assert.equal(res.headers.get("x-moltbot-fallback"), null);
+    assert.equal(await res.text(), '{"error":{"code":"internal_error"}}');
+    assert.match(String(threw), /Invalid character in header content/);
+  } finally {
+    server.close();
+  }
+});

@@ -7,6 +7,7 @@
 
 import { FormatRegistry, Type, type Static, type TObject, type TProperties, type TSchema, type TUnsafe } from "@sinclair/typebox";
 import { isBytes, isDuration, isPercent, isRate } from "./units.js";
+import { MODEL_NAME_EXPECTED, MODEL_NAME_PATTERN } from "../repository/model-config.js";
 
 FormatRegistry.Set("moltbot-bytes", isBytes);
 FormatRegistry.Set("moltbot-duration", isDuration);
@@ -83,8 +84,8 @@ const PricingSchema = section(
 
 export const ModelPoolEntrySchema = Type.Object(
   {
-    name: Type.String({ minLength: 1, description: "name clients send as `model`", examples: ["text-generation"] }),
-    model: Type.Optional(Type.String({ minLength: 1, description: "repository model to serve (default: the entry's name)", examples: ["llama-3-8b"] })),
+    name: Type.String({ minLength: 1, pattern: MODEL_NAME_PATTERN, expected: MODEL_NAME_EXPECTED, description: "name clients send as `model`", examples: ["text-generation"] }),
+    model: Type.Optional(Type.String({ minLength: 1, pattern: MODEL_NAME_PATTERN, expected: MODEL_NAME_EXPECTED, description: "repository model to serve (default: the entry's name)", examples: ["llama-3-8b"] })),
     type: oneOf(["llm", "embedding"] as const, { default: "llm", description: "llm | embedding" }),
     context_size: Type.Optional(positiveInt({ description: "context length per sequence (default: the global one)", examples: [4096] })),
     budget: Type.Optional(

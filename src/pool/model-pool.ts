@@ -199,6 +199,7 @@ export class ModelPool {
     prompt: PromptInput | PreparedPrompt,
     params: GenerationParams,
     charge: (cost: number) => void,
+    requestId: string | undefined,
   ): GenerationAdmission {
     return {
       entry,
@@ -223,6 +224,7 @@ export class ModelPool {
               },
             },
             runSignal,
+            requestId,
           );
           promptTokens = done.promptTokens;
           generated = done.completionTokens;
@@ -261,7 +263,7 @@ export class ModelPool {
       // (measured: together ~2 ms of time to first token on the demo model).
       if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
       const lease = await this.slot(entry, signal);
-      return this.admission(entry, fallbacks, lease, prompt, params, this.recorder(entry));
+      return this.admission(entry, fallbacks, lease, prompt, params, this.recorder(entry), requestId);
     }
     const prepared = await worker.prepare(prompt);
     const promptTokens = prepared.promptTokens;
@@ -293,7 +295,7 @@ export class ModelPool {
       const lease = await this.slot(entry, signal);
       const held = reservation;
       const charge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
-      return this.admission(entry, fallbacks, lease, prepared, { ...params, maxTokens }, charge);
+      return this.admission(entry, fallbacks, lease, prepared, { ...params, maxTokens }, charge, requestId);
     } catch (err) {
       if (reservation) this.ledger.settle(reservation, 0);
       worker.discard(prepared);

@@ -24,10 +24,17 @@ const ValidationPromptSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/**
+ * Model and pool entry names: what clients send as `model` and what goes into response headers
+ * (x-moltbot-fallback) and log lines, so no control characters, spaces or commas.
+ */
+export const MODEL_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$";
+export const MODEL_NAME_EXPECTED = "a name of letters, digits and . _ : / - (starting with a letter or digit, at most 128)";
+
 export const ModelConfigSchema = Type.Object(
   {
     /** Model name clients use in `model`; defaults to the repository folder name. */
-    name: Type.Optional(Type.String({ minLength: 1, pattern: "^[A-Za-z0-9][A-Za-z0-9._:/-]*$" })),
+    name: Type.Optional(Type.String({ minLength: 1, pattern: MODEL_NAME_PATTERN })),
     type: Type.Union([Type.Literal("llm"), Type.Literal("embedding")], { default: "llm" }),
     /** Context length per sequence in tokens; defaults to the model's training context, capped at 4096. */
     context_size: Type.Optional(Type.Integer({ minimum: 16, maximum: 1_048_576 })),

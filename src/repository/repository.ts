@@ -9,7 +9,7 @@ import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { MoltbotError } from "../errors.js";
 import { isGgufFile } from "../gguf/reader.js";
-import { parseModelConfig, type ModelConfig } from "./model-config.js";
+import { MODEL_NAME_EXPECTED, MODEL_NAME_PATTERN, parseModelConfig, type ModelConfig } from "./model-config.js";
 import { compareVersions, highestVersion, isVersionName } from "./versions.js";
 
 export interface ModelVersion {
@@ -47,6 +47,15 @@ async function statOrUndefined(p: string) {
   }
 }
 
+const MODEL_NAME = new RegExp(MODEL_NAME_PATTERN);
+
+/** A name taken from the disk (folder or file name) is served as `model` and sent in headers. */
+function checkedName(name: string, from: string): string {
+  // The path is quoted: it holds the bad name, whose control characters would break the line.
+  if (!MODEL_NAME.test(name)) fail(`${JSON.stringify(from)}: model name ${JSON.stringify(name)} is not allowed (expected ${MODEL_NAME_EXPECTED}); rename it or set "name" in config.json`);
+  return name;
+}
+
 async function loadVersion(dir: string, version: string, fallbackName: string): Promise<ModelVersion> {
   const configPath = path.join(dir, "config.json");
   const configText = await readFile(configPath, "utf8").catch((err: NodeJS.ErrnoException) =>
@@ -54,7 +63,7 @@ async function loadVersion(dir: string, version: string, fallbackName: string): 
   );
   const config = configText === undefined ? parseModelConfig("{}", configPath) : parseModelConfig(configText, configPath);
   const weightsPath = await findWeights(dir, config.weights);
-  return { name: config.name ?? fallbackName, version, dir, weightsPath, config };
+  return { name: config.name ?? checkedName(fallbackName, dir), version, dir, weightsPath, config };
 }
 
 async function findWeights(dir: string, named: string | undefined): Promise<string> {
@@ -118,7 +127,7 @@ export async function openRepository(modelPath: string, opts: OpenRepositoryOpti
 
   if (st.isFile()) {
     if (!(await isGgufFile(abs))) fail(`${abs}: not a GGUF file (wrong magic bytes)`);
-    const name = path.basename(abs).replace(/\.(gguf|bin)$/i, "");
+    const name = checkedName(path.basename(abs).replace(/\.(gguf|bin)$/i, ""), abs);
     const config = parseModelConfig("{}", `${abs} (defaults)`);
     return [{ name, versions: ["v1"], active: { name, version: "v1", dir: path.dirname(abs), weightsPath: abs, config } }];
   }

@@ -23,13 +23,15 @@ export class SseStream {
   // `Connection: close` (then it closes the socket after [DONE]); forcing keep-alive held it open.
   private open(): void {
     if (this.opened) return;
-    this.opened = true;
+    // `opened` only once writeHead succeeded: when it throws (a header value node refuses), the
+    // caller can still answer with an error status instead of events on a response never begun.
     this.res.writeHead(200, {
       ...this.headers,
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       "x-accel-buffering": "no",
     });
+    this.opened = true;
   }
 
   send(data: unknown): void {

@@ -57,6 +57,8 @@ interface Pending {
   resolve(value: never): void;
   reject(err: Error): void;
   sink?: GenerationSink;
+  /** The HTTP request's id, for the log. */
+  requestId?: string;
 }
 
 const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
@@ -122,7 +124,7 @@ export class ModelWorker {
       env: { ...process.env, MOLTBOT_WORKER_INIT: JSON.stringify(this.init) },
     });
     this.child = child;
-    child.on("message", (msg: WorkerToMain) => this.onMessage(msg));
+    child.on("message", (msg: WorkerToMain) => this.receive(msg));
     child.on("exit", (code, signal) => this.onExit(child, code, signal));
     child.on("error", (err) => this.log.error(`worker for ${this.label} failed: ${err.message}`));
   }
@@ -131,11 +133,30 @@ export class ModelWorker {
     return `model ${this.init.name} ${this.init.version}`;
   }
 
-  private onMessage(msg: WorkerToMain): void {
+  /**
+   * The IPC listener must never throw: an exception there is uncaught and ends the server with
+   * every request in it. What goes wrong while one request's message is handled (its sink
+   * writing the response) fails that request alone: its generation is cancelled in the worker
+   * and its promise rejects with the error.
+   */
+  private receive(msg: WorkerToMain): void {
+    if (msg.type === "batch") {
+      for (const m of msg.msgs) this.receive(m);
+      return;
+    }
+    try {
+      this.onMessage(msg);
+    } catch (caught) {
+      const err = caught instanceof Error ? caught : new Error(String(caught));
+      const id = "id" in msg ? msg.id : undefined;
+      const requestId = id === undefined ? undefined : this.pending.get(id)?.requestId;
+      this.log.error(`Handling "${msg.type}" from the worker of ${this.label} failed${requestId ? ` for request ${requestId}` : ""}; that request fails: ${err.message}`, requestId ? { request_id: requestId } : undefined);
+      if (id !== undefined) this.abort(id, err);
+    }
+  }
+
+  private onMessage(msg: Exclude<WorkerToMain, { type: "batch" }>): void {
     switch (msg.type) {
-      case "batch":
-        for (const m of msg.msgs) this.onMessage(m);
-        return;
       case "text":
         this.pending.get(msg.id)?.sink?.onText(msg.text, msg.logprobs, msg.n);
         return;
@@ -231,13 +252,13 @@ export class ModelWorker {
     }, delay);
   }
 
-  private request<T>(msg: MainToWorker & { id: number }, sink?: GenerationSink): Promise<T> {
+  private request<T>(msg: MainToWorker & { id: number }, sink?: GenerationSink, requestId?: string): Promise<T> {
     if (this.state !== "ready" || !this.child) {
       const why = this.state === "closing" || this.state === "closed" ? "is shutting down" : `is ${this.state}`;
       return Promise.reject(new MoltbotError(this.state === "closing" ? "server_shutting_down" : "worker_unavailable", `${this.label} ${why}; retry shortly`));
     }
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(msg.id, { resolve: resolve as (v: never) => void, reject, sink });
+      this.pending.set(msg.id, { resolve: resolve as (v: never) => void, reject, sink, requestId });
       this.child!.send(msg);
     });
   }
@@ -253,15 +274,15 @@ export class ModelWorker {
     if (this.child?.connected) this.child.send({ type: "discard", id: prepared.id } satisfies MainToWorker);
   }
 
-  /** Generate from a prompt, or from a prepared one (which is then consumed). */
-  generate(prompt: PromptInput | PreparedPrompt, params: GenerationParams, sink: GenerationSink, signal?: AbortSignal): Promise<GenerationDone> {
+  /** Generate from a prompt, or from a prepared one (which is then consumed). `requestId` names it in the log. */
+  generate(prompt: PromptInput | PreparedPrompt, params: GenerationParams, sink: GenerationSink, signal?: AbortSignal, requestId?: string): Promise<GenerationDone> {
     const isPrepared = "id" in prompt;
     if (isPrepared && prompt.incarnation !== this.incarnation) {
       return Promise.reject(new MoltbotError("worker_crashed", `the worker of ${this.label} restarted after this request was prepared; retry`));
     }
     const id = isPrepared ? prompt.id : this.nextId++;
     const msg: MainToWorker & { id: number } = isPrepared ? { type: "generate", id, params } : { type: "generate", id, prompt, params };
-    const done = this.request<GenerationDone>(msg, sink);
+    const done = this.request<GenerationDone>(msg, sink, requestId);
     if (signal) {
       const onAbort = () => this.cancel(id);
       if (signal.aborted) onAbort();
@@ -314,11 +335,15 @@ export class ModelWorker {
 
   /** Stops a generation and frees its slot; its promise rejects with `code`. */
   cancel(id: number, code: ErrorCode = "invalid_request"): void {
+    this.abort(id, new MoltbotError(code, "generation cancelled"));
+  }
+
+  private abort(id: number, err: Error): void {
     const p = this.pending.get(id);
     if (!p) return;
     this.settle(id);
     if (this.child?.connected) this.child.send({ type: "cancel", id } satisfies MainToWorker);
-    p.reject(new MoltbotError(code, "generation cancelled"));
+    p.reject(err);
   }
 
   /** Lets in-flight work finish (up to the deadline), then stops the process. Idempotent. */
