@@ -279,3 +279,34 @@ describe("ffi engine", () => {
     await assert.rejects(engine.embed([[1, 2]]), (e: unknown) => e instanceof MoltbotError && e.code === "model_not_embedding");
   });
 });
+
+describe("ffi engine lifecycle", () => {
+  test("close drains: running and queued generations finish, new ones are refused, then the model is freed", async () => {
+    const e = await loadFfiEngine({ modelPath, contextSize: 256, parallel: 1, threads: 1, embedding: false });
+    const prompt = e.tokenize("drain me", true);
+    const running = run(e, prompt, greedy(40));
+    const queued = run(e, prompt, greedy(20));
+    const closed = e.close();
+    await assert.rejects(run(e, prompt, greedy(5)), (err: MoltbotError) => err.code === "engine_error" && /closing/.test(err.message));
+    const [a, b] = await Promise.all([running, queued]);
+    assert.equal(a.result.finishReason, "length");
+    assert.equal(a.ids.length, 40);
+    assert.equal(b.result.finishReason, "length");
+    assert.equal(b.ids.length, 20);
+    await closed;
+    await e.close(); // idempotent
+  });
+
+  test("destroy aborts: running and queued generations fail at once", async () => {
+    const e = await loadFfiEngine({ modelPath, contextSize: 256, parallel: 1, threads: 1, embedding: false });
+    const prompt = e.tokenize("stop me", true);
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => (started = resolve));
+    const running = e.generate({ ...request(e, prompt, greedy(200)), onToken: () => (started(), true) });
+    const queued = run(e, prompt, greedy(200));
+    await first;
+    await e.destroy();
+    for (const p of [running, queued]) await assert.rejects(p, (err: MoltbotError) => err.code === "engine_error");
+    await e.close(); // after a destroy: nothing left to drain
+  });
+});

@@ -155,7 +155,15 @@ class FfiEngine implements Engine {
   private readonly active: Job[] = [];
   private readonly pieceBuf = Buffer.alloc(256);
   private running = false;
+  /** No new work is taken (a drain or a destroy has begun). */
   private closed = false;
+  /** Destroyed: running work was failed; the loop stops at its next turn. */
+  private aborted = false;
+  private freed = false;
+  private closing: Promise<void> | undefined;
+  /** Woken when the loop has no queued or running generation left (a drain waits on it). */
+  private idleWaiters: (() => void)[] = [];
+  private embedsRunning = 0;
   private readonly threads: number;
   /** Persistent compute threads, attached while a step runs on more than 1 thread. */
   private readonly threadpool: ThreadpoolPtr | null;
@@ -223,7 +231,7 @@ class FfiEngine implements Engine {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new MoltbotError("engine_error", "engine is closed");
+    if (this.closed) throw new MoltbotError("engine_error", "engine is closed or closing");
   }
 
   // ---- text -------------------------------------------------------------------------------
@@ -332,13 +340,13 @@ class FfiEngine implements Engine {
   }
 
   private wake(): void {
-    if (!this.running && !this.closed) void this.run();
+    if (!this.running && !this.aborted) void this.run();
   }
 
   private async run(): Promise<void> {
     this.running = true;
     try {
-      while (!this.closed) {
+      while (!this.aborted) {
         this.admit();
         if (this.active.length === 0) break;
         this.step();
@@ -346,7 +354,17 @@ class FfiEngine implements Engine {
       }
     } finally {
       this.running = false;
+      if (this.queue.length === 0 && this.active.length === 0) this.wakeIdle();
     }
+  }
+
+  private wakeIdle(): void {
+    if (this.embedsRunning > 0) return;
+    for (const wake of this.idleWaiters.splice(0)) wake();
+  }
+
+  private get idle(): boolean {
+    return !this.running && this.queue.length === 0 && this.active.length === 0 && this.embedsRunning === 0;
   }
 
   /** Cells that admitted jobs will still fill with their prompts (not yet fed). */
@@ -757,6 +775,16 @@ class FfiEngine implements Engine {
 
   async embed(inputs: number[][]): Promise<number[][]> {
     this.assertOpen();
+    this.embedsRunning++;
+    try {
+      return await this.embedAll(inputs);
+    } finally {
+      this.embedsRunning--;
+      if (this.idle) this.wakeIdle();
+    }
+  }
+
+  private async embedAll(inputs: number[][]): Promise<number[][]> {
     if (!this.embedding) throw new MoltbotError("model_not_embedding", "this model was not loaded for embeddings");
     const ctxSize = this.info.contextSize;
     const cap = this.batch.capacity;
@@ -811,13 +839,32 @@ class FfiEngine implements Engine {
 
   // ---- lifecycle --------------------------------------------------------------------------
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  close(): Promise<void> {
     this.closed = true;
+    this.closing ??= (async () => {
+      if (!this.idle) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+      this.free();
+    })();
+    return this.closing;
+  }
+
+  async destroy(): Promise<void> {
+    this.closed = true;
+    this.aborted = true;
     const err = new MoltbotError("engine_error", "engine closed while the request was running");
     for (const job of [...this.queue]) this.fail(job, err);
     this.queue.length = 0;
     for (const job of [...this.active]) this.fail(job, err);
+    // The generation loop only runs between its awaits, so nothing of it touches the context
+    // after this (it stops at its next turn); an embedding batch still evaluating is waited for.
+    if (this.embedsRunning > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    this.free();
+    this.wakeIdle();
+  }
+
+  private free(): void {
+    if (this.freed) return;
+    this.freed = true;
     this.batch.free();
     if (this.threadpool !== null) this.lib.llama_detach_threadpool(this.ctx);
     this.lib.llama_free(this.ctx);

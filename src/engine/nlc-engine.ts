@@ -155,7 +155,12 @@ class NlcEngine implements Engine {
   private chatWrapper: ChatWrapper | null | undefined;
   private noBias: TokenBias | undefined;
   private eogBias: TokenBias | undefined;
+  /** Set by destroy (and by close once drained): the model is being disposed. */
   private closing: Promise<void> | undefined;
+  private draining: Promise<void> | undefined;
+  /** Generations and embeddings under way; a drain waits for none. */
+  private running = 0;
+  private readonly drainWaiters: Array<() => void> = [];
 
   constructor(
     model: LlamaModel,
@@ -227,8 +232,22 @@ class NlcEngine implements Engine {
     }
   }
 
-  async generate(request: GenerateRequest): Promise<GenerateResult> {
+  generate(request: GenerateRequest): Promise<GenerateResult> {
+    return this.counted(() => this.generateNow(request));
+  }
+
+  /** Runs `work` counted as under way, so a drain (close) waits for it. */
+  private async counted<T>(work: () => Promise<T>): Promise<T> {
     this.ensureOpen();
+    this.running++;
+    try {
+      return await work();
+    } finally {
+      if (--this.running === 0) for (const wake of this.drainWaiters.splice(0)) wake();
+    }
+  }
+
+  private async generateNow(request: GenerateRequest): Promise<GenerateResult> {
     if (this.context === undefined) throw engineError("this model was loaded for embeddings; it cannot generate");
     const { promptTokens, params, onToken, signal } = request;
     const promptCount = promptTokens.length;
@@ -331,8 +350,11 @@ class NlcEngine implements Engine {
     return result(finishReason, generated);
   }
 
-  async embed(inputs: number[][]): Promise<number[][]> {
-    this.ensureOpen();
+  embed(inputs: number[][]): Promise<number[][]> {
+    return this.counted(() => this.embedNow(inputs));
+  }
+
+  private async embedNow(inputs: number[][]): Promise<number[][]> {
     if (this.embeddingContext === undefined) {
       throw new MoltbotError("model_not_embedding", "this model was loaded for generation; load it with embedding enabled to embed");
     }
@@ -359,6 +381,14 @@ class NlcEngine implements Engine {
   }
 
   close(): Promise<void> {
+    this.draining ??= (async () => {
+      if (this.running > 0) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+      await this.destroy();
+    })();
+    return this.draining;
+  }
+
+  destroy(): Promise<void> {
     this.closing ??= (async () => {
       for (const wake of this.waiters.splice(0)) wake(undefined);
       // Disposing the model disposes its contexts and sequences too.
@@ -368,7 +398,7 @@ class NlcEngine implements Engine {
   }
 
   private ensureOpen(): void {
-    if (this.closing !== undefined) throw engineError("the engine is closed");
+    if (this.closing !== undefined || this.draining !== undefined) throw engineError("the engine is closed or closing");
   }
 
   /** Out-of-range token ids would crash llama.cpp, so they are refused here. */

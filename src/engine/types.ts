@@ -130,5 +130,8 @@ export interface Engine {
   generate(request: GenerateRequest): Promise<GenerateResult>;
   /** One embedding vector per input (mean pooled, L2-normalised). */
   embed(inputs: number[][]): Promise<number[][]>;
+  /** Drain: refuse new work, let queued and running work finish, then free the model. Idempotent. */
   close(): Promise<void>;
+  /** Abort: fail queued and running work at once, then free the model. Idempotent. */
+  destroy(): Promise<void>;
 }
