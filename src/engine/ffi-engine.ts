@@ -347,7 +347,7 @@ class FfiEngine implements Engine {
     this.running = true;
     try {
       while (!this.aborted) {
-        this.admit();
+        this.admitQueuedJobs();
         if (this.active.length === 0) break;
         this.step();
         await yieldToEventLoop();
@@ -379,7 +379,7 @@ class FfiEngine implements Engine {
    * what running sequences will need; a job that does not fit waits (head of line), and cells
    * of running sequences are never taken for it.
    */
-  private admit(): void {
+  private admitQueuedJobs(): void {
     const cache = this.cache!;
     while (this.queue.length > 0 && this.active.length < this.parallel) {
       const job = this.queue[0]!;

@@ -153,7 +153,7 @@ export class ModelScheduler {
     if (signal?.aborted) return Promise.reject(signal.reason);
     // Hot path. Invariant: after every state change the queue is empty or all slots are taken,
     // so a free slot means nobody is waiting ahead of this request.
-    if (this.inflightCount < this.slots) return Promise.resolve(this.admit());
+    if (this.inflightCount < this.slots) return Promise.resolve(this.grantSlot());
     return this.enqueue(priority, signal);
   }
 
@@ -183,7 +183,7 @@ export class ModelScheduler {
     this.pump();
   }
 
-  private admit(): SlotLease {
+  private grantSlot(): SlotLease {
     this.inflightCount++;
     const admittedAt = this.clock();
     let released = false;
@@ -242,7 +242,7 @@ export class ModelScheduler {
     while (this.inflightCount < this.slots) {
       const next = this.first();
       if (!next) break;
-      this.dequeue(next).resolve(this.admit());
+      this.dequeue(next).resolve(this.grantSlot());
       admitted = true;
     }
     if (admitted) this.settleSweep();
