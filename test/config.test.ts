@@ -45,7 +45,7 @@ test("no file: every default, data dir in cwd", () => {
   assert.deepEqual(config.metrics, { enabled: true, path: "/metrics" });
   assert.equal(config.cache.l2.ttl, "7d");
   assert.deepEqual(config.resource_limits, {});
-  assert.deepEqual(config.worker, { engine: "ffi", restart_backoff_ms: { initial: 500, max: 30000 }, drain_timeout_ms: 30000 });
+  assert.deepEqual(config.worker, { engine: "ffi", restart_backoff_ms: { initial: 500, max: 30000 }, drain_timeout_ms: 30000, heartbeat_timeout_ms: 10000 });
 });
 
 test("./moltbot.yaml in cwd is picked up; data dir sits beside it", () => {

@@ -243,6 +243,7 @@ export const ConfigSchema = Type.Object(
         max: positiveInt({ default: 30000, description: "longest delay, in ms" }),
       }),
       drain_timeout_ms: Type.Integer({ minimum: 0, default: 30000, description: "how long in-flight requests may finish at stop or switch, in ms" }),
+      heartbeat_timeout_ms: Type.Integer({ minimum: 500, default: 10000, description: "a ready worker silent this long is killed and restarted, its requests failed, in ms" }),
     }),
   },
   { additionalProperties: false, description: "moltbot.yaml" },

@@ -117,7 +117,7 @@ export class MoltbotServer {
           initialMs: cfg.worker.restart_backoff_ms.initial,
           maxMs: cfg.worker.restart_backoff_ms.max,
           stableMs: 30_000,
-        });
+        }, undefined, { intervalMs: Math.min(1000, cfg.worker.heartbeat_timeout_ms / 4), timeoutMs: cfg.worker.heartbeat_timeout_ms });
         const scheduler = new ModelScheduler({ slots: m.parallel, maxQueue: m.queue.maxSize, maxWaitMs: m.queue.maxWaitMs });
         workers.set(model.name, { worker, scheduler });
       }

@@ -1,11 +1,14 @@
 // Supervises the worker process of one model version.
 //
 //   STARTING ──ready──▶ READY ──exit──▶ RESTARTING ──backoff──▶ STARTING
-//      │                  │                                        
+//      │                  │ └─silent─▶ UNHEALTHY ──SIGKILL, exit──▶ RESTARTING
 //      └─fatal─▶ FAILED   └─close()─▶ CLOSING ──drained/deadline──▶ CLOSED
 //
 // In-flight requests of a worker that dies end at once with `worker_crashed` (503); the
 // worker is restarted with exponential backoff and the rest of the server keeps serving.
+// A worker that is alive but stuck (stopped, deadlocked in native code) would hold its
+// requests forever while looking ready, so a ready worker is pinged and one that sends
+// nothing at all for the heartbeat timeout is killed, which takes the crash path above.
 // The first load failing is fatal (a bad model is the operator's to fix, not to retry).
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
@@ -16,7 +19,7 @@ import type { Logger } from "../observe/logger.js";
 import type { GenerationParams } from "../engine/types.js";
 import { WorkerInitSchema, type FinishReason, type MainToWorker, type PromptInput, type TokenLogprobEntry, type WorkerInit, type WorkerToMain } from "./protocol.js";
 
-export type WorkerState = "starting" | "ready" | "restarting" | "failed" | "closing" | "closed";
+export type WorkerState = "starting" | "ready" | "unhealthy" | "restarting" | "failed" | "closing" | "closed";
 
 export interface GenerationSink {
   onStart?(promptTokens: number): void;
@@ -53,6 +56,19 @@ export interface RestartPolicy {
   stableMs: number;
 }
 
+export interface HeartbeatPolicy {
+  /** How often a ready worker is pinged. */
+  intervalMs: number;
+  /**
+   * A ready worker that sends nothing (any message counts) for this long is killed. Generous:
+   * the engine blocks the worker's thread for a whole decode step or prompt chunk (~0.5 s on
+   * a small CPU), and a long chunk on a big model can take several seconds.
+   */
+  timeoutMs: number;
+}
+
+export const DEFAULT_HEARTBEAT: HeartbeatPolicy = { intervalMs: 1000, timeoutMs: 10_000 };
+
 interface Pending {
   resolve(value: never): void;
   reject(err: Error): void;
@@ -75,6 +91,8 @@ export class ModelWorker {
   private backoffMs: number;
   private readyAt = 0;
   private restartTimer: NodeJS.Timeout | undefined;
+  /** performance.now() of the last message from the current child (monotonic: a wall-clock step must not kill a worker). */
+  private lastHeard = 0;
   private firstStart: { resolve(): void; reject(err: Error): void } | undefined;
   private drained: (() => void) | undefined;
   private readonly embedQueue: Array<{ inputs: string[]; resolve(r: EmbedResult): void; reject(err: Error): void }> = [];
@@ -87,6 +105,7 @@ export class ModelWorker {
     private readonly log: Logger,
     private readonly policy: RestartPolicy = { initialMs: 250, maxMs: 10_000, stableMs: 30_000 },
     private readonly clock: () => number = Date.now,
+    private readonly heartbeat: HeartbeatPolicy = DEFAULT_HEARTBEAT,
   ) {
     // Here rather than in the worker, where loading TypeBox would slow every start (worker-main.ts).
     const invalid = Value.Errors(WorkerInitSchema, init).First();
@@ -127,6 +146,29 @@ export class ModelWorker {
     child.on("message", (msg: WorkerToMain) => this.receive(msg));
     child.on("exit", (code, signal) => this.onExit(child, code, signal));
     child.on("error", (err) => this.log.error(`worker for ${this.label} failed: ${err.message}`));
+    this.lastHeard = performance.now();
+    let lastTick = this.lastHeard;
+    const timer = setInterval(() => {
+      const now = performance.now();
+      // This process was itself blocked (the tick is late): the worker's answers may be
+      // waiting unread in the channel, so it is not judged on this tick.
+      const late = now - lastTick > this.heartbeat.intervalMs + this.heartbeat.timeoutMs / 2;
+      lastTick = now;
+      if (child !== this.child || !child.connected) return clearInterval(timer);
+      if (this.state !== "ready") return; // loading blocks the worker for as long as the model takes
+      if (late) this.lastHeard = now;
+      const silentMs = now - this.lastHeard;
+      if (silentMs > this.heartbeat.timeoutMs) {
+        clearInterval(timer);
+        this.state = "unhealthy";
+        this.log.error(`Worker of ${this.label} (pid ${child.pid}) stopped answering for ${(silentMs / 1000).toFixed(1)} s: killing it`);
+        child.kill("SIGKILL"); // SIGKILL also ends a stopped process; its exit fails its requests and restarts it
+        return;
+      }
+      child.send({ type: "ping" } satisfies MainToWorker);
+    }, this.heartbeat.intervalMs);
+    timer.unref();
+    child.once("exit", () => clearInterval(timer));
   }
 
   private get label(): string {
@@ -140,6 +182,7 @@ export class ModelWorker {
    * and its promise rejects with the error.
    */
   private receive(msg: WorkerToMain): void {
+    this.lastHeard = performance.now();
     if (msg.type === "batch") {
       for (const m of msg.msgs) this.receive(m);
       return;
@@ -208,6 +251,8 @@ export class ModelWorker {
           this.firstStart.reject(new MoltbotError(msg.code, msg.message));
           this.firstStart = undefined;
         }
+        return;
+      case "pong": // its arrival is what counts (receive)
         return;
       case "log":
         this.log.child(msg.component)[msg.level === "WARNING" ? "warning" : msg.level === "DEBUG" ? "debug" : msg.level === "ERROR" ? "error" : "info"](msg.message);

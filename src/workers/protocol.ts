@@ -37,6 +37,8 @@ export type MainToWorker =
   | { type: "discard"; id: number }
   | { type: "embed"; id: number; inputs: string[] }
   | { type: "cancel"; id: number }
+  /** Heartbeat: the worker answers "pong" when its thread is free (model-worker.ts). */
+  | { type: "ping" }
   | { type: "shutdown" };
 
 export type FinishReason = "stop" | "length";
@@ -56,6 +58,7 @@ export type WorkerToMain =
   | { type: "embedded"; id: number; data: number[][]; tokens: number[] }
   | { type: "failed"; id: number; code: ErrorCode; message: string }
   | { type: "fatal"; code: ErrorCode; message: string }
+  | { type: "pong" }
   | { type: "log"; level: "DEBUG" | "INFO" | "WARNING" | "ERROR"; component: string; message: string }
   /**
    * Several messages in one IPC write, in the order they were sent: the worker flushes what

@@ -152,6 +152,9 @@ async function main(): Promise<void> {
       case "cancel":
         inflight.get(msg.id)?.abort();
         break;
+      case "ping":
+        send({ type: "pong" });
+        break;
       case "shutdown":
         shuttingDown = true;
         void finishShutdown();
