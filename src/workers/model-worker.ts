@@ -16,6 +16,7 @@ import { Value } from "@sinclair/typebox/value";
 import { MoltbotError, type ErrorCode } from "../errors.js";
 import type { EngineModelInfo } from "../engine/types.js";
 import type { Logger } from "../observe/logger.js";
+import { readProcStats } from "../observe/proc-stats.js";
 import type { GenerationParams } from "../engine/types.js";
 import { WorkerInitSchema, type FinishReason, type MainToWorker, type PromptInput, type TokenLogprobEntry, type WorkerInit, type WorkerToMain } from "./protocol.js";
 
@@ -148,6 +149,7 @@ export class ModelWorker {
     child.on("error", (err) => this.log.error(`worker for ${this.label} failed: ${err.message}`));
     this.lastHeard = performance.now();
     let lastTick = this.lastHeard;
+    let cpuBefore: number | null = null;
     const timer = setInterval(() => {
       const now = performance.now();
       // This process was itself blocked (the tick is late): the worker's answers may be
@@ -158,7 +160,14 @@ export class ModelWorker {
       if (this.state !== "ready") return; // loading blocks the worker for as long as the model takes
       if (late) this.lastHeard = now;
       const silentMs = now - this.lastHeard;
-      if (silentMs > this.heartbeat.timeoutMs) {
+      // Silence while the worker's CPU time grows is one long synchronous step (a 512-token
+      // prompt chunk or an embedding batch of a large model on CPU can take longer than the
+      // timeout), not a hang: a silent worker is killed when its CPU time stands still (stopped,
+      // deadlocked) or after ten timeouts whatever it does. /proc is read only while it is silent.
+      const cpu = silentMs > 2 * this.heartbeat.intervalMs && child.pid !== undefined ? (readProcStats(child.pid)?.cpuSeconds ?? null) : null;
+      const computing = cpu !== null && cpuBefore !== null && cpu > cpuBefore;
+      cpuBefore = cpu;
+      if (silentMs > this.heartbeat.timeoutMs && !(computing && silentMs < 10 * this.heartbeat.timeoutMs)) {
         clearInterval(timer);
         this.state = "unhealthy";
         this.log.error(`Worker of ${this.label} (pid ${child.pid}) stopped answering for ${(silentMs / 1000).toFixed(1)} s: killing it`);
