@@ -70,13 +70,18 @@ export interface HeartbeatPolicy {
 
 export const DEFAULT_HEARTBEAT: HeartbeatPolicy = { intervalMs: 1000, timeoutMs: 10_000 };
 
-interface Pending {
-  resolve(value: never): void;
-  reject(err: Error): void;
-  sink?: GenerationSink;
-  /** The HTTP request's id, for the log. */
-  requestId?: string;
-}
+/** A request sent to the worker, by kind: what answers it and what it resolves with. */
+type Pending =
+  | { kind: "prepare"; resolve(value: PreparedPrompt): void; reject(err: Error): void; requestId?: undefined }
+  | {
+      kind: "generate";
+      resolve(value: GenerationDone): void;
+      reject(err: Error): void;
+      sink: GenerationSink;
+      /** The HTTP request's id, for the log. */
+      requestId: string | undefined;
+    }
+  | { kind: "embed"; resolve(value: EmbedResult): void; reject(err: Error): void; requestId?: undefined };
 
 const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
 
@@ -209,28 +214,32 @@ export class ModelWorker {
 
   private onMessage(msg: Exclude<WorkerToMain, { type: "batch" }>): void {
     switch (msg.type) {
-      case "text":
-        this.pending.get(msg.id)?.sink?.onText(msg.text, msg.logprobs, msg.n);
+      case "text": {
+        const p = this.pending.get(msg.id);
+        if (p?.kind === "generate") p.sink.onText(msg.text, msg.logprobs, msg.n);
         return;
-      case "started":
-        this.pending.get(msg.id)?.sink?.onStart?.(msg.promptTokens);
+      }
+      case "started": {
+        const p = this.pending.get(msg.id);
+        if (p?.kind === "generate") p.sink.onStart?.(msg.promptTokens);
         return;
+      }
       case "done": {
         const p = this.pending.get(msg.id);
         this.settle(msg.id);
-        p?.resolve({ finishReason: msg.finishReason, promptTokens: msg.promptTokens, completionTokens: msg.completionTokens, cachedTokens: msg.cachedTokens } as never);
+        if (p?.kind === "generate") p.resolve({ finishReason: msg.finishReason, promptTokens: msg.promptTokens, completionTokens: msg.completionTokens, cachedTokens: msg.cachedTokens });
         return;
       }
       case "prepared": {
         const p = this.pending.get(msg.id);
         this.settle(msg.id);
-        p?.resolve({ id: msg.id, promptTokens: msg.promptTokens, incarnation: this.incarnation } as never);
+        if (p?.kind === "prepare") p.resolve({ id: msg.id, promptTokens: msg.promptTokens, incarnation: this.incarnation });
         return;
       }
       case "embedded": {
         const p = this.pending.get(msg.id);
         this.settle(msg.id);
-        p?.resolve({ data: msg.data, tokens: msg.tokens } as never);
+        if (p?.kind === "embed") p.resolve({ data: msg.data, tokens: msg.tokens });
         return;
       }
       case "failed": {
@@ -306,13 +315,17 @@ export class ModelWorker {
     }, delay);
   }
 
-  private request<T>(msg: MainToWorker & { id: number }, sink?: GenerationSink, requestId?: string): Promise<T> {
+  /**
+   * Send `msg` and remember, under its id, how its answer settles the promise (`pending` builds
+   * the entry of its kind); refused at once when the worker is not ready.
+   */
+  private request<T>(msg: MainToWorker & { id: number }, pending: (resolve: (value: T) => void, reject: (err: Error) => void) => Pending): Promise<T> {
     if (this.state !== "ready" || !this.child) {
       const why = this.state === "closing" || this.state === "closed" ? "is shutting down" : `is ${this.state}`;
       return Promise.reject(new MoltbotError(this.state === "closing" ? "server_shutting_down" : "worker_unavailable", `${this.label} ${why}; retry shortly`));
     }
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(msg.id, { resolve: resolve as (v: never) => void, reject, sink, requestId });
+      this.pending.set(msg.id, pending(resolve, reject));
       this.child!.send(msg);
     });
   }
@@ -320,7 +333,7 @@ export class ModelWorker {
   /** Tokenize in the worker; the count is known before any budget or queue decision. */
   prepare(prompt: PromptInput): Promise<PreparedPrompt> {
     const id = this.nextId++;
-    return this.request({ type: "prepare", id, prompt });
+    return this.request<PreparedPrompt>({ type: "prepare", id, prompt }, (resolve, reject) => ({ kind: "prepare", resolve, reject }));
   }
 
   /** Forget a prepared prompt that will not run here. */
@@ -336,7 +349,7 @@ export class ModelWorker {
     }
     const id = isPrepared ? prompt.id : this.nextId++;
     const msg: MainToWorker & { id: number } = isPrepared ? { type: "generate", id, params } : { type: "generate", id, prompt, params };
-    const done = this.request<GenerationDone>(msg, sink, requestId);
+    const done = this.request<GenerationDone>(msg, (resolve, reject) => ({ kind: "generate", resolve, reject, sink, requestId }));
     if (signal) {
       const onAbort = () => this.cancel(id);
       if (signal.aborted) onAbort();
@@ -368,7 +381,7 @@ export class ModelWorker {
       const id = this.nextId++;
       this.embedBatches++;
       try {
-        const r = await this.request<EmbedResult>({ type: "embed", id, inputs: group.flatMap((g) => g.inputs) });
+        const r = await this.request<EmbedResult>({ type: "embed", id, inputs: group.flatMap((g) => g.inputs) }, (resolve, reject) => ({ kind: "embed", resolve, reject }));
         let at = 0;
         for (const g of group) {
           const n = g.inputs.length;
@@ -378,7 +391,7 @@ export class ModelWorker {
       } catch (err) {
         // One input too long fails its own request only: retry the others alone.
         if (group.length > 1 && err instanceof MoltbotError && err.code === "context_length_exceeded") {
-          for (const g of group) this.request<EmbedResult>({ type: "embed", id: this.nextId++, inputs: g.inputs }).then(g.resolve, g.reject);
+          for (const g of group) this.request<EmbedResult>({ type: "embed", id: this.nextId++, inputs: g.inputs }, (resolve, reject) => ({ kind: "embed", resolve, reject })).then(g.resolve, g.reject);
         } else {
           for (const g of group) g.reject(err as Error);
         }
