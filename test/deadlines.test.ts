@@ -4,7 +4,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI, { APIError } from "openai";
-import { makeRepository, startServer, type RunningServer } from "./helpers/fixtures.js";
+import { makeRepository, startServer, type RunningServer, until } from "./helpers/fixtures.js";
 import { ledgerPath, openSqliteLedger } from "../src/ledger/sqlite-ledger.js";
 import type { PoolEntry } from "../src/pool/model-pool.js";
 
@@ -36,14 +36,6 @@ after(async () => {
   if (!closed) await srv?.close();
 });
 
-/** Resolves when `cond` holds, checked on every event-loop turn (no fixed sleeps). */
-async function until(cond: () => boolean, what: string, limitMs = 10_000): Promise<void> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > limitMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
 
 function idle(): void {
   assert.equal(entry.scheduler.inflight, 0, "scheduler slot released");
@@ -69,9 +61,9 @@ describe("deadline of a generating request", () => {
   test("a body timeout ends it with 504 request_timeout, frees its slot, and the queued request runs at once", async () => {
     const t0 = performance.now();
     const first = timesOut(completion({ timeout: 0.5 }));
-    await until(() => entry.scheduler.inflight === 1, "the first request to hold the slot");
+    await until("the first request to hold the slot", () => entry.scheduler.inflight === 1);
     const second = completion({ prompt: "Hello", max_tokens: 5 });
-    await until(() => entry.scheduler.queued === 1, "the second request to queue behind it");
+    await until("the second request to queue behind it", () => entry.scheduler.queued === 1);
 
     const err = await first;
     const elapsed = performance.now() - t0;
@@ -131,12 +123,12 @@ describe("deadline of a generating request", () => {
 describe("deadline of a queued request", () => {
   test("a request that waits past its deadline leaves the queue with 504; the running one goes on", async () => {
     const running = completion({ prompt: "Hello", max_tokens: 1200 });
-    await until(() => entry.scheduler.inflight === 1, "the running request to hold the slot");
+    await until("the running request to hold the slot", () => entry.scheduler.inflight === 1);
     const t0 = performance.now();
     const queued = timesOut(
       client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], stream: true, timeout: 0.2 } as unknown as OpenAI.ChatCompletionCreateParamsStreaming),
     );
-    await until(() => entry.scheduler.queued === 1, "the request to queue");
+    await until("the request to queue", () => entry.scheduler.queued === 1);
     const err = await queued;
     // A stream that never started gets a plain 504 response, not an event.
     assert.equal(err.status, 504);

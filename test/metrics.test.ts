@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import OpenAI from "openai";
-import { makeRepository, sleep, startServer, type RunningServer } from "./helpers/fixtures.js";
+import { makeRepository, sleep, startServer, type RunningServer, until } from "./helpers/fixtures.js";
 import { hasPromtool, parseSamples, promtoolCheck, total, type Sample } from "./helpers/prometheus.js";
 import type { AdminStatus } from "../src/server/routes/admin.js";
 
@@ -43,14 +43,6 @@ async function status(): Promise<AdminStatus> {
   return (await (await fetch(`${srv.url}/admin/status`)).json()) as AdminStatus;
 }
 
-/** Polls until `check` holds (a condition, not a fixed delay); fails after `ms`. */
-async function until(what: string, check: () => Promise<boolean>, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 async function post(path: string, body: unknown, signal?: AbortSignal) {
   const res = await fetch(`${srv.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body), signal });

@@ -3,18 +3,10 @@
 import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { makeRepository, sleep, startServer, tempDir, type RunningServer } from "./helpers/fixtures.js";
+import { makeRepository, sleep, startServer, tempDir, type RunningServer, until } from "./helpers/fixtures.js";
 import type { DeepPartial } from "../src/config/load.js";
 import type { MoltbotConfig } from "../src/config/schema.js";
 
-/** Wait for a condition of the server's state (the scheduler's queue, a worker), never for a fixed time. */
-async function until(what: string, cond: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
 
 const running: RunningServer[] = [];
 after(async () => {

@@ -5,7 +5,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
-import { makeRepository, startServer, type RunningServer } from "./helpers/fixtures.js";
+import { makeRepository, startServer, type RunningServer, until } from "./helpers/fixtures.js";
 import type { PoolEntry } from "../src/pool/model-pool.js";
 
 // Far more tokens than the tiny model makes before any deadline below (about 1000 tokens/s here).
@@ -24,14 +24,6 @@ after(async () => {
   if (!closed) await srv?.close();
 });
 
-/** Resolves when `cond` holds, checked on every event-loop turn (no fixed sleeps). */
-async function until(cond: () => boolean, what: string, limitMs = 10_000): Promise<void> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > limitMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setImmediate(r));
-  }
-}
 
 interface RawResponse {
   status: number;
@@ -97,7 +89,7 @@ test("at the drain deadline a long stream ends with an error event naming the sh
   const stream = await post("/v1/completions", { model: "tiny", prompt: "Once upon a time", ...LONG, stream: true }, { "x-request-id": "cut-stream-1" });
   assert.equal(stream.status, 200);
   const whole = post("/v1/chat/completions", { model: "tiny", messages: [{ role: "user", content: "hi" }], ...LONG }, { "x-request-id": "cut-whole-1" });
-  await until(() => entry.worker.inflight === 2 && events(stream.body).length > 3, "both requests generating, tokens streamed");
+  await until("both requests generating, tokens streamed", () => entry.worker.inflight === 2 && events(stream.body).length > 3);
 
   const t0 = performance.now();
   const drainMs = 1500;
@@ -114,7 +106,7 @@ test("at the drain deadline a long stream ends with an error event naming the sh
   await w.ended;
   assert.equal(w.status, 503);
   assert.equal((JSON.parse(w.body) as { error: { code: string } }).error.code, "server_shutting_down");
-  await until(() => entry.worker.inflight === 0, "the worker's sequences to be cancelled", 2000);
+  await until("the worker's sequences to be cancelled", () => entry.worker.inflight === 0, 2000);
 
   await closing;
   closed = true;
