@@ -9,18 +9,26 @@ export function readyUrl(server: MoltbotConfig["server"]): string {
   return `http://${host.includes(":") ? `[${host}]` : host}:${server.port}/readyz`;
 }
 
-/** Resolve once `url` answers 200; throw with the last answer (or error) after `timeoutMs`. */
+/** One attempt's own limit: a server that accepts but does not answer in this long counts as not ready. */
+const ATTEMPT_MS = 2000;
+
+/**
+ * Resolve once `url` answers 200; throw with the last answer (or error) after `timeoutMs`. An
+ * attempt is never cut short by the overall deadline (it may overrun it by up to ATTEMPT_MS):
+ * cutting it would report our own abort instead of what the server did (refused, 503, ...),
+ * and the first fetch of a process alone can take most of a second on a busy machine.
+ */
 export async function waitReady(url: string, timeoutMs: number, intervalMs = 250): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = "no answer yet";
   for (;;) {
     try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(Math.max(1, Math.min(2000, deadline - Date.now()))) });
+      const res = await fetch(url, { signal: AbortSignal.timeout(ATTEMPT_MS) });
       if (res.status === 200) return;
       last = `${res.status} ${await res.text().catch(() => "")}`.trim();
     } catch (err) {
       const cause = (err as { cause?: { code?: string } }).cause?.code;
-      last = cause ?? (err instanceof Error ? err.message : String(err));
+      last = cause ?? (err instanceof Error && err.name === "TimeoutError" ? `no answer within ${ATTEMPT_MS / 1000} s` : err instanceof Error ? err.message : String(err));
     }
     if (Date.now() >= deadline) throw new Error(`${url} not ready after ${Math.round(timeoutMs / 1000)} s (last: ${last})`);
     await new Promise((r) => setTimeout(r, Math.min(intervalMs, Math.max(0, deadline - Date.now()))));
