@@ -16,6 +16,13 @@ export const ERRORS = {
   body_timeout: { status: 408, type: "invalid_request_error" },
   model_not_embedding: { status: 400, type: "invalid_request_error" },
   token_limit_exceeded: { status: 400, type: "invalid_request_error" },
+  // model versions (the admin API)
+  version_not_found: { status: 404, type: "invalid_request_error" },
+  switch_in_progress: { status: 409, type: "invalid_request_error" },
+  no_previous_version: { status: 409, type: "invalid_request_error" },
+  version_invalid: { status: 422, type: "invalid_request_error" },
+  validation_failed: { status: 422, type: "invalid_request_error" },
+  insufficient_memory: { status: 507, type: "server_error" },
   // capacity and budgets (429 carries Retry-After)
   budget_exceeded: { status: 429, type: "insufficient_quota" },
   queue_full: { status: 429, type: "rate_limit_error" },
