@@ -1,8 +1,6 @@
-// Supervises the worker process of one model version.
-//
-//   STARTING ──ready──▶ READY ──exit──▶ RESTARTING ──backoff──▶ STARTING
-//      │                  │ └─silent─▶ UNHEALTHY ──SIGKILL, exit──▶ RESTARTING
-//      └─fatal─▶ FAILED   └─close()─▶ CLOSING ──drained/deadline──▶ CLOSED
+// Supervises the worker process of one model version. Its lifecycle (spawning, loading,
+// ready, unhealthy, crashed, restarting, draining, stopped, failed) and the legal transitions
+// are drawn in worker-state.ts; `setState` is the one place the state changes.
 //
 // In-flight requests of a worker that dies end at once with `worker_crashed` (503); the
 // worker is restarted with exponential backoff and the rest of the server keeps serving.
@@ -19,8 +17,12 @@ import type { Logger } from "../observe/logger.js";
 import { readProcStats } from "../observe/proc-stats.js";
 import type { GenerationParams } from "../engine/types.js";
 import { WorkerInitSchema, type FinishReason, type MainToWorker, type PromptInput, type TokenLogprobEntry, type WorkerInit, type WorkerToMain } from "./protocol.js";
+import { canTransition, isFinal, isLive, type WorkerState } from "./worker-state.js";
 
-export type WorkerState = "starting" | "ready" | "unhealthy" | "restarting" | "failed" | "closing" | "closed";
+export type { WorkerState } from "./worker-state.js";
+
+/** Called after each change of state; `from` is the state left. */
+export type WorkerStateListener = (to: WorkerState, from: WorkerState) => void;
 
 export interface GenerationSink {
   onStart?(promptTokens: number): void;
@@ -86,7 +88,11 @@ type Pending =
 const WORKER_ENTRY = fileURLToPath(new URL("./worker-main.js", import.meta.url));
 
 export class ModelWorker {
-  state: WorkerState = "starting";
+  private current: WorkerState = "spawning";
+  private readonly listeners = new Set<WorkerStateListener>();
+  /** What a request gets while draining: the caller of close() says whether it is worth retrying elsewhere. */
+  private refusal: ErrorCode = "server_shutting_down";
+  private closing: Promise<void> | undefined;
   info: EngineModelInfo | undefined;
   restarts = 0;
   /** Counts spawns: prepared prompts live in one process only. */
@@ -99,6 +105,7 @@ export class ModelWorker {
   private restartTimer: NodeJS.Timeout | undefined;
   /** performance.now() of the last message from the current child (monotonic: a wall-clock step must not kill a worker). */
   private lastHeard = 0;
+  /** The promise of start() until the first load ends; after it, an exit is a crash. */
   private firstStart: { resolve(): void; reject(err: Error): void } | undefined;
   private drained: (() => void) | undefined;
   private readonly embedQueue: Array<{ inputs: string[]; resolve(r: EmbedResult): void; reject(err: Error): void }> = [];
@@ -119,6 +126,83 @@ export class ModelWorker {
     this.backoffMs = policy.initialMs;
   }
 
+  get state(): WorkerState {
+    return this.current;
+  }
+
+  /**
+   * The one place the state changes: refuses a transition worker-state.ts does not allow (a
+   * bug: logged, then thrown) and tells the listeners, in order. A listener that throws is
+   * logged and does not stop the others or the worker.
+   */
+  private setState(to: WorkerState, why: string): void {
+    const from = this.current;
+    if (!canTransition(from, to)) {
+      const msg = `worker of ${this.label}: illegal state transition ${from} → ${to} (${why})`;
+      this.log.error(msg);
+      throw new MoltbotError("internal_error", msg);
+    }
+    this.current = to;
+    this.log.debug(`Worker of ${this.label}: ${from} → ${to} (${why})`);
+    if (to === "draining" || to === "stopped") this.settleFirstStart(new MoltbotError("worker_unavailable", `${this.label} was closed while loading`));
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(to, from);
+      } catch (err) {
+        this.log.error(`A state listener of ${this.label} threw on ${from} → ${to}: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+  }
+
+  /** Calls `listener` after every change of state; returns the function that unsubscribes it. */
+  onStateChange(listener: WorkerStateListener): () => void {
+    const entry: WorkerStateListener = (to, from) => listener(to, from); // the same function may subscribe twice
+    this.listeners.add(entry);
+    return () => void this.listeners.delete(entry);
+  }
+
+  /**
+   * Resolves at once when ready, else the next time the worker becomes ready (after a load or
+   * a restart). Rejects with `worker_unavailable` when it is or becomes draining, stopped or
+   * failed, or `timeoutMs` passes first, and with `signal.reason` when `signal` aborts.
+   */
+  whenReady(signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    if (this.current === "ready") return Promise.resolve();
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (isFinal(this.current)) return Promise.reject(new MoltbotError("worker_unavailable", `${this.label} is ${this.current}`));
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (err?: unknown) => {
+        unsubscribe();
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onAbort = () => finish(signal!.reason);
+      const unsubscribe = this.onStateChange((to) => {
+        if (to === "ready") finish();
+        else if (isFinal(to)) finish(new MoltbotError("worker_unavailable", `${this.label} is ${to}`));
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => finish(new MoltbotError("worker_unavailable", `${this.label} was not ready within ${timeoutMs} ms (it is ${this.current})`)), timeoutMs);
+      }
+    });
+  }
+
+  /** The state now: listeners run inside setState and may have changed it (close()). */
+  private still(state: WorkerState): boolean {
+    return this.current === state;
+  }
+
+  private settleFirstStart(err?: Error): void {
+    const first = this.firstStart;
+    this.firstStart = undefined;
+    if (err) first?.reject(err);
+    else first?.resolve();
+  }
+
   get pid(): number | undefined {
     return this.child?.pid;
   }
@@ -128,11 +212,12 @@ export class ModelWorker {
   }
 
   isReady(): boolean {
-    return this.state === "ready";
+    return this.current === "ready";
   }
 
-  /** Spawns the worker and resolves once the model is loaded; rejects if it cannot load. */
+  /** Spawns the worker and resolves once the model is loaded; rejects if it cannot load or is closed first. */
   start(): Promise<void> {
+    if (this.incarnation > 0 || this.current !== "spawning") return Promise.reject(new MoltbotError("internal_error", `${this.label}: start() called twice or after close()`));
     return new Promise((resolve, reject) => {
       this.firstStart = { resolve, reject };
       this.spawn();
@@ -140,7 +225,7 @@ export class ModelWorker {
   }
 
   private spawn(): void {
-    this.state = "starting";
+    if (this.current !== "spawning") this.setState("spawning", "restart");
     this.incarnation++;
     const child = fork(WORKER_ENTRY, [], {
       // JSON beats structured clone for small per-token messages (bench/ipc.ts: ~9 vs ~15 us end to end).
@@ -150,8 +235,15 @@ export class ModelWorker {
     });
     this.child = child;
     child.on("message", (msg: WorkerToMain) => this.receive(msg));
+    child.on("spawn", () => {
+      if (child === this.child && this.current === "spawning") this.setState("loading", `pid ${child.pid}`);
+    });
     child.on("exit", (code, signal) => this.onExit(child, code, signal));
-    child.on("error", (err) => this.log.error(`worker for ${this.label} failed: ${err.message}`));
+    child.on("error", (err) => {
+      this.log.error(`worker for ${this.label} failed: ${err.message}`);
+      // A process that could not be created emits no 'exit' to count on.
+      if (child.pid === undefined) this.onExit(child, null, null, err.message);
+    });
     this.lastHeard = performance.now();
     let lastTick = this.lastHeard;
     let cpuBefore: number | null = null;
@@ -162,7 +254,7 @@ export class ModelWorker {
       const late = now - lastTick > this.heartbeat.intervalMs + this.heartbeat.timeoutMs / 2;
       lastTick = now;
       if (child !== this.child || !child.connected) return clearInterval(timer);
-      if (this.state !== "ready") return; // loading blocks the worker for as long as the model takes
+      if (this.current !== "ready") return; // loading blocks the worker for as long as the model takes
       if (late) this.lastHeard = now;
       const silentMs = now - this.lastHeard;
       // Silence while the worker's CPU time grows is one long synchronous step (a 512-token
@@ -174,7 +266,7 @@ export class ModelWorker {
       cpuBefore = cpu;
       if (silentMs > this.heartbeat.timeoutMs && !(computing && silentMs < 10 * this.heartbeat.timeoutMs)) {
         clearInterval(timer);
-        this.state = "unhealthy";
+        this.setState("unhealthy", `silent for ${(silentMs / 1000).toFixed(1)} s`);
         this.log.error(`Worker of ${this.label} (pid ${child.pid}) stopped answering for ${(silentMs / 1000).toFixed(1)} s: killing it`);
         child.kill("SIGKILL"); // SIGKILL also ends a stopped process; its exit fails its requests and restarts it
         return;
@@ -250,7 +342,6 @@ export class ModelWorker {
       }
       case "ready":
         this.info = msg.info;
-        this.state = this.state === "closing" ? "closing" : "ready";
         this.readyAt = this.clock();
         this.log.info(`Model ${this.init.version} loaded successfully (${this.init.name}, ${msg.loadMs} ms, pid ${this.child?.pid})`);
         if (msg.info.kvCacheTokens > 0) {
@@ -259,15 +350,20 @@ export class ModelWorker {
             `KV cache of ${this.init.name}: ${msg.info.kvCacheTokens} tokens x ${(perToken / 1024).toFixed(1)} KiB = ${((msg.info.kvCacheTokens * perToken) / 2 ** 20).toFixed(0)} MiB, shared by ${this.init.parallel} slot(s) and cached prompt prefixes`,
           );
         }
-        this.firstStart?.resolve();
-        this.firstStart = undefined;
+        // A worker closed while loading stays draining: its shutdown is on its way.
+        if (this.current === "loading") {
+          this.settleFirstStart();
+          this.setState("ready", `loaded in ${msg.loadMs} ms`);
+        }
         return;
       case "fatal":
         this.log.error(`${this.label} cannot load: ${msg.message}`);
-        if (this.firstStart) {
-          this.state = "failed";
-          this.firstStart.reject(new MoltbotError(msg.code, msg.message));
+        // After a restart the exit that follows takes the crash path (and retries).
+        if (this.firstStart && (this.current === "spawning" || this.current === "loading")) {
+          const first = this.firstStart;
           this.firstStart = undefined;
+          this.setState("failed", msg.message);
+          first.reject(new MoltbotError(msg.code, msg.message));
         }
         return;
       case "pong": // its arrival is what counts (receive)
@@ -283,35 +379,37 @@ export class ModelWorker {
     if (this.pending.size === 0) this.drained?.();
   }
 
-  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: string): void {
     if (child !== this.child) return;
     this.child = undefined;
-    const how = signal ? `signal ${signal}` : `code ${code}`;
+    const how = spawnError ?? (signal ? `signal ${signal}` : `code ${code}`);
     const crashed = new MoltbotError("worker_crashed", `the worker of ${this.label} exited unexpectedly (${how}); it is being restarted`);
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.reject(crashed);
     }
     this.drained?.();
-    if (this.state === "closing" || this.state === "closed") {
-      this.state = "closed";
-      return;
-    }
-    if (this.state === "failed" || this.firstStart) {
-      this.state = "failed";
-      this.firstStart?.reject(new MoltbotError("repository_invalid", `the worker of ${this.label} exited while loading (${how})`));
+    if (this.current === "draining") return this.setState("stopped", `exited (${how})`);
+    if (this.current === "failed" || !isLive(this.current)) return; // failed: the fatal message came first
+    if (this.firstStart) {
+      const first = this.firstStart;
       this.firstStart = undefined;
+      this.setState("failed", `exited while loading (${how})`);
+      first.reject(new MoltbotError("repository_invalid", `the worker of ${this.label} exited while loading (${how})`));
       return;
     }
+    this.setState("crashed", `exited (${how})`);
+    if (!this.still("crashed")) return; // a listener closed it
     if (this.readyAt > 0 && this.clock() - this.readyAt >= this.policy.stableMs) this.backoffMs = this.policy.initialMs;
     const delay = this.backoffMs;
     this.backoffMs = Math.min(this.backoffMs * 2, this.policy.maxMs);
-    this.state = "restarting";
     this.restarts++;
     this.log.error(`Worker of ${this.label} exited (${how}); restarting in ${delay} ms`);
+    this.setState("restarting", `in ${delay} ms`);
+    if (!this.still("restarting")) return;
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
-      if (this.state === "restarting") this.spawn();
+      if (this.current === "restarting") this.spawn();
     }, delay);
   }
 
@@ -320,9 +418,9 @@ export class ModelWorker {
    * the entry of its kind); refused at once when the worker is not ready.
    */
   private request<T>(msg: MainToWorker & { id: number }, pending: (resolve: (value: T) => void, reject: (err: Error) => void) => Pending): Promise<T> {
-    if (this.state !== "ready" || !this.child) {
-      const why = this.state === "closing" || this.state === "closed" ? "is shutting down" : `is ${this.state}`;
-      return Promise.reject(new MoltbotError(this.state === "closing" ? "server_shutting_down" : "worker_unavailable", `${this.label} ${why}; retry shortly`));
+    if (this.current !== "ready" || !this.child) {
+      const why = this.current === "draining" || this.current === "stopped" ? "is shutting down" : `is ${this.current}`;
+      return Promise.reject(new MoltbotError(this.current === "draining" ? this.refusal : "worker_unavailable", `${this.label} ${why}; retry shortly`));
     }
     return new Promise<T>((resolve, reject) => {
       this.pending.set(msg.id, pending(resolve, reject));
@@ -413,24 +511,36 @@ export class ModelWorker {
     p.reject(err);
   }
 
-  /** Lets in-flight work finish (up to the deadline), then stops the process. Idempotent. */
-  async close(deadlineMs = 10_000): Promise<void> {
-    if (this.state === "closed") return;
+  /**
+   * Lets in-flight work finish (up to the deadline), then stops the process (SIGKILL when it
+   * does not exit). Requests arriving meanwhile are refused with `refusal`: a server shutting
+   * down says so; a version switch passes `worker_unavailable` so they are retried elsewhere.
+   * Idempotent: a second call waits for the first.
+   */
+  close(deadlineMs = 10_000, refusal: ErrorCode = "server_shutting_down"): Promise<void> {
+    this.closing ??= this.stop(deadlineMs, refusal);
+    return this.closing;
+  }
+
+  private async stop(deadlineMs: number, refusal: ErrorCode): Promise<void> {
+    if (this.current === "stopped") return;
+    this.refusal = refusal;
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
     const child = this.child;
-    this.state = "closing";
-    if (!child) {
-      this.state = "closed";
-      return;
-    }
+    if (isLive(this.current)) this.setState("draining", "close");
+    if (!child) return this.setState("stopped", "close without a process");
     const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
     const drained = this.pending.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.drained = resolve));
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, deadlineMs).unref());
+    let deadlineTimer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => (deadlineTimer = setTimeout(resolve, deadlineMs).unref()));
     await Promise.race([drained, deadline]);
+    clearTimeout(deadlineTimer);
     if (child.connected) child.send({ type: "shutdown" } satisfies MainToWorker);
     const killTimer = setTimeout(() => child.kill("SIGKILL"), Math.max(1000, deadlineMs / 4)).unref();
     await exited;
     clearTimeout(killTimer);
-    this.state = "closed";
+    // Draining ends in onExit; a worker that failed to load ends here, its process gone.
+    if (!this.still("stopped")) this.setState("stopped", "closed");
   }
 }
