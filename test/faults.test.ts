@@ -49,14 +49,14 @@ test("a client that disconnects mid-stream frees its slot at once", async () => 
   // With the only slot still busy, this would wait for ~8000 tokens (4x the full run above).
   const ms = await firstTokenMs();
   assert.ok(ms < fullMs, `next request served in ${ms.toFixed(0)} ms, the 2000-token run took ${fullMs.toFixed(0)} ms`);
-  assert.equal(srv.server.models.entries[0]!.worker.inflight, 0);
+  assert.equal(srv.server.models.entries[0]!.served.worker.inflight, 0);
 });
 
 // A callback from the worker channel (a sink writing its response) that throws would be an
 // uncaught exception in the IPC listener, which ends the process; it must fail its request alone.
 test("a request whose response handling throws fails alone; the server keeps serving", async () => {
   const pool = srv.server.models;
-  const worker = pool.entries[0]!.worker;
+  const worker = pool.entries[0]!.served.worker;
   const pid = worker.pid;
   const params: GenerationParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: 8000, minTokens: 0, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true };
   // The path an HTTP request takes (admission, the entry's one slot, the worker), with a sink
@@ -86,7 +86,7 @@ test("a request whose response handling throws fails alone; the server keeps ser
 });
 
 test("a worker killed mid-request gives a 503, restarts, and serves again", async () => {
-  const worker = srv.server.models.entries[0]!.worker;
+  const worker = srv.server.models.entries[0]!.served.worker;
   const pid = worker.pid!;
   const pending = client.chat.completions.create({ ...long, max_tokens: 4000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
   // Kill it once the request is in the worker (mid-request), not after a guessed delay.

@@ -39,7 +39,7 @@ function gone(pid: number): boolean {
 }
 
 test("a busy worker that keeps answering is not killed by a short heartbeat timeout", async () => {
-  const worker = srv.server.models.entries[0]!.worker;
+  const worker = srv.server.models.entries[0]!.served.worker;
   const pid = worker.pid;
   const t0 = performance.now();
   const r = await client.chat.completions.create({ ...long, max_tokens: 1500 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
@@ -50,7 +50,7 @@ test("a busy worker that keeps answering is not killed by a short heartbeat time
 });
 
 test("a worker that stops answering is marked unhealthy, killed, restarted; its request gets a 503", async () => {
-  const worker = srv.server.models.entries[0]!.worker;
+  const worker = srv.server.models.entries[0]!.served.worker;
   const pid = worker.pid!;
   const pending = client.chat.completions.create({ ...long, max_tokens: 8000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
   const inWorker = Date.now() + 15_000;
