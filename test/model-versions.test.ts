@@ -203,3 +203,17 @@ test("the active version survives a restart", async () => {
   assert.equal(listing.body.models[0].active_version, "v2.0");
   assert.equal(listing.body.models[0].previous_version, "v1.0");
 });
+
+test("a version whose folder is removed while it loads is refused; the serving version is untouched", async () => {
+  const dir = await writeVersion("v6.0", 6);
+  const serving = (await admin("GET", "/admin/models")).body.models[0].active_version;
+  const pending = admin("POST", "/admin/models/demo/activate", { version: "v6.0" });
+  await until("the activation under way", async () => (await admin("GET", "/admin/models")).body.models[0].switching?.to === "v6.0", 30_000);
+  await rm(dir, { recursive: true });
+  const r = await pending;
+  assert.equal(r.status, 422, JSON.stringify(r.body));
+  assert.equal(r.body.error.code, "version_invalid");
+  const listing = await admin("GET", "/admin/models");
+  assert.equal(listing.body.models[0].active_version, serving);
+  assert.ok(!listing.body.models[0].versions.some((v: { version: string }) => v.version === "v6.0"), "a removed version is no longer listed");
+});

@@ -261,10 +261,10 @@ describe("fallback", () => {
     assert.equal(strict.body.error.code, "budget_exceeded");
   });
 
-  test("a full queue and a worker that is down fall back too", async () => {
+  test("a full queue and a worker that is down fall back too; a request its dying worker was running is retried there", async () => {
     const repo = await makeRepository([
       { name: "main", version: "v1", parallel: 1, contextSize: 8192 },
-      { name: "spare", version: "v1", contextSize: 1024 },
+      { name: "spare", version: "v1", contextSize: 8192 },
     ]);
     const { srv } = await serve(
       { model_pool: [{ name: "main", type: "llm", strategy: { priority: "normal", fallback: "spare" }, queue: { max_size: 1, max_wait_ms: 30000 } }, { name: "spare", type: "llm" }] },
@@ -289,6 +289,19 @@ describe("fallback", () => {
     assert.equal(down.status, 200);
     assert.equal(down.body.model, "spare");
     assert.match(down.headers.get("x-moltbot-fallback") ?? "", /worker_(unavailable|crashed) \(main\)/);
+
+    // Killed while it runs a whole request: that request had sent nothing yet, so it is retried
+    // once, on the fallback (main's worker is restarting).
+    await until("main's worker back", () => worker.isReady());
+    // Long enough to be still running when the kill lands (the last token can be on its way).
+    const running = post(url, { model: "main", prompt: "running", max_tokens: 4000, ignore_eos: true });
+    await until("the request in main's worker", () => worker.inflight === 1);
+    process.kill(worker.pid!, "SIGKILL");
+    const retried = await running;
+    assert.equal(retried.status, 200, JSON.stringify(retried.body));
+    assert.equal(retried.body.model, "spare");
+    assert.equal(retried.body.usage.completion_tokens, 4000);
+    assert.match(retried.headers.get("x-moltbot-fallback") ?? "", /worker_(unavailable|crashed) \(main\)/);
   });
 });
 

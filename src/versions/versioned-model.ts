@@ -12,7 +12,7 @@
 // old worker's running requests hold their slots until they finish, so the model never runs
 // more than its `parallel` requests at once. It is drained while the serving worker is down
 // (queued requests fail over or are retried, pool and generate.ts) and resumed when it is back.
-import { statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
 import { availableMemoryBytes } from "../observe/proc-stats.js";
@@ -229,7 +229,12 @@ export class VersionedModel {
   private checkMemory(v: ModelVersion): void {
     const info = this.serving.info;
     const kvBytes = info ? info.kvCacheTokens * info.kvBytesPerToken : 0;
-    const weights = statSync(v.weightsPath).size;
+    let weights: number;
+    try {
+      weights = statSync(v.weightsPath).size;
+    } catch (err) {
+      throw new MoltbotError("version_invalid", `${v.weightsPath}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); ${this.version} keeps serving`);
+    }
     const need = weights + kvBytes;
     const available = availableMemoryBytes();
     if (need > available) {
@@ -268,6 +273,14 @@ export class VersionedModel {
     if (this.closed) {
       await checked.worker.close(0);
       throw new MoltbotError("server_shutting_down", "the server is shutting down");
+    }
+    if (!existsSync(target.weightsPath)) {
+      // Loaded from a file that is gone: it would not come back after a restart of the worker.
+      await checked.worker.close(0, "worker_unavailable");
+      const message = `${target.weightsPath} was removed while ${this.name} ${version} was loading; ${from} keeps serving`;
+      this.failures.set(version, message);
+      log.error(`${what} of ${this.name} ${version} refused: ${message}`);
+      throw new MoltbotError("version_invalid", message);
     }
     // The switch itself: from here on new requests (and queued ones when they get a slot) go
     // to the new worker; requests holding the old one finish there.
