@@ -151,6 +151,12 @@ export class MoltbotServer {
     const loaderLog = log.child("model_loader");
     const store = VersionStore.open(loaded.dataDir, (m) => loaderLog.warning(m));
     if (this.opts.modelVersion === undefined) await this.restoreActiveVersions(repo, store);
+    else {
+      for (const m of repo) {
+        const last = store.get(m.name).active;
+        if (last !== undefined && last !== m.active.version) loaderLog.info(`Model ${m.name}: MODEL_VERSION chooses ${m.active.version} over ${last}, the version last activated`);
+      }
+    }
     const plan = planPool(cfg, repo, loaded.file ?? "config");
     const served = new Map<string, VersionedModel>();
     let loading: Promise<unknown> = Promise.resolve();

@@ -17,6 +17,8 @@ export interface RepositoryWatcherOptions {
 
 export class RepositoryWatcher {
   private readonly seen = new Map<VersionedModel, Set<string>>();
+  /** The last refusal logged per "model version", so a version retried every look is not logged every time. */
+  private readonly reported = new Map<string, string>();
   private timer: NodeJS.Timeout | undefined;
   private looking: Promise<void> = Promise.resolve();
   private closed = false;
@@ -59,9 +61,13 @@ export class RepositoryWatcher {
             this.opts.log[report.passed ? "info" : "warning"](`${model.name} ${version} ${report.passed ? "passed" : "failed"} validation (${report.checks.filter((c) => c.passed).length}/${report.checks.length} checks); activate it with: moltbot models activate ${model.name} ${version}`);
           }
         } catch (err) {
-          // Refusals are logged by the model itself; a switch under way will see it next time.
-          if ((err as { code?: string }).code === "switch_in_progress") seen.delete(version);
-          this.opts.log.warning(`${model.name} ${version} was not ${activate ? "activated" : "validated"}: ${(err as Error).message}`);
+          const code = (err as { code?: string }).code;
+          const message = `${model.name} ${version} was not ${activate ? "activated" : "validated"}: ${(err as Error).message}`;
+          // Looked at again next time: a switch under way ends, and a version that cannot load
+          // may be one still being copied in (truncated weights); its refusal is logged once.
+          if (code === "switch_in_progress" || code === "version_invalid") seen.delete(version);
+          if (this.reported.get(`${model.name} ${version}`) !== message) this.opts.log.warning(message);
+          this.reported.set(`${model.name} ${version}`, message);
         }
       }
     }
