@@ -63,7 +63,8 @@ export interface ModelListing {
   name: string;
   active_version: string;
   previous_version: string | null;
-  switching: { to: string; since: string } | null;
+  /** The activation, rollback or validation under way. */
+  switching: { to: string; since: string; what: "activation" | "rollback" | "validation" } | null;
   versions: VersionListing[];
 }
 
@@ -79,7 +80,8 @@ export class VersionedModel {
   private readonly candidates = new Map<string, ModelWorker>();
   /** Why a version last failed to load or validate, by version (for the listing). */
   private readonly failures = new Map<string, string>();
-  private switching: { to: string; since: Date } | undefined;
+  /** The one switch or validation under way. */
+  private switching: { to: string; since: Date; what: "activation" | "rollback" | "validation" } | undefined;
   private previous: string | undefined;
   private closed = false;
 
@@ -141,7 +143,7 @@ export class VersionedModel {
   }
 
   activate(version: string, who: string): Promise<SwitchResult> {
-    return this.exclusively(version, () => this.switchTo(version, who, "Activation"));
+    return this.exclusively(version, "activation", () => this.switchTo(version, who, "Activation"));
   }
 
   rollback(who: string): Promise<SwitchResult> {
@@ -149,13 +151,13 @@ export class VersionedModel {
     if (to === undefined) {
       return Promise.reject(new MoltbotError("no_previous_version", `model ${this.name} has no previous version to roll back to (serving ${this.version} since it was first activated)`));
     }
-    return this.exclusively(to, () => this.switchTo(to, who, "Rollback"));
+    return this.exclusively(to, "rollback", () => this.switchTo(to, who, "Rollback"));
   }
 
   /** Loads `version` (default: the serving one) in a fresh worker beside the serving one, runs its checks, stops it. */
   validate(version: string | undefined, who: string): Promise<ValidationReport> {
     const v = version ?? this.version;
-    return this.exclusively(v, async () => {
+    return this.exclusively(v, "validation", async () => {
       this.opts.log.info(`Validation of ${this.name} ${v} requested by ${who}`);
       const target = await this.load(v);
       const report = await this.runChecks(target, true);
@@ -164,12 +166,13 @@ export class VersionedModel {
   }
 
   /** One switch or validation at a time: the second gets 409 at once, the first is not disturbed. */
-  private async exclusively<T>(version: string, job: () => Promise<T>): Promise<T> {
+  private async exclusively<T>(version: string, what: "activation" | "rollback" | "validation", job: () => Promise<T>): Promise<T> {
     if (this.closed) throw new MoltbotError("server_shutting_down", "the server is shutting down");
-    if (this.switching) {
-      throw new MoltbotError("switch_in_progress", `model ${this.name} is already switching to ${this.switching.to} (since ${this.switching.since.toISOString()}); wait for it to finish`);
+    const busy = this.switching;
+    if (busy) {
+      throw new MoltbotError("switch_in_progress", `model ${this.name} is busy with the ${busy.what} of ${busy.to} (since ${busy.since.toISOString()}); wait for it to finish`);
     }
-    this.switching = { to: version, since: new Date() };
+    this.switching = { to: version, since: new Date(), what };
     try {
       return await job();
     } finally {
@@ -315,7 +318,7 @@ export class VersionedModel {
       name: this.name,
       active_version: this.version,
       previous_version: this.previous ?? null,
-      switching: this.switching ? { to: this.switching.to, since: this.switching.since.toISOString() } : null,
+      switching: this.switching ? { to: this.switching.to, since: this.switching.since.toISOString(), what: this.switching.what } : null,
       versions: found.map((v) => {
         const error = v.error ?? (v.version === this.version ? null : (this.failures.get(v.version) ?? null));
         const state: VersionState =
