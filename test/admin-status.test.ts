@@ -47,7 +47,7 @@ describe("GET /admin/status", () => {
     assert.equal(m.name, "tiny");
     assert.equal(m.version, "v1.2");
     assert.equal(m.state, "ready");
-    assert.equal(m.pid, srv.server.models.entries[0]!.worker.pid);
+    assert.equal(m.pid, srv.server.models.entries[0]!.served.worker.pid);
     assert.ok(m.rss_bytes! > 1e6 && m.cpu_seconds! > 0);
     assert.equal(m.restarts, 0);
     assert.deepEqual(m.slots, { busy: 0, total: 3 });

@@ -38,9 +38,9 @@ after(async () => {
 
 
 function idle(): void {
-  assert.equal(entry.scheduler.inflight, 0, "scheduler slot released");
-  assert.equal(entry.scheduler.queued, 0, "nobody left in the queue");
-  assert.equal(entry.worker.inflight, 0, "the worker's sequence is gone");
+  assert.equal(entry.served.scheduler.inflight, 0, "scheduler slot released");
+  assert.equal(entry.served.scheduler.queued, 0, "nobody left in the queue");
+  assert.equal(entry.served.worker.inflight, 0, "the worker's sequence is gone");
 }
 
 async function timesOut(p: Promise<unknown>): Promise<APIError> {
@@ -61,9 +61,9 @@ describe("deadline of a generating request", () => {
   test("a body timeout ends it with 504 request_timeout, frees its slot, and the queued request runs at once", async () => {
     const t0 = performance.now();
     const first = timesOut(completion({ timeout: 0.5 }));
-    await until("the first request to hold the slot", () => entry.scheduler.inflight === 1);
+    await until("the first request to hold the slot", () => entry.served.scheduler.inflight === 1);
     const second = completion({ prompt: "Hello", max_tokens: 5 });
-    await until("the second request to queue behind it", () => entry.scheduler.queued === 1);
+    await until("the second request to queue behind it", () => entry.served.scheduler.queued === 1);
 
     const err = await first;
     const elapsed = performance.now() - t0;
@@ -123,19 +123,19 @@ describe("deadline of a generating request", () => {
 describe("deadline of a queued request", () => {
   test("a request that waits past its deadline leaves the queue with 504; the running one goes on", async () => {
     const running = completion({ prompt: "Hello", max_tokens: 1200 });
-    await until("the running request to hold the slot", () => entry.scheduler.inflight === 1);
+    await until("the running request to hold the slot", () => entry.served.scheduler.inflight === 1);
     const t0 = performance.now();
     const queued = timesOut(
       client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "hi" }], stream: true, timeout: 0.2 } as unknown as OpenAI.ChatCompletionCreateParamsStreaming),
     );
-    await until("the request to queue", () => entry.scheduler.queued === 1);
+    await until("the request to queue", () => entry.served.scheduler.queued === 1);
     const err = await queued;
     // A stream that never started gets a plain 504 response, not an event.
     assert.equal(err.status, 504);
     assert.equal(err.code, "request_timeout");
     assert.ok(performance.now() - t0 < 200 + 1300, "it left the queue at its deadline");
-    assert.equal(entry.scheduler.queued, 0);
-    assert.equal(entry.scheduler.inflight, 1, "the running request still holds its slot");
+    assert.equal(entry.served.scheduler.queued, 0);
+    assert.equal(entry.served.scheduler.inflight, 1, "the running request still holds its slot");
 
     // The same on /infer, the seed's route, in OpenAI's error shape.
     const res = await fetch(`${srv.url}/infer`, {
@@ -147,7 +147,7 @@ describe("deadline of a queued request", () => {
     const body = (await res.json()) as { error: Record<string, unknown> };
     assert.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
     assert.equal(body.error.code, "request_timeout");
-    assert.equal(entry.scheduler.inflight, 1, "the running request still holds its slot");
+    assert.equal(entry.served.scheduler.inflight, 1, "the running request still holds its slot");
 
     // Whether it finishes or meets the configured deadline itself depends on the machine's speed.
     const r = await running.catch((e: unknown) => (e instanceof APIError && e.code === "request_timeout" ? undefined : Promise.reject(e)));

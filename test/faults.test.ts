@@ -2,7 +2,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { makeRepository, sleep, startServer, type RunningServer } from "./helpers/fixtures.js";
+import { makeRepository, startServer, until, type RunningServer } from "./helpers/fixtures.js";
 import type { GenerationParams } from "../src/engine/types.js";
 
 let srv: RunningServer;
@@ -49,14 +49,14 @@ test("a client that disconnects mid-stream frees its slot at once", async () => 
   // With the only slot still busy, this would wait for ~8000 tokens (4x the full run above).
   const ms = await firstTokenMs();
   assert.ok(ms < fullMs, `next request served in ${ms.toFixed(0)} ms, the 2000-token run took ${fullMs.toFixed(0)} ms`);
-  assert.equal(srv.server.models.entries[0]!.worker.inflight, 0);
+  assert.equal(srv.server.models.entries[0]!.served.worker.inflight, 0);
 });
 
 // A callback from the worker channel (a sink writing its response) that throws would be an
 // uncaught exception in the IPC listener, which ends the process; it must fail its request alone.
 test("a request whose response handling throws fails alone; the server keeps serving", async () => {
   const pool = srv.server.models;
-  const worker = pool.entries[0]!.worker;
+  const worker = pool.entries[0]!.served.worker;
   const pid = worker.pid;
   const params: GenerationParams = { temperature: 0, topP: 1, seed: undefined, maxTokens: 8000, minTokens: 0, ignoreEos: true, stop: [], topLogprobs: null, cachePrompt: true };
   // The path an HTTP request takes (admission, the entry's one slot, the worker), with a sink
@@ -85,27 +85,42 @@ test("a request whose response handling throws fails alone; the server keeps ser
   assert.equal(worker.inflight, 0);
 });
 
-test("a worker killed mid-request gives a 503, restarts, and serves again", async () => {
-  const worker = srv.server.models.entries[0]!.worker;
+test("a worker killed mid-request: a whole request is retried once on the restarted worker and succeeds", async () => {
+  const worker = srv.server.models.entries[0]!.served.worker;
   const pid = worker.pid!;
-  const pending = client.chat.completions.create({ ...long, max_tokens: 4000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  const pending = client.chat.completions.create({ ...long, max_tokens: 2000 } as OpenAI.ChatCompletionCreateParamsNonStreaming).withResponse();
   // Kill it once the request is in the worker (mid-request), not after a guessed delay.
-  const inWorker = Date.now() + 15_000;
-  while (worker.inflight === 0 && Date.now() < inWorker) await sleep(2);
-  assert.equal(worker.inflight, 1, "the request reached the worker");
+  await until("the request in the worker", () => worker.inflight === 1, 15_000);
   process.kill(pid, "SIGKILL");
-  await assert.rejects(pending, (err: InstanceType<typeof OpenAI.APIError>) => err.status === 503 && err.code === "worker_crashed");
-
-  // While it restarts, requests get a clear 503 with Retry-After rather than hanging.
-  const during = await fetch(`${srv.url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ model: "slow", messages: [{ role: "user", content: "x" }], max_tokens: 1 }) });
-  if (during.status === 503) assert.ok(during.headers.get("retry-after"));
-
-  const deadline = Date.now() + 15_000;
-  while (!worker.isReady() && Date.now() < deadline) await sleep(50);
+  // Nothing was sent to the client yet: it is retried once the worker is back, transparently.
+  const { data, response } = await pending;
+  assert.equal(data.usage!.completion_tokens, 2000);
+  assert.equal(response.headers.get("x-moltbot-model-version"), "v1");
   assert.ok(worker.isReady(), "worker came back");
   assert.notEqual(worker.pid, pid);
   assert.equal(worker.restarts, 1);
   assert.ok(srv.lines().some((l) => /\[ERROR\] \[model_loader\] Worker of model slow v1 exited \(signal SIGKILL\)/.test(l)), "crash logged");
-  const r = await client.chat.completions.create({ model: "slow", messages: [{ role: "user", content: "back?" }], max_tokens: 2 });
-  assert.equal(r.choices.length, 1);
+  assert.ok(srv.lines().some((l) => /\[WARNING\] \[inference\] Worker lost before the response began, retrying once/.test(l)), "retry logged");
+});
+
+test("a worker killed mid-stream: the stream ends with an error event, the request queued behind it is retried and succeeds", async () => {
+  const entry = srv.server.models.entries[0]!;
+  const worker = entry.served.worker;
+  const pid = worker.pid!;
+  const stream = await client.chat.completions.create({ ...long, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming);
+  const chunks = stream[Symbol.asyncIterator]();
+  assert.equal((await chunks.next()).done, false, "the stream is under way");
+  // The entry's one slot is busy: this one waits in the queue.
+  const queued = client.chat.completions.create({ model: "slow", messages: [{ role: "user", content: "queued" }], max_tokens: 5, ignore_eos: true } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+  await until("a request in the queue", () => entry.served.scheduler.queued === 1, 15_000);
+  process.kill(pid, "SIGKILL");
+  await assert.rejects(
+    async () => {
+      for (let r = await chunks.next(); !r.done; r = await chunks.next());
+    },
+    (err: Error) => err instanceof OpenAI.APIError && /exited unexpectedly/.test(err.message),
+  );
+  const r = await queued;
+  assert.equal(r.usage!.completion_tokens, 5);
+  assert.notEqual(worker.pid, pid);
 });

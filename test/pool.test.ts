@@ -69,7 +69,7 @@ describe("embedding grouping", () => {
     const { srv, client } = await serve({}, { repo });
     const texts = Array.from({ length: 12 }, (_, i) => `sentence number ${i} ${"many words ".repeat(150 + i)}`);
     const alone = await Promise.all(texts.slice(0, 2).map((t) => client.embeddings.create({ model: "emb", input: t, encoding_format: "float" })));
-    const worker = srv.server.models.entries[0]!.worker;
+    const worker = srv.server.models.entries[0]!.served.worker;
     const before = worker.embedBatches;
     const together = await Promise.all(texts.map((t) => client.embeddings.create({ model: "emb", input: t, encoding_format: "float" })));
     assert.ok(worker.embedBatches - before < texts.length, `${worker.embedBatches - before} evaluations for ${texts.length} requests`);
@@ -89,7 +89,7 @@ describe("priorities and overload", () => {
       { model_pool: [entry("lo", { strategy: { priority: "low" } }), entry("mid", { strategy: { priority: "normal" } }), entry("hi", { strategy: { priority: "high" } })] },
       { parallel: 1 },
     );
-    const scheduler = srv.server.models.entries[0]!.scheduler;
+    const scheduler = srv.server.models.entries[0]!.served.scheduler;
     const blocker = client.completions.create({ model: "mid", prompt: "block", max_tokens: 1500, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
     await until("the blocker to hold the slot", () => scheduler.inflight === 1);
     const order: string[] = [];
@@ -114,7 +114,7 @@ describe("priorities and overload", () => {
       { parallel: 1 },
     );
     const url = `${srv.url}/v1/completions`;
-    const scheduler = srv.server.models.entries[0]!.scheduler;
+    const scheduler = srv.server.models.entries[0]!.served.scheduler;
     const blocker = post(url, { model: "hi", prompt: "block", max_tokens: 1500, ignore_eos: true });
     await until("the blocker to hold the slot", () => scheduler.inflight === 1);
     const lo1 = post(url, { model: "lo", prompt: "a", max_tokens: 1 });
@@ -139,7 +139,7 @@ describe("priorities and overload", () => {
     const { srv } = await serve({ model_pool: [entry("tiny")], queue: { max_size: 10, max_wait_ms: 200 } }, { parallel: 1 });
     const url = `${srv.url}/v1/completions`;
     const blocker = post(url, { model: "tiny", prompt: "block", max_tokens: 3000, ignore_eos: true });
-    await until("the blocker to hold the slot", () => srv.server.models.entries[0]!.scheduler.inflight === 1);
+    await until("the blocker to hold the slot", () => srv.server.models.entries[0]!.served.scheduler.inflight === 1);
     const waited = await post(url, { model: "tiny", prompt: "late", max_tokens: 1 });
     assert.equal(waited.status, 429);
     assert.equal(waited.body.error.code, "queue_timeout");
@@ -261,17 +261,17 @@ describe("fallback", () => {
     assert.equal(strict.body.error.code, "budget_exceeded");
   });
 
-  test("a full queue and a worker that is down fall back too", async () => {
+  test("a full queue and a worker that is down fall back too; a request its dying worker was running is retried there", async () => {
     const repo = await makeRepository([
       { name: "main", version: "v1", parallel: 1, contextSize: 8192 },
-      { name: "spare", version: "v1", contextSize: 1024 },
+      { name: "spare", version: "v1", contextSize: 8192 },
     ]);
     const { srv } = await serve(
       { model_pool: [{ name: "main", type: "llm", strategy: { priority: "normal", fallback: "spare" }, queue: { max_size: 1, max_wait_ms: 30000 } }, { name: "spare", type: "llm" }] },
       { repo },
     );
     const url = `${srv.url}/v1/completions`;
-    const mainScheduler = srv.server.models.entries.find((e) => e.name === "main")!.scheduler;
+    const mainScheduler = srv.server.models.entries.find((e) => e.name === "main")!.served.scheduler;
     const blocker = post(url, { model: "main", prompt: "block", max_tokens: 4000, ignore_eos: true });
     await until("the blocker to hold the slot", () => mainScheduler.inflight === 1);
     const queued = post(url, { model: "main", prompt: "queued", max_tokens: 1 });
@@ -282,13 +282,26 @@ describe("fallback", () => {
     assert.match(overflow.headers.get("x-moltbot-fallback") ?? "", /queue_full \(main\)/);
     await Promise.all([blocker, queued]);
 
-    const worker = srv.server.models.entries.find((e) => e.name === "main")!.worker;
+    const worker = srv.server.models.entries.find((e) => e.name === "main")!.served.worker;
     process.kill(worker.pid!, "SIGKILL");
     while (worker.state === "ready") await sleep(5);
     const down = await post(url, { model: "main", prompt: "anyone?", max_tokens: 1 });
     assert.equal(down.status, 200);
     assert.equal(down.body.model, "spare");
     assert.match(down.headers.get("x-moltbot-fallback") ?? "", /worker_(unavailable|crashed) \(main\)/);
+
+    // Killed while it runs a whole request: that request had sent nothing yet, so it is retried
+    // once, on the fallback (main's worker is restarting).
+    await until("main's worker back", () => worker.isReady());
+    // Long enough to be still running when the kill lands (the last token can be on its way).
+    const running = post(url, { model: "main", prompt: "running", max_tokens: 4000, ignore_eos: true });
+    await until("the request in main's worker", () => worker.inflight === 1);
+    process.kill(worker.pid!, "SIGKILL");
+    const retried = await running;
+    assert.equal(retried.status, 200, JSON.stringify(retried.body));
+    assert.equal(retried.body.model, "spare");
+    assert.equal(retried.body.usage.completion_tokens, 4000);
+    assert.match(retried.headers.get("x-moltbot-fallback") ?? "", /worker_(unavailable|crashed) \(main\)/);
   });
 });
 

@@ -89,7 +89,7 @@ test("at the drain deadline a long stream ends with an error event naming the sh
   const stream = await post("/v1/completions", { model: "tiny", prompt: "Once upon a time", ...LONG, stream: true }, { "x-request-id": "cut-stream-1" });
   assert.equal(stream.status, 200);
   const whole = post("/v1/chat/completions", { model: "tiny", messages: [{ role: "user", content: "hi" }], ...LONG }, { "x-request-id": "cut-whole-1" });
-  await until("both requests generating, tokens streamed", () => entry.worker.inflight === 2 && events(stream.body).length > 3);
+  await until("both requests generating, tokens streamed", () => entry.served.worker.inflight === 2 && events(stream.body).length > 3);
 
   const t0 = performance.now();
   const drainMs = 1500;
@@ -106,7 +106,7 @@ test("at the drain deadline a long stream ends with an error event naming the sh
   await w.ended;
   assert.equal(w.status, 503);
   assert.equal((JSON.parse(w.body) as { error: { code: string } }).error.code, "server_shutting_down");
-  await until("the worker's sequences to be cancelled", () => entry.worker.inflight === 0, 2000);
+  await until("the worker's sequences to be cancelled", () => entry.served.worker.inflight === 0, 2000);
 
   await closing;
   closed = true;

@@ -1,5 +1,5 @@
 // A worker that is alive but answers nothing (SIGSTOP here; a native deadlock in production)
-// is found by the heartbeat, killed and restarted; its requests end with a 503.
+// is found by the heartbeat, killed and restarted; a stream under way ends with an error event.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import OpenAI from "openai";
@@ -39,7 +39,7 @@ function gone(pid: number): boolean {
 }
 
 test("a busy worker that keeps answering is not killed by a short heartbeat timeout", async () => {
-  const worker = srv.server.models.entries[0]!.worker;
+  const worker = srv.server.models.entries[0]!.served.worker;
   const pid = worker.pid;
   const t0 = performance.now();
   const r = await client.chat.completions.create({ ...long, max_tokens: 1500 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
@@ -49,18 +49,24 @@ test("a busy worker that keeps answering is not killed by a short heartbeat time
   assert.equal(worker.restarts, 0, `no restart during a ${ms.toFixed(0)} ms generation`);
 });
 
-test("a worker that stops answering is marked unhealthy, killed, restarted; its request gets a 503", async () => {
-  const worker = srv.server.models.entries[0]!.worker;
+test("a worker that stops answering is marked unhealthy, killed, restarted; its stream ends with an error event", async () => {
+  const worker = srv.server.models.entries[0]!.served.worker;
   const pid = worker.pid!;
-  const pending = client.chat.completions.create({ ...long, max_tokens: 8000 } as OpenAI.ChatCompletionCreateParamsNonStreaming);
-  const inWorker = Date.now() + 15_000;
-  while (worker.inflight === 0 && Date.now() < inWorker) await sleep(2);
+  // A stream under way cannot be replayed elsewhere (a whole request would be retried: faults.test.ts).
+  const stream = await client.chat.completions.create({ ...long, max_tokens: 8000, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming);
+  const chunks = stream[Symbol.asyncIterator]();
+  assert.equal((await chunks.next()).done, false, "the stream is under way");
   assert.equal(worker.inflight, 1, "the request reached the worker");
 
   process.kill(pid, "SIGSTOP");
   stopped = pid;
   const t0 = performance.now();
-  await assert.rejects(pending, (err: InstanceType<typeof OpenAI.APIError>) => err.status === 503 && err.code === "worker_crashed");
+  await assert.rejects(
+    async () => {
+      for (let r = await chunks.next(); !r.done; r = await chunks.next());
+    },
+    (err: Error) => err instanceof OpenAI.APIError && /exited unexpectedly/.test(err.message),
+  );
   const failedMs = performance.now() - t0;
   // The timeout, plus up to one ping interval to notice, plus slack for a loaded machine.
   assert.ok(failedMs < TIMEOUT_MS + 3000, `request failed ${failedMs.toFixed(0)} ms after the stall`);

@@ -11,6 +11,7 @@ import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
 import { serviceCommand } from "./commands/service.js";
 import { logsCommand } from "./commands/logs.js";
+import { modelsCommand } from "./commands/models.js";
 import { statusCommand } from "./commands/status.js";
 
 // `any`: each command has its own argument type.
@@ -21,6 +22,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   budgetCommand,
   serviceCommand,
   logsCommand,
+  modelsCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

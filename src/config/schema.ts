@@ -138,6 +138,10 @@ export const ConfigSchema = Type.Object(
     context_size: Type.Optional(positiveInt({ description: "context length per sequence when the model's config.json sets none (default: trained length, at most 4096)", examples: [4096] })),
     model_path: Type.Optional(filePath({ description: "model repository directory or a GGUF file ($MODEL_VERSION picks the version)", examples: ["/models"] })),
     data_dir: Type.Optional(filePath({ description: "state directory: ledger, cache, audit, tokens (default: ./data beside this file)", examples: ["/var/lib/moltbot"] })),
+    repository: section("watching the model repository for new versions", {
+      poll_interval: duration({ default: "0s", description: "how often to look for new version folders; a new one is validated (0s: never look)", examples: ["60s"] }),
+      auto_activate: Type.Boolean({ default: false, description: "activate a new version found by polling once it passes validation, if newer than the active one" }),
+    }),
     model_pool: Type.Array(ModelPoolEntrySchema, { default: [], description: "models served, in fallback order (empty: every repository model)" }),
     batching: BatchingSchema("dynamic batching defaults for every model"),
     queue: QueueSchema("request queue defaults for every model"),

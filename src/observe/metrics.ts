@@ -12,9 +12,9 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { periodOf, type BudgetLedger } from "../ledger/ledger.js";
 import type { PoolEntry } from "../pool/model-pool.js";
-import type { ModelScheduler } from "../scheduler/model-scheduler.js";
 import { PRIORITIES, type Priority } from "../scheduler/priority.js";
-import type { ModelWorker, WorkerState } from "../workers/model-worker.js";
+import type { WorkerState } from "../workers/worker-state.js";
+import type { VersionedModel } from "../versions/versioned-model.js";
 import { readProcStats } from "./proc-stats.js";
 import { RecentRequests, type WindowFigures } from "./recent-requests.js";
 
@@ -79,12 +79,11 @@ export interface ServerMetricsOptions {
   now?: () => number;
 }
 
+/** A model's figures; its worker, scheduler and version are read from `served` when asked (a version switch replaces the worker). */
 interface ServedModel {
   index: number;
   name: string;
-  version: string;
-  worker: ModelWorker;
-  scheduler: ModelScheduler;
+  served: VersionedModel;
   totals: ModelTotals;
 }
 
@@ -174,7 +173,7 @@ class PromMetrics {
     });
 
     // Levels, read from their owners at scrape time: the hot path does nothing for them.
-    const byModel = (m: ServedModel) => ({ model: m.name, version: m.version });
+    const byModel = (m: ServedModel) => ({ model: m.name, version: m.served.version });
     new Gauge({
       name: "moltbot_queue_depth",
       help: "Requests waiting for a slot, by priority",
@@ -182,7 +181,7 @@ class PromMetrics {
       registers,
       collect() {
         for (const m of models) {
-          const q = m.scheduler.queuedByPriority();
+          const q = m.served.scheduler.queuedByPriority();
           for (const p of PRIORITIES) this.set({ model: m.name, priority: p }, q[p]);
         }
       },
@@ -193,7 +192,7 @@ class PromMetrics {
       labelNames: ["model", "version"],
       registers,
       collect() {
-        for (const m of models) this.set(byModel(m), m.scheduler.inflight);
+        for (const m of models) this.set(byModel(m), m.served.scheduler.inflight);
       },
     });
     new Gauge({
@@ -202,7 +201,7 @@ class PromMetrics {
       labelNames: ["model", "version"],
       registers,
       collect() {
-        for (const m of models) this.set(byModel(m), m.scheduler.capacity);
+        for (const m of models) this.set(byModel(m), m.served.scheduler.capacity);
       },
     });
     new Gauge({
@@ -235,7 +234,7 @@ class PromMetrics {
       labelNames: ["model", "version"],
       registers,
       collect() {
-        for (const m of models) this.set(byModel(m), m.worker.isReady() ? 1 : 0);
+        for (const m of models) this.set(byModel(m), m.served.worker.isReady() ? 1 : 0);
       },
     });
     new Counter({
@@ -245,7 +244,7 @@ class PromMetrics {
       registers,
       collect() {
         this.reset();
-        for (const m of models) this.inc(byModel(m), m.worker.restarts);
+        for (const m of models) this.inc(byModel(m), m.served.worker.restarts);
       },
     });
     new Gauge({
@@ -256,7 +255,7 @@ class PromMetrics {
       collect() {
         this.reset();
         for (const m of models) {
-          const s = m.worker.pid === undefined ? null : readProcStats(m.worker.pid);
+          const s = m.served.worker.pid === undefined ? null : readProcStats(m.served.worker.pid);
           if (s) this.set(byModel(m), s.rssBytes);
         }
       },
@@ -269,7 +268,7 @@ class PromMetrics {
       collect() {
         this.reset();
         for (const m of models) {
-          const s = m.worker.pid === undefined ? null : readProcStats(m.worker.pid);
+          const s = m.served.worker.pid === undefined ? null : readProcStats(m.served.worker.pid);
           if (s) this.inc(byModel(m), s.cpuSeconds);
         }
       },
@@ -296,9 +295,7 @@ export class ServerMetrics {
       const m: ServedModel = {
         index: this.models.length,
         name: e.model.name,
-        version: e.model.active.version,
-        worker: e.worker,
-        scheduler: e.scheduler,
+        served: e.served,
         totals: { requests: 0, errors: 0, prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0 },
       };
       this.models.push(m);
@@ -327,13 +324,13 @@ export class ServerMetrics {
     const p = this.prom;
     if (!p) return;
     const status = statusClass(r.status);
-    p.latency.observe({ model: m.name, version: m.version, route: r.route, status }, r.latencyMs);
-    p.requests.inc({ model: m.name, version: m.version, entry: r.entry.name, route: r.route, status });
-    if (r.promptTokens > 0) p.tokens.inc({ model: m.name, version: m.version, entry: r.entry.name, kind: "prompt" }, r.promptTokens);
-    if (r.completionTokens > 0) p.tokens.inc({ model: m.name, version: m.version, entry: r.entry.name, kind: "completion" }, r.completionTokens);
-    if (r.cachedTokens > 0) p.tokens.inc({ model: m.name, version: m.version, entry: r.entry.name, kind: "cached" }, r.cachedTokens);
-    if (r.ttftMs !== undefined) p.ttft.observe({ model: m.name, version: m.version }, r.ttftMs / 1000);
-    if (r.interTokenMs !== undefined) p.interToken.observe({ model: m.name, version: m.version }, r.interTokenMs / 1000);
+    p.latency.observe({ model: m.name, version: m.served.version, route: r.route, status }, r.latencyMs);
+    p.requests.inc({ model: m.name, version: m.served.version, entry: r.entry.name, route: r.route, status });
+    if (r.promptTokens > 0) p.tokens.inc({ model: m.name, version: m.served.version, entry: r.entry.name, kind: "prompt" }, r.promptTokens);
+    if (r.completionTokens > 0) p.tokens.inc({ model: m.name, version: m.served.version, entry: r.entry.name, kind: "completion" }, r.completionTokens);
+    if (r.cachedTokens > 0) p.tokens.inc({ model: m.name, version: m.served.version, entry: r.entry.name, kind: "cached" }, r.cachedTokens);
+    if (r.ttftMs !== undefined) p.ttft.observe({ model: m.name, version: m.served.version }, r.ttftMs / 1000);
+    if (r.interTokenMs !== undefined) p.interToken.observe({ model: m.name, version: m.served.version }, r.interTokenMs / 1000);
   }
 
   /** A request admitted to a slot of `entry`'s model after waiting `waitedMs`. */
@@ -355,18 +352,18 @@ export class ServerMetrics {
   modelStatus(windowS: number): ModelStatus[] {
     const window = this.recent.window(windowS, this.models.length);
     return this.models.map((m) => {
-      const pid = m.worker.pid ?? null;
+      const pid = m.served.worker.pid ?? null;
       const proc = pid === null ? null : readProcStats(pid);
       return {
         name: m.name,
-        version: m.version,
-        state: m.worker.state,
+        version: m.served.version,
+        state: m.served.worker.state,
         pid,
         rss_bytes: proc?.rssBytes ?? null,
         cpu_seconds: proc ? Math.round(proc.cpuSeconds * 100) / 100 : null,
-        restarts: m.worker.restarts,
-        slots: { busy: m.scheduler.inflight, total: m.scheduler.capacity },
-        queue: m.scheduler.queuedByPriority(),
+        restarts: m.served.worker.restarts,
+        slots: { busy: m.served.scheduler.inflight, total: m.served.scheduler.capacity },
+        queue: m.served.scheduler.queuedByPriority(),
         totals: { ...m.totals },
         window: window[m.index]!,
       };

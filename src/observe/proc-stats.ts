@@ -1,6 +1,7 @@
 // Memory and CPU time of another process (a model worker), read from Linux /proc at the moment
 // of asking: Node's own process metrics only describe the process that calls them.
 import { readFileSync } from "node:fs";
+import os from "node:os";
 
 export interface ProcStats {
   /** Resident set size (VmRSS). */
@@ -27,4 +28,18 @@ export function readProcStats(pid: number): ProcStats | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Memory that can be given to a new process without swapping: MemAvailable (free memory plus
+ * reclaimable page cache, the kernel's own estimate), else Node's free memory.
+ */
+export function availableMemoryBytes(): number {
+  try {
+    const kb = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"))?.[1];
+    if (kb !== undefined) return Number(kb) * 1024;
+  } catch {
+    // not Linux: below
+  }
+  return os.freemem();
 }

@@ -9,12 +9,13 @@ import { MoltbotError, type ErrorCode } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
 import type { ServerMetrics } from "../observe/metrics.js";
 import type { RepositoryModel } from "../repository/repository.js";
-import type { ModelScheduler, SlotLease } from "../scheduler/model-scheduler.js";
+import type { SlotLease } from "../scheduler/model-scheduler.js";
 import type { Priority } from "../scheduler/priority.js";
 import type { BudgetLedger, Reservation } from "../ledger/ledger.js";
 import { costOf } from "../ledger/sqlite-ledger.js";
 import type { GenerationParams } from "../engine/types.js";
 import type { GenerationDone, GenerationSink, ModelWorker, PreparedPrompt } from "../workers/model-worker.js";
+import type { VersionedModel } from "../versions/versioned-model.js";
 import type { PromptInput } from "../workers/protocol.js";
 
 export interface Pricing {
@@ -27,9 +28,10 @@ export interface Pricing {
 export interface PoolEntry {
   name: string;
   type: "llm" | "embedding";
+  /** The repository model; its `active` version is the one serving (switched by `served`). */
   model: RepositoryModel;
-  worker: ModelWorker;
-  scheduler: ModelScheduler;
+  /** The model's serving worker, its scheduler and its versions. Entries may share one. */
+  served: VersionedModel;
   /** Epoch seconds the entry was created (OpenAI's `created`). */
   created: number;
   priority: Priority;
@@ -48,6 +50,8 @@ export type EntrySettings = Pick<PoolEntry, "name" | "priority" | "maxTokens" | 
 /** A generation that passed admission: it holds a slot and a reservation until `run` ends. */
 export interface GenerationAdmission {
   entry: PoolEntry;
+  /** The model version that runs it (x-moltbot-model-version): its worker's, fixed at admission. */
+  version: string;
   /** One "<code> (<entry>)" per hop when the request left the entry it named. */
   fallbacks: string[];
   run(sink: GenerationSink, signal: AbortSignal): Promise<GenerationDone>;
@@ -60,6 +64,9 @@ const FALLBACK_CODES: ReadonlySet<ErrorCode> = new Set(["budget_exceeded", "work
 type ShedCode = "queue_full" | "queue_timeout" | "budget_exceeded";
 const SHED_CODES: ReadonlySet<ErrorCode> = new Set<ShedCode>(["queue_full", "queue_timeout", "budget_exceeded"]);
 const isShed = (err: unknown): err is MoltbotError & { code: ShedCode } => err instanceof MoltbotError && SHED_CODES.has(err.code);
+
+/** Bounds the wait for a restarting worker when the queue wait is unlimited. */
+const MAX_RECOVERY_WAIT_MS = 120_000;
 
 function secondsToNextMonth(now: Date): number {
   const next = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
@@ -116,7 +123,7 @@ export class ModelPool {
   }
 
   isReady(): boolean {
-    return this.entries.some((e) => e.worker.isReady());
+    return this.entries.some((e) => e.served.worker.isReady());
   }
 
   /**
@@ -124,7 +131,7 @@ export class ModelPool {
    * embedding is known only after tokenizing, so the reservation uses a bound that cannot be
    * beaten (a token covers at least one byte, plus BOS/EOS per input).
    */
-  async embed(name: string | undefined, inputs: string[], signal?: AbortSignal): Promise<{ entry: PoolEntry; data: number[][]; promptTokens: number }> {
+  async embed(name: string | undefined, inputs: string[], signal?: AbortSignal): Promise<{ entry: PoolEntry; version: string; data: number[][]; promptTokens: number }> {
     const entry = this.resolve(name, "embedding");
     const bound = inputs.reduce((n, t) => n + Buffer.byteLength(t) + 2, 0);
     const limited = entry.costLimit !== undefined;
@@ -140,10 +147,11 @@ export class ModelPool {
         throw err;
       });
       try {
-        const r = await entry.worker.embed(inputs);
+        const worker = entry.served.worker;
+        const r = await worker.embed(inputs);
         const promptTokens = r.tokens.reduce((a, b) => a + b, 0);
         cost = costOf(promptTokens, 0, entry.pricing);
-        return { entry, data: r.data, promptTokens };
+        return { entry, version: worker.init.version, data: r.data, promptTokens };
       } finally {
         lease.release();
       }
@@ -151,6 +159,19 @@ export class ModelPool {
       if (reservation) this.ledger.settle(reservation, cost);
       else if (cost > 0) this.ledger.record(entry.name, cost);
     }
+  }
+
+  /**
+   * A generation whose worker went away before the client got a byte is tried once more
+   * (generate.ts). This waits until the entry it named, or that entry's fallback, can take it:
+   * at most the model's `queue.max_wait_ms` (the longest a request may wait for a slot), or
+   * until the request ends. Rejects when neither is back by then.
+   */
+  async recovered(name: string | undefined, signal: AbortSignal): Promise<void> {
+    const entry = this.resolve(name, "llm");
+    if (entry.served.worker.isReady()) return;
+    if (this.fallbackOf(entry, new Set([entry.name]))?.served.worker.isReady()) return;
+    await entry.served.whenReady(signal, Math.min(entry.served.scheduler.maxWaitMs, MAX_RECOVERY_WAIT_MS));
   }
 
   /** The entry a request goes to when `from` cannot take it, or undefined. */
@@ -194,6 +215,7 @@ export class ModelPool {
    */
   private admission(
     entry: PoolEntry,
+    worker: ModelWorker,
     fallbacks: string[],
     lease: SlotLease,
     prompt: PromptInput | PreparedPrompt,
@@ -203,6 +225,7 @@ export class ModelPool {
   ): GenerationAdmission {
     return {
       entry,
+      version: worker.init.version,
       fallbacks,
       run: async (sink, runSignal) => {
         // Nothing is charged for a generation the worker refused before it started (no room).
@@ -210,7 +233,7 @@ export class ModelPool {
         let generated = 0;
         let cached = 0;
         try {
-          const done = await entry.worker.generate(
+          const done = await worker.generate(
             prompt,
             params,
             {
@@ -241,9 +264,9 @@ export class ModelPool {
   /** A slot from the entry's scheduler; the wait is observed. */
   private slot(entry: PoolEntry, signal: AbortSignal | undefined): Promise<SlotLease> {
     const metrics = this.metrics;
-    if (!metrics) return entry.scheduler.acquire(entry.priority, signal);
+    if (!metrics) return entry.served.scheduler.acquire(entry.priority, signal);
     const t0 = performance.now();
-    return entry.scheduler.acquire(entry.priority, signal).then((lease) => {
+    return entry.served.scheduler.acquire(entry.priority, signal).then((lease) => {
       metrics.queueWait(entry, performance.now() - t0);
       return lease;
     });
@@ -257,13 +280,14 @@ export class ModelPool {
   }
 
   private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined): Promise<GenerationAdmission> {
-    const worker = entry.worker;
+    const worker = entry.served.worker;
     if (entry.maxTokens === undefined && entry.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
       // (measured: together ~2 ms of time to first token on the demo model).
       if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
       const lease = await this.slot(entry, signal);
-      return this.admission(entry, fallbacks, lease, prompt, params, this.recorder(entry), requestId);
+      // The worker serving when the slot is granted: a version switch while it waited sends it to the new one.
+      return this.admission(entry, entry.served.worker, fallbacks, lease, prompt, params, this.recorder(entry), requestId);
     }
     const prepared = await worker.prepare(prompt);
     const promptTokens = prepared.promptTokens;
@@ -295,7 +319,14 @@ export class ModelPool {
       const lease = await this.slot(entry, signal);
       const held = reservation;
       const charge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
-      return this.admission(entry, fallbacks, lease, prepared, { ...params, maxTokens }, charge, requestId);
+      const serving = entry.served.worker;
+      if (serving !== worker) {
+        // The version switched while this request waited: its tokens are in the old worker,
+        // which takes no new work; the new one tokenizes the prompt again.
+        worker.discard(prepared);
+        return this.admission(entry, serving, fallbacks, lease, prompt, { ...params, maxTokens }, charge, requestId);
+      }
+      return this.admission(entry, worker, fallbacks, lease, prepared, { ...params, maxTokens }, charge, requestId);
     } catch (err) {
       if (reservation) this.ledger.settle(reservation, 0);
       worker.discard(prepared);

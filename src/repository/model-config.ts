@@ -17,8 +17,14 @@ const PricingSchema = Type.Object(
 const ValidationPromptSchema = Type.Object(
   {
     prompt: Type.String({ minLength: 1 }),
-    /** The completion must contain this text (case-sensitive); omitted = any non-empty output. */
+    /** The completion must contain this text (case-sensitive). No expectation at all = any non-empty output. */
     expect_contains: Type.Optional(Type.String()),
+    /** The completion must match this JavaScript regular expression (compiled when config.json is read). */
+    expect_regex: Type.Optional(Type.String()),
+    /** The exact completion at temperature 0 (a golden output). */
+    expect_output: Type.Optional(Type.String()),
+    /** The whole generation of this prompt must take at most this long. */
+    max_latency_ms: Type.Optional(Type.Integer({ minimum: 1 })),
     max_tokens: Type.Optional(Type.Integer({ minimum: 1, maximum: 4096 })),
   },
   { additionalProperties: false },
@@ -44,12 +50,15 @@ export const ModelConfigSchema = Type.Object(
     weights: Type.Optional(Type.String({ minLength: 1 })),
     pricing: Type.Optional(PricingSchema),
     validation: Type.Optional(Type.Array(ValidationPromptSchema)),
+    /** SHA-256 of the weights file (hex), checked when the version is validated. */
+    sha256: Type.Optional(Type.String({ pattern: "^[0-9a-fA-F]{64}$" })),
     description: Type.Optional(Type.String()),
   },
   { additionalProperties: false },
 );
 
 export type ModelConfig = Static<typeof ModelConfigSchema>;
+export type ValidationPrompt = Static<typeof ValidationPromptSchema>;
 
 /** Parse and check config.json text; errors name the file and the field. */
 export function parseModelConfig(text: string, file: string): ModelConfig {
@@ -65,5 +74,15 @@ export function parseModelConfig(text: string, file: string): ModelConfig {
     const where = first.path === "" ? "(top level)" : first.path.slice(1).replaceAll("/", ".");
     throw new MoltbotError("repository_invalid", `${file}: ${where}: ${first.message}${first.path ? `, got ${JSON.stringify(first.value)}` : ""}`);
   }
-  return withDefaults as ModelConfig;
+  const config = withDefaults as ModelConfig;
+  // A bad pattern is a config error at start, not a failed check at activation time.
+  config.validation?.forEach((p, i) => {
+    if (p.expect_regex === undefined) return;
+    try {
+      new RegExp(p.expect_regex);
+    } catch (err) {
+      throw new MoltbotError("repository_invalid", `${file}: validation[${i}].expect_regex: invalid regular expression: ${(err as Error).message.replace(/^Invalid regular expression: /, "")}`);
+    }
+  });
+  return config;
 }

@@ -8,6 +8,7 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { MoltbotError } from "../errors.js";
+import { checkGgufIntegrity } from "../gguf/integrity.js";
 import { isGgufFile } from "../gguf/reader.js";
 import { MODEL_NAME_EXPECTED, MODEL_NAME_PATTERN, parseModelConfig, type ModelConfig } from "./model-config.js";
 import { compareVersions, highestVersion, isVersionName } from "./versions.js";
@@ -20,14 +21,34 @@ export interface ModelVersion {
   dir: string;
   weightsPath: string;
   config: ModelConfig;
+  /** Of the weights file, as checked by checkGgufIntegrity when the version was loaded. */
+  sizeBytes: number;
+  tensorCount: number;
+  /** From `general.file_type` ("Q8_0", "Q4_K_M"); null when the file does not say. */
+  quantization: string | null;
 }
 
 export interface RepositoryModel {
   name: string;
-  /** All versions found, oldest first. */
+  /** The folder holding the version folders; undefined for a bare GGUF or a single version folder. */
+  dir: string | undefined;
+  /** The path the model was opened from: `dir`, the version folder or the GGUF file. */
+  source: string;
+  /** All versions found at start, oldest first (listModelVersions rescans). */
   versions: string[];
   /** The version chosen to serve. */
   active: ModelVersion;
+}
+
+/** One version on disk as `moltbot models list` and GET /admin/models show it. */
+export interface VersionListing {
+  version: string;
+  /** The weights file; null when it cannot be found. */
+  path: string | null;
+  sizeBytes: number | null;
+  quantization: string | null;
+  /** Why the version cannot load, as one line; null when it loads. */
+  error: string | null;
 }
 
 export interface OpenRepositoryOptions {
@@ -56,14 +77,40 @@ function checkedName(name: string, from: string): string {
   return name;
 }
 
-async function loadVersion(dir: string, version: string, fallbackName: string): Promise<ModelVersion> {
+/**
+ * Load one version folder: config.json, the weights, and the weights' integrity (a truncated
+ * GGUF fails here with one line rather than later in llama.cpp). `located` hears the weights
+ * path as soon as it is known, so a listing can show it beside a later error.
+ */
+async function loadVersion(dir: string, version: string, fallbackName: string, located?: (weightsPath: string) => void): Promise<ModelVersion> {
+  if (!(await statOrUndefined(dir))?.isDirectory()) fail(`${dir}: version folder does not exist`);
   const configPath = path.join(dir, "config.json");
   const configText = await readFile(configPath, "utf8").catch((err: NodeJS.ErrnoException) =>
     err.code === "ENOENT" ? undefined : fail(`${configPath}: cannot read (${err.code ?? err.message})`),
   );
   const config = configText === undefined ? parseModelConfig("{}", configPath) : parseModelConfig(configText, configPath);
   const weightsPath = await findWeights(dir, config.weights);
-  return { name: config.name ?? checkedName(fallbackName, dir), version, dir, weightsPath, config };
+  const name = config.name ?? checkedName(fallbackName, dir);
+  located?.(weightsPath);
+  const { sizeBytes, tensorCount, quantization } = await checkGgufIntegrity(weightsPath);
+  return { name, version, dir, weightsPath, config, sizeBytes, tensorCount, quantization };
+}
+
+/** A bare GGUF file: one version "v1" with config.json's defaults. */
+async function loadBareFile(file: string, located?: (weightsPath: string) => void): Promise<ModelVersion> {
+  if (!(await statOrUndefined(file))?.isFile()) fail(`${file}: model file does not exist`);
+  if (!(await isGgufFile(file))) fail(`${file}: not a GGUF file (wrong magic bytes)`);
+  const name = checkedName(path.basename(file).replace(/\.(gguf|bin)$/i, ""), file);
+  const config = parseModelConfig("{}", `${file} (defaults)`);
+  located?.(file);
+  const { sizeBytes, tensorCount, quantization } = await checkGgufIntegrity(file);
+  return { name, version: "v1", dir: path.dirname(file), weightsPath: file, config, sizeBytes, tensorCount, quantization };
+}
+
+/** The model name a version folder falls back to when its config.json names none. */
+function folderFallbackName(versionDir: string): string {
+  const version = path.basename(versionDir);
+  return isVersionName(version) ? path.basename(path.dirname(versionDir)) : version;
 }
 
 async function findWeights(dir: string, named: string | undefined): Promise<string> {
@@ -115,7 +162,7 @@ async function openVersionedModel(dir: string, name: string, wanted: string | un
   const chosen = wanted ?? highestVersion(versions)!;
   if (!versions.includes(chosen)) fail(`MODEL_VERSION=${chosen}: no such version in ${dir} (found ${versions.join(", ")})`);
   const active = await loadVersion(path.join(dir, chosen), chosen, name);
-  return { name: active.name, versions, active };
+  return { name: active.name, dir, source: dir, versions, active };
 }
 
 /** Scan a repository path and choose each model's version. Throws one clear line on any problem. */
@@ -126,16 +173,13 @@ export async function openRepository(modelPath: string, opts: OpenRepositoryOpti
   const selector = parseVersionSelector(opts.modelVersion);
 
   if (st.isFile()) {
-    if (!(await isGgufFile(abs))) fail(`${abs}: not a GGUF file (wrong magic bytes)`);
-    const name = checkedName(path.basename(abs).replace(/\.(gguf|bin)$/i, ""), abs);
-    const config = parseModelConfig("{}", `${abs} (defaults)`);
-    return [{ name, versions: ["v1"], active: { name, version: "v1", dir: path.dirname(abs), weightsPath: abs, config } }];
+    const active = await loadBareFile(abs);
+    return [{ name: active.name, dir: undefined, source: abs, versions: [active.version], active }];
   }
 
   if (await isVersionFolder(abs)) {
-    const version = path.basename(abs);
-    const active = await loadVersion(abs, version, isVersionName(version) ? path.basename(path.dirname(abs)) : version);
-    return [{ name: active.name, versions: [version], active }];
+    const active = await loadVersion(abs, path.basename(abs), folderFallbackName(abs));
+    return [{ name: active.name, dir: undefined, source: abs, versions: [active.version], active }];
   }
 
   const children = await subfolders(abs);
@@ -167,4 +211,66 @@ export async function openRepository(modelPath: string, opts: OpenRepositoryOpti
     seen.add(m.name);
   }
   return models;
+}
+
+/** The versions of a model on disk now, oldest first (a folder may have been added or removed since start). */
+async function versionsOnDisk(model: RepositoryModel): Promise<string[]> {
+  if (model.dir === undefined) return [model.active.version];
+  const dir = model.dir;
+  const names = await subfolders(dir).catch((err: NodeJS.ErrnoException) => fail(`${dir}: cannot read (${err.code ?? err.message})`));
+  return names.filter(isVersionName).sort(compareVersions);
+}
+
+/** Load a version known to be on disk; repository_invalid (one line) on any problem. */
+async function loadListedVersion(model: RepositoryModel, version: string, located?: (weightsPath: string) => void): Promise<ModelVersion> {
+  if (model.dir === undefined) {
+    return model.source === model.active.weightsPath ? loadBareFile(model.source, located) : loadVersion(model.source, version, folderFallbackName(model.source), located);
+  }
+  const v = await loadVersion(path.join(model.dir, version), version, path.basename(model.dir), located);
+  // Versions of one model share its name: clients and pool entries address them by it.
+  if (v.name !== model.name) fail(`${path.join(v.dir, "config.json")}: name "${v.name}" differs from the model's name "${model.name}"`);
+  return v;
+}
+
+function oneLine(err: unknown): string {
+  return (err instanceof Error ? err.message : String(err)).replaceAll(/\s*\n\s*/g, " ");
+}
+
+/**
+ * Load a version of a model from disk again (its folder may have changed since start).
+ * Throws version_not_found when no such folder exists, version_invalid with the same one line
+ * as at start when it cannot load (missing or truncated weights, bad config.json, another name).
+ */
+export async function loadModelVersion(model: RepositoryModel, version: string): Promise<ModelVersion> {
+  const where = model.dir ?? model.source;
+  let found: string[];
+  try {
+    found = await versionsOnDisk(model);
+  } catch (err) {
+    throw new MoltbotError("version_invalid", oneLine(err), { cause: err });
+  }
+  if (!found.includes(version)) {
+    throw new MoltbotError("version_not_found", `model ${model.name} has no version ${version} in ${where} (found: ${found.length > 0 ? found.join(", ") : "none"})`);
+  }
+  try {
+    return await loadListedVersion(model, version);
+  } catch (err) {
+    throw new MoltbotError("version_invalid", oneLine(err), { cause: err });
+  }
+}
+
+/** Every version on disk now, oldest first; a version that cannot load is listed with its error. */
+export async function listModelVersions(model: RepositoryModel): Promise<VersionListing[]> {
+  const listings: VersionListing[] = [];
+  for (const version of await versionsOnDisk(model).catch(() => [])) {
+    let weightsPath: string | undefined;
+    try {
+      const v = await loadListedVersion(model, version, (p) => (weightsPath = p));
+      listings.push({ version, path: v.weightsPath, sizeBytes: v.sizeBytes, quantization: v.quantization, error: null });
+    } catch (err) {
+      const sizeBytes = weightsPath === undefined ? null : ((await statOrUndefined(weightsPath))?.size ?? null);
+      listings.push({ version, path: weightsPath ?? null, sizeBytes, quantization: null, error: oneLine(err) });
+    }
+  }
+  return listings;
 }

@@ -95,7 +95,8 @@ const defaultTimers: SchedulerTimers = {
 export class ModelScheduler {
   private slots: number;
   private readonly maxQueue: number;
-  private readonly maxWaitMs: number;
+  /** Longest wait for a slot (queue.max_wait_ms); Infinity: unbounded. */
+  readonly maxWaitMs: number;
   private readonly agingMs: number;
   private readonly clock: () => number;
   private readonly timers: SchedulerTimers;

@@ -9,6 +9,8 @@ import type { ModelPool } from "../pool/model-pool.js";
 import { errorReply, shortUrl } from "./errors-http.js";
 import { MAX_URL_LENGTH, applyNodeTimeouts, httpLimitOptions, type HttpTimeouts } from "./http-limits.js";
 import { registerAdminRoutes, type ServerInfo } from "./routes/admin.js";
+import { registerModelAdminRoutes } from "./routes/admin-models.js";
+import type { VersionedModel } from "../versions/versioned-model.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
 import { registerMetricsRoute } from "./routes/metrics.js";
@@ -26,6 +28,8 @@ export interface AppOptions {
   /** URL path of the Prometheus metrics; undefined: not served. */
   metricsPath: string | undefined;
   info: ServerInfo;
+  /** The served models by name, whose versions the admin API switches. */
+  versions: ReadonlyMap<string, VersionedModel>;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -87,6 +91,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
   registerAdminRoutes(app, opts.metrics, opts.info);
+  registerModelAdminRoutes(app, opts.versions);
   if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }

@@ -10,7 +10,7 @@
 // /admin/status), whatever its status; nothing is recorded per token.
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { MoltbotError } from "../errors.js";
-import type { ModelPool, PoolEntry } from "../pool/model-pool.js";
+import type { GenerationAdmission, ModelPool, PoolEntry } from "../pool/model-pool.js";
 import type { GenerationParams } from "../engine/types.js";
 import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
@@ -45,8 +45,8 @@ export interface GenerateCall {
   params: GenerationParams;
   stream: boolean;
   includeUsage: boolean;
-  /** The response shape, for the entry that ends up serving (fallback may change it). */
-  format: (entry: PoolEntry) => ResponseFormatter;
+  /** The response shape, for the entry and version that end up serving (fallback and version switches may change them). */
+  format: (entry: PoolEntry, version: string) => ResponseFormatter;
   /** Milliseconds from the request's arrival to its 504; undefined: none (see ./deadline.ts). */
   deadlineMs: number | undefined;
 }
@@ -54,8 +54,8 @@ export interface GenerateCall {
 /** Names the version of the model that served an inference response (the fallback's, after one). */
 const MODEL_VERSION_HEADER = "x-moltbot-model-version";
 
-export function modelVersionHeader(entry: PoolEntry): Record<string, string> {
-  return { [MODEL_VERSION_HEADER]: entry.model.active.version };
+export function modelVersionHeader(version: string): Record<string, string> {
+  return { [MODEL_VERSION_HEADER]: version };
 }
 
 function retryAfter(err: unknown): Record<string, string> {
@@ -122,9 +122,16 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
   });
 }
 
+/**
+ * Codes of a request whose worker went away: it died or was killed while the request waited or
+ * ran, is restarting, or was switched out for another version and drains.
+ */
+const WORKER_LOSS: ReadonlySet<string> = new Set(["worker_crashed", "worker_unavailable"]);
+
 export async function serveGeneration(request: FastifyRequest, reply: FastifyReply, call: GenerateCall): Promise<void> {
   const life = new RequestLifetime(reply, call.deadlineMs);
   const res = reply.raw;
+  const requestId = String(request.id);
   const wantLogprobs = call.params.topLogprobs !== null;
   const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
   const ended = (done: GenerationDone) => {
@@ -133,78 +140,125 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     outcome.cachedTokens = done.cachedTokens;
     outcome.doneMs = reply.elapsedTime;
   };
+  /** The stream's writer once the reply is hijacked (Fastify no longer answers for it). */
+  let hijacked: SseStream | undefined;
+  /**
+   * A streamed reply's end on failure: the error's status and body when nothing was written yet,
+   * else a last error event and [DONE].
+   */
+  const failStream = (caught: unknown, sse: SseStream): void => {
+    const clientLeft = life.clientLeft;
+    const err = life.ended ? life.reason : caught;
+    outcome.status = failedStatus(err, clientLeft);
+    if (clientLeft) return;
+    const { status, body } = errorReply(err);
+    // The reply is hijacked: Fastify's error handler, which logs the others, never sees this one.
+    call.pool.log[status >= 500 ? "error" : "warning"](`Stream of ${request.method} ${shortUrl(request.url)} failed (${status}): ${body.error.message}`, { code: body.error.code, request_id: requestId });
+    if (!sse.started) {
+      res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": requestId, ...retryAfter(err) });
+      res.end(JSON.stringify(body));
+    } else {
+      sse.send(body);
+      sse.end();
+    }
+  };
+  let retried = false;
+  /**
+   * A request whose worker went away before the client got a byte is tried once more, on the
+   * restarted worker, the new version or the entry's fallback (whichever can take it first);
+   * a stream already under way cannot be replayed and ends with an error event.
+   */
+  const retryAfterLoss = async (err: unknown): Promise<boolean> => {
+    if (retried || life.ended || !(err instanceof MoltbotError) || !WORKER_LOSS.has(err.code)) return false;
+    retried = true;
+    call.pool.log.warning(`Worker lost before the response began, retrying once: ${err.message}`, { code: err.code, request_id: requestId });
+    try {
+      await call.pool.recovered(call.model, life.signal);
+    } catch {
+      return false; // nothing came back in time: the client gets the first error
+    }
+    outcome.promptTokens = outcome.completionTokens = 0;
+    outcome.firstTextMs = -1;
+    return true;
+  };
 
   try {
-    // Admission errors (unknown model, budget, queue) are thrown before anything is written,
-    // so they keep their status code and Retry-After.
-    const admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, String(request.id));
-    outcome.entry = admission.entry;
-    const format = call.format(admission.entry);
-    const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
-    const servedHeaders = { ...modelVersionHeader(admission.entry), ...fallbackHeader };
-    if (!call.stream) {
-      let text = "";
-      const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
-      const done = await admission.run(
-        {
-          onStart(n) {
-            outcome.promptTokens = n;
-          },
-          onText(delta, lp, n) {
-            if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
-            outcome.completionTokens = n;
-            text += delta;
-            if (logprobs && lp) logprobs.push(...lp);
-          },
-        },
-        life.signal,
-      );
-      ended(done);
-      void reply.headers(servedHeaders);
-      await reply.send(format.whole(text, logprobs, done, usageOf(done)));
-      return;
-    }
+    for (;;) {
+      let admission: GenerationAdmission;
+      try {
+        // Admission errors (unknown model, budget, queue) are thrown before anything is written,
+        // so they keep their status code and Retry-After.
+        admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, requestId);
+      } catch (err) {
+        if (await retryAfterLoss(err)) continue;
+        if (hijacked) return failStream(err, hijacked);
+        throw err;
+      }
+      outcome.entry = admission.entry;
+      const format = call.format(admission.entry, admission.version);
+      const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
+      const servedHeaders = { ...modelVersionHeader(admission.version), ...fallbackHeader };
+      if (!call.stream) {
+        let text = "";
+        const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
+        let done: GenerationDone;
+        try {
+          done = await admission.run(
+            {
+              onStart(n) {
+                outcome.promptTokens = n;
+              },
+              onText(delta, lp, n) {
+                if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
+                outcome.completionTokens = n;
+                text += delta;
+                if (logprobs && lp) logprobs.push(...lp);
+              },
+            },
+            life.signal,
+          );
+        } catch (err) {
+          if (await retryAfterLoss(err)) continue;
+          throw err;
+        }
+        ended(done);
+        void reply.headers(servedHeaders);
+        await reply.send(format.whole(text, logprobs, done, usageOf(done)));
+        return;
+      }
 
-    reply.hijack();
-    const sse = new SseStream(res, { "x-request-id": String(request.id), ...servedHeaders });
-    let first = true;
-    try {
-      const done = await admission.run(
-        {
-          onStart(n) {
-            outcome.promptTokens = n;
-            // Role chunk first, as OpenAI does, so clients see the stream open before the first token.
-            sse.send(format.chunk("", undefined, true));
-            first = false;
+      // Streamed from here on: Fastify no longer answers for this reply, every error is written here.
+      reply.hijack();
+      const sse = new SseStream(res, { "x-request-id": requestId, ...servedHeaders });
+      hijacked = sse;
+      let first = true;
+      try {
+        const done = await admission.run(
+          {
+            onStart(n) {
+              outcome.promptTokens = n;
+              // Role chunk first, as OpenAI does, so clients see the stream open before the first token.
+              sse.send(format.chunk("", undefined, true));
+              first = false;
+            },
+            onText(delta, lp, n) {
+              if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
+              outcome.completionTokens = n;
+              sse.send(format.chunk(delta, lp, first));
+              first = false;
+            },
           },
-          onText(delta, lp, n) {
-            if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
-            outcome.completionTokens = n;
-            sse.send(format.chunk(delta, lp, first));
-            first = false;
-          },
-        },
-        life.signal,
-      );
-      ended(done);
-      const usage = usageOf(done);
-      sse.send(format.lastChunk(done, usage));
-      if (call.includeUsage) sse.send(format.usageChunk(usage));
-      sse.end();
-    } catch (caught) {
-      const clientLeft = life.clientLeft;
-      const err = life.ended ? life.reason : caught;
-      outcome.status = failedStatus(err, clientLeft);
-      if (clientLeft) return;
-      const { status, body } = errorReply(err);
-      // The reply is hijacked: Fastify's error handler, which logs the others, never sees this one.
-      call.pool.log[status >= 500 ? "error" : "warning"](`Stream of ${request.method} ${shortUrl(request.url)} failed (${status}): ${body.error.message}`, { code: body.error.code, request_id: String(request.id) });
-      if (!sse.started) {
-        res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": String(request.id), ...retryAfter(err) });
-        res.end(JSON.stringify(body));
-      } else {
-        sse.send(body);
+          life.signal,
+        );
+        ended(done);
+        const usage = usageOf(done);
+        sse.send(format.lastChunk(done, usage));
+        if (call.includeUsage) sse.send(format.usageChunk(usage));
         sse.end();
+        return;
+      } catch (caught) {
+        if (!sse.started && (await retryAfterLoss(caught))) continue;
+        return failStream(caught, sse);
       }
     }
   } catch (err) {

@@ -4,7 +4,7 @@
 import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import type { LoadedConfig } from "../config/load.js";
-import { parseBytes } from "../config/units.js";
+import { parseBytes, parseDuration } from "../config/units.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
@@ -12,10 +12,14 @@ import { ServerMetrics } from "../observe/metrics.js";
 import { openSqliteLedger, ledgerPath } from "../ledger/sqlite-ledger.js";
 import type { BudgetLedger } from "../ledger/ledger.js";
 import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
-import { planPool } from "../pool/plan.js";
+import { planPool, type ModelPlan } from "../pool/plan.js";
 import { ModelScheduler } from "../scheduler/model-scheduler.js";
-import { openRepository, type RepositoryModel } from "../repository/repository.js";
+import { loadModelVersion, openRepository, type ModelVersion, type RepositoryModel } from "../repository/repository.js";
+import { RepositoryWatcher } from "../versions/repository-watcher.js";
+import { VersionedModel } from "../versions/versioned-model.js";
+import { VersionStore } from "../versions/version-store.js";
 import { ModelWorker } from "../workers/model-worker.js";
+import type { WorkerInit } from "../workers/protocol.js";
 import { endOpenLifetimes } from "./deadline.js";
 
 export interface ServerOptions {
@@ -33,10 +37,10 @@ export interface ServerOptions {
 /** Default per-sequence context when neither config.json nor moltbot.yaml sets one. */
 const DEFAULT_CONTEXT_CAP = 4096;
 
-async function contextSizeFor(model: RepositoryModel, configured: number | undefined): Promise<number> {
-  const fromModel = model.active.config.context_size ?? configured;
+async function contextSizeFor(version: ModelVersion, configured: number | undefined): Promise<number> {
+  const fromModel = version.config.context_size ?? configured;
   if (fromModel !== undefined) return fromModel;
-  const meta = (await readGgufMetadata(model.active.weightsPath)).metadata;
+  const meta = (await readGgufMetadata(version.weightsPath)).metadata;
   const arch = meta.get("general.architecture");
   const trained = meta.get(`${String(arch)}.context_length`);
   return typeof trained === "number" && trained > 0 ? Math.min(trained, DEFAULT_CONTEXT_CAP) : DEFAULT_CONTEXT_CAP;
@@ -47,6 +51,8 @@ export class MoltbotServer {
   private pool: ModelPool | undefined;
   private ledger: BudgetLedger | undefined;
   private repo: RepositoryModel[] = [];
+  private served = new Map<string, VersionedModel>();
+  private watcher: RepositoryWatcher | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
 
@@ -79,6 +85,56 @@ export class MoltbotServer {
     return this.repo;
   }
 
+  /** The served models by name, with their versions (the admin API switches them). */
+  get versions(): ReadonlyMap<string, VersionedModel> {
+    return this.served;
+  }
+
+  /**
+   * Without MODEL_VERSION, a model serves the version last activated (model-versions.json in
+   * data_dir) when it is still there; else the repository's choice, with a warning. The one
+   * place outside VersionedModel that sets `active`: before any worker exists.
+   */
+  private async restoreActiveVersions(repo: RepositoryModel[], store: VersionStore): Promise<void> {
+    const log = this.opts.log.child("model_loader");
+    for (const model of repo) {
+      const wanted = store.get(model.name).active;
+      if (wanted === undefined || wanted === model.active.version) continue;
+      try {
+        model.active = await loadModelVersion(model, wanted);
+        log.info(`Model ${model.name}: serving ${wanted}, the version last activated (${store.file})`);
+      } catch (err) {
+        log.warning(`Model ${model.name}: ${wanted} was the version last activated but cannot be served (${(err as Error).message}); serving ${model.active.version}`);
+      }
+    }
+  }
+
+  /** A worker (not started) for one version of a planned model. */
+  private async newWorker(m: ModelPlan, version: ModelVersion): Promise<ModelWorker> {
+    const cfg = this.opts.loaded.config;
+    const init: WorkerInit = {
+      name: m.model.name,
+      version: version.version,
+      modelPath: version.weightsPath,
+      contextSize: m.contextSize ?? (await contextSizeFor(version, cfg.context_size)),
+      parallel: m.parallel,
+      threads: this.opts.threads,
+      embedding: version.config.type === "embedding",
+      speculative: m.speculative,
+      promptCacheBytes: m.promptCacheBytes,
+      ...(m.kvCacheTokens === undefined ? {} : { kvCacheTokens: m.kvCacheTokens }),
+      engine: this.opts.engine,
+    };
+    this.opts.log.child("model_loader").info(`Loading model ${init.name} ${init.version} from ${init.modelPath} (engine ${init.engine}, ${init.threads} thread(s), ${init.parallel} slot(s), context ${init.contextSize})`);
+    return new ModelWorker(
+      init,
+      this.opts.log.child("model_loader"),
+      { initialMs: cfg.worker.restart_backoff_ms.initial, maxMs: cfg.worker.restart_backoff_ms.max, stableMs: 30_000 },
+      undefined,
+      { intervalMs: Math.min(1000, cfg.worker.heartbeat_timeout_ms / 4), timeoutMs: cfg.worker.heartbeat_timeout_ms },
+    );
+  }
+
   async start(): Promise<void> {
     const { loaded, log } = this.opts;
     const cfg = loaded.config;
@@ -92,42 +148,34 @@ export class MoltbotServer {
 
     const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
     this.repo = repo;
-    const plan = planPool(cfg, repo, loaded.file ?? "config");
     const loaderLog = log.child("model_loader");
-    const workers = new Map<string, { worker: ModelWorker; scheduler: ModelScheduler }>();
+    const store = VersionStore.open(loaded.dataDir, (m) => loaderLog.warning(m));
+    if (this.opts.modelVersion === undefined) await this.restoreActiveVersions(repo, store);
+    else {
+      for (const m of repo) {
+        const last = store.get(m.name).active;
+        if (last !== undefined && last !== m.active.version) loaderLog.info(`Model ${m.name}: MODEL_VERSION chooses ${m.active.version} over ${last}, the version last activated`);
+      }
+    }
+    const plan = planPool(cfg, repo, loaded.file ?? "config");
+    const served = new Map<string, VersionedModel>();
     let loading: Promise<unknown> = Promise.resolve();
     try {
       for (const m of plan.models) {
         const model = m.model;
-        const init = {
-          name: model.name,
-          version: model.active.version,
-          modelPath: model.active.weightsPath,
-          contextSize: m.contextSize ?? (await contextSizeFor(model, cfg.context_size)),
-          parallel: m.parallel,
-          threads: this.opts.threads,
-          embedding: model.active.config.type === "embedding",
-          speculative: m.speculative,
-          promptCacheBytes: m.promptCacheBytes,
-          ...(m.kvCacheTokens === undefined ? {} : { kvCacheTokens: m.kvCacheTokens }),
-          engine: this.opts.engine,
-        };
-        loaderLog.info(`Loading model ${model.name} ${model.active.version} from ${model.active.weightsPath} (engine ${init.engine}, ${init.threads} thread(s), ${init.parallel} slot(s), context ${init.contextSize})`);
-        const worker = new ModelWorker(init, loaderLog, {
-          initialMs: cfg.worker.restart_backoff_ms.initial,
-          maxMs: cfg.worker.restart_backoff_ms.max,
-          stableMs: 30_000,
-        }, undefined, { intervalMs: Math.min(1000, cfg.worker.heartbeat_timeout_ms / 4), timeoutMs: cfg.worker.heartbeat_timeout_ms });
+        const newWorker = (version: ModelVersion) => this.newWorker(m, version);
         const scheduler = new ModelScheduler({ slots: m.parallel, maxQueue: m.queue.maxSize, maxWaitMs: m.queue.maxWaitMs });
-        workers.set(model.name, { worker, scheduler });
+        const first = await newWorker(model.active);
+        served.set(model.name, new VersionedModel({ model, scheduler, newWorker, store, log: loaderLog, drainTimeoutMs: cfg.worker.drain_timeout_ms }, first));
       }
+      this.served = served;
       // Workers load in parallel: start-up time is the slowest model, not the sum.
       // Not awaited yet: this process opens the ledger and builds the HTTP app (Fastify and its
       // compiled body schemas) while the workers load, on the other core (docs/benchmarks.md).
-      loading = Promise.all([...workers.values()].map((w) => w.worker.start()));
+      loading = Promise.all([...served.values()].map((v) => v.start()));
       loading.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
     } catch (err) {
-      await Promise.all([...workers.values()].map((w) => w.worker.close(0)));
+      await Promise.all([...served.values()].map((v) => v.close(0)));
       throw err;
     }
 
@@ -138,9 +186,9 @@ export class MoltbotServer {
     }
     const created = Math.floor(Date.now() / 1000);
     const entries: PoolEntry[] = plan.entries.map((e) => {
-      const { worker, scheduler } = workers.get(e.model)!;
+      const versioned = served.get(e.model)!;
       const model = plan.models.find((m) => m.model.name === e.model)!.model;
-      return { ...e, model, worker, scheduler, created };
+      return { ...e, model, served: versioned, created };
     });
     const metrics = new ServerMetrics({ entries, ledger, prometheus: cfg.metrics.enabled, clock: this.opts.clock });
     this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock, metrics);
@@ -154,20 +202,26 @@ export class MoltbotServer {
       requestTimeoutMs: cfg.server.request_timeout_ms,
       metrics,
       metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
+      versions: served,
       info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
     });
     try {
       await this.app.ready();
       await loading;
     } catch (err) {
-      await Promise.all([...workers.values()].map((w) => w.worker.close(0)));
+      await Promise.all([...served.values()].map((v) => v.close(0)));
       await this.app.close();
       ledger.close();
       this.app = this.pool = this.ledger = undefined;
       throw err;
     }
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
-    log.child("server").info(`Listening on ${this.listenUrl} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${workers.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+    log.child("server").info(`Listening on ${this.listenUrl} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${served.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
+    const pollMs = parseDuration(cfg.repository.poll_interval);
+    if (pollMs > 0) {
+      this.watcher = new RepositoryWatcher([...served.values()], { intervalMs: pollMs, autoActivate: cfg.repository.auto_activate, log: loaderLog });
+      await this.watcher.start();
+    }
   }
 
   /** Drain and stop; resolves when everything is down. Idempotent. */
@@ -198,9 +252,11 @@ export class MoltbotServer {
       await app.close();
       clearTimeout(timer);
     }
+    // A validation or switch the watcher runs ends when its model closes (its worker is stopped).
+    const watching = this.watcher?.close();
     const left = Math.max(500, deadline - Date.now());
-    const workers = new Set((this.pool?.entries ?? []).map((e) => e.worker));
-    await Promise.all([...workers].map((w) => w.close(left)));
+    await Promise.all([...this.served.values()].map((v) => v.close(left)));
+    await watching;
     this.ledger?.close();
     log.info("Stopped");
   }

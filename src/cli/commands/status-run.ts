@@ -6,7 +6,8 @@ import type { ArgumentsCamelCase } from "yargs";
 import { MoltbotError } from "../../errors.js";
 import { readStatusDoc, type StatusDoc } from "../status-doc.js";
 import { modelRates, renderStatus, renderUnreachable, type Sample } from "../status-view.js";
-import { isHttpUrl, type StatusArgs } from "./status.js";
+import { endpoint, serverUrl } from "../server-url.js";
+import type { StatusArgs } from "./status.js";
 
 const HIDE_CURSOR = "\x1b[?25l";
 const SHOW_CURSOR = "\x1b[?25h";
@@ -22,7 +23,7 @@ export async function status(args: ArgumentsCamelCase<StatusArgs>): Promise<void
   const intervalS = args.interval;
   // /admin/status takes whole seconds (1..3600); the window matches the refresh interval.
   const windowS = Math.min(3600, Math.max(1, Math.ceil(intervalS ?? 5)));
-  const url = new URL(`admin/status?window=${windowS}`, base.endsWith("/") ? base : `${base}/`).toString();
+  const url = endpoint(base, `admin/status?window=${windowS}`);
   // A refresh never waits longer than its interval (nor than 5 s, nor less than 1 s).
   const timeoutMs = Math.round(1000 * Math.min(5, Math.max(1, intervalS ?? 5)));
 
@@ -36,21 +37,6 @@ export async function status(args: ArgumentsCamelCase<StatusArgs>): Promise<void
     return;
   }
   await watch(base, url, intervalS, timeoutMs, args.json === true);
-}
-
-/** --url, else $MOLTBOT_URL, else the config's server.host/port (only then is the config read). */
-async function serverUrl(args: StatusArgs): Promise<string> {
-  if (args.url !== undefined) return args.url;
-  const env = process.env.MOLTBOT_URL;
-  if (env !== undefined && env !== "") {
-    if (!isHttpUrl(env)) throw new MoltbotError("cli_usage", `MOLTBOT_URL: expected an http:// or https:// URL, got '${env}'`);
-    return env;
-  }
-  const { loadConfig } = await import("../../config/load.js");
-  const { server, security } = loadConfig({ file: args.config, env: process.env }).config;
-  // A server listening on every interface is reached on loopback from here.
-  const host = server.host === "0.0.0.0" ? "127.0.0.1" : server.host === "::" ? "::1" : server.host;
-  return `${security.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${server.port}`;
 }
 
 async function fetchStatus(url: string, timeoutMs: number, cancel?: AbortSignal): Promise<Fetched> {

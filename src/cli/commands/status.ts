@@ -2,6 +2,7 @@
 // GET /admin/status; once, or redrawn in place every --interval seconds like top. The
 // definition only; the client loads when the command runs (status-run.ts).
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
+import { CONFIG_OPTION, isHttpUrl, URL_OPTION } from "../server-url.js";
 
 export interface StatusArgs {
   url?: string;
@@ -15,10 +16,10 @@ export const statusCommand: CommandModule<object, StatusArgs> = {
   describe: "Show a running server's models, workers, queues, rates and budgets (once, or every --interval seconds)",
   builder: (y: Argv) =>
     y
-      .option("url", { type: "string", requiresArg: true, describe: "server to ask (default: $MOLTBOT_URL, else server.host/port from the config, else http://127.0.0.1:8080)" })
+      .option("url", URL_OPTION)
       .option("interval", { type: "number", requiresArg: true, describe: "redraw every SECONDS until Ctrl-C, riding out server restarts (default: print once)" })
       .option("json", { type: "boolean", default: false, describe: "print one JSON object per refresh, one line each" })
-      .option("config", { type: "string", requiresArg: true, describe: "moltbot.yaml giving the default URL (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)" })
+      .option("config", CONFIG_OPTION)
       // A string (not a thrown Error) reaches main.ts' fail handler as a usage error: exit 2.
       .check((args) => {
         if (args.interval !== undefined && !(Number.isFinite(args.interval) && args.interval > 0)) return "option --interval: expected a number of seconds > 0, like 2 or 0.5";
@@ -30,9 +31,3 @@ export const statusCommand: CommandModule<object, StatusArgs> = {
       .example("$0 status --json --interval 10 >> status.jsonl", "one JSON line every 10 s for scripts") as Argv<StatusArgs>,
   handler: async (args: ArgumentsCamelCase<StatusArgs>) => (await import("./status-run.js")).status(args),
 };
-
-export function isHttpUrl(text: string): boolean {
-  if (!URL.canParse(text)) return false;
-  const u = new URL(text);
-  return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
-}

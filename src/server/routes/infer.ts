@@ -17,11 +17,11 @@ export function registerInferRoute(app: FastifyInstance, pool: ModelPool, reques
       deadlineMs: requestDeadlineMs(requestTimeoutMs, body.timeout),
       stream: false,
       includeUsage: false,
-      format: (entry) => ({
+      format: (entry, version) => ({
         chunk: () => undefined,
         lastChunk: () => undefined,
         usageChunk: () => undefined,
-        whole: (text, _lp, done, usage) => ({ output: text, model: entry.name, version: entry.model.active.version, finish_reason: done.finishReason, usage }),
+        whole: (text, _lp, done, usage) => ({ output: text, model: entry.name, version, finish_reason: done.finishReason, usage }),
       }),
     });
   });

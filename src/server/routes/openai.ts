@@ -148,8 +148,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       type: e.type,
       version: e.model.active.version,
       versions: e.model.versions,
-      context_length: e.worker.info?.contextSize ?? null,
-      ready: e.worker.isReady(),
+      context_length: e.served.worker.info?.contextSize ?? null,
+      ready: e.served.worker.isReady(),
     })),
   }));
 
@@ -226,14 +226,14 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     } finally {
       life.close();
     }
-    const { entry, data, promptTokens } = embedded;
+    const { entry, version, data, promptTokens } = embedded;
     outcome.entry = entry;
     outcome.promptTokens = promptTokens;
     const dims = body.dimensions;
     if (dims !== undefined && data[0] && dims > data[0].length) {
       throw new MoltbotError("invalid_request", `'dimensions' is ${dims} but the model's embeddings have ${data[0].length}`, { param: "dimensions" });
     }
-    void reply.headers(modelVersionHeader(entry));
+    void reply.headers(modelVersionHeader(version));
     return {
       object: "list",
       model: entry.name,

@@ -1,0 +1,42 @@
+// Which server a client command (`status`, `models`) talks to: --url, else $MOLTBOT_URL, else
+// the config's server.host/port. Light on purpose: the config loader (TypeBox, YAML) is imported
+// only when the URL has to come from the config.
+import { MoltbotError } from "../errors.js";
+
+/** The two options every client command shares, for its definition. */
+export const URL_OPTION = {
+  type: "string",
+  requiresArg: true,
+  describe: "server to ask (default: $MOLTBOT_URL, else server.host/port from the config, else http://127.0.0.1:8080)",
+} as const;
+export const CONFIG_OPTION = {
+  type: "string",
+  requiresArg: true,
+  describe: "moltbot.yaml giving the default URL (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)",
+} as const;
+
+export function isHttpUrl(text: string): boolean {
+  if (!URL.canParse(text)) return false;
+  const u = new URL(text);
+  return (u.protocol === "http:" || u.protocol === "https:") && u.hostname !== "";
+}
+
+/** --url, else $MOLTBOT_URL, else the config's server.host/port (only then is the config read). */
+export async function serverUrl(args: { url?: string; config?: string }): Promise<string> {
+  if (args.url !== undefined) return args.url;
+  const env = process.env.MOLTBOT_URL;
+  if (env !== undefined && env !== "") {
+    if (!isHttpUrl(env)) throw new MoltbotError("cli_usage", `MOLTBOT_URL: expected an http:// or https:// URL, got '${env}'`);
+    return env;
+  }
+  const { loadConfig } = await import("../config/load.js");
+  const { server, security } = loadConfig({ file: args.config, env: process.env }).config;
+  // A server listening on every interface is reached on loopback from here.
+  const host = server.host === "0.0.0.0" ? "127.0.0.1" : server.host === "::" ? "::1" : server.host;
+  return `${security.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${server.port}`;
+}
+
+/** `path` (no leading slash) under the server's base URL, which may itself carry a path. */
+export function endpoint(base: string, path: string): string {
+  return new URL(path, base.endsWith("/") ? base : `${base}/`).toString();
+}

@@ -1,0 +1,55 @@
+// The model-version admin API, what `moltbot models` drives over SSH:
+//   GET  /admin/models                      every model's versions, states and last validation
+//   POST /admin/models/:name/validate        {"version"?}: load it beside the serving one and run its checks
+//   POST /admin/models/:name/activate        {"version"}: blue/green switch (versioned-model.ts)
+//   POST /admin/models/:name/rollback        {}: back to the version served before
+// A refused switch is an error in OpenAI's shape (version_not_found, switch_in_progress,
+// version_invalid, validation_failed, insufficient_memory, ...) and the serving version is
+// untouched.
+//
+// No authentication yet: who asked is the `x-moltbot-user` header the CLI sends (the local
+// user), logged with the switch; the scopes that will guard /admin/* come with the auth work.
+import { Type, type Static } from "@sinclair/typebox";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import { MoltbotError } from "../../errors.js";
+import { MODEL_NAME_PATTERN } from "../../repository/model-config.js";
+import type { VersionedModel } from "../../versions/versioned-model.js";
+
+const NameParams = Type.Object({ name: Type.String({ pattern: MODEL_NAME_PATTERN }) });
+type NameParams = Static<typeof NameParams>;
+const VersionName = Type.String({ minLength: 1, maxLength: 128, pattern: "^[A-Za-z0-9][A-Za-z0-9._+-]*$" });
+const ActivateBody = Type.Object({ version: VersionName });
+type ActivateBody = Static<typeof ActivateBody>;
+const ValidateBody = Type.Object({ version: Type.Optional(VersionName) });
+type ValidateBody = Static<typeof ValidateBody>;
+const RollbackBody = Type.Object({});
+
+const USER_HEADER = "x-moltbot-user";
+const USER_PATTERN = /^[\w.@-]{1,64}$/;
+
+/** Who asked, for the log line of a switch. */
+function requester(req: FastifyRequest): string {
+  const given = req.headers[USER_HEADER];
+  if (typeof given === "string" && USER_PATTERN.test(given)) return `${given} (unauthenticated, from ${req.ip})`;
+  return `an unnamed client at ${req.ip}`;
+}
+
+export function registerModelAdminRoutes(app: FastifyInstance, models: ReadonlyMap<string, VersionedModel>): void {
+  const modelNamed = (name: string): VersionedModel => {
+    const m = models.get(name);
+    if (!m) throw new MoltbotError("model_not_found", `no served model named '${name}' (served: ${[...models.keys()].join(", ")})`, { param: "name" });
+    return m;
+  };
+
+  app.get("/admin/models", async () => ({ models: await Promise.all([...models.values()].map((m) => m.listing())) }));
+
+  app.post<{ Params: NameParams; Body: ValidateBody }>("/admin/models/:name/validate", { schema: { params: NameParams, body: ValidateBody } }, async (req) =>
+    modelNamed(req.params.name).validate(req.body.version, requester(req)),
+  );
+
+  app.post<{ Params: NameParams; Body: ActivateBody }>("/admin/models/:name/activate", { schema: { params: NameParams, body: ActivateBody } }, async (req) =>
+    modelNamed(req.params.name).activate(req.body.version, requester(req)),
+  );
+
+  app.post<{ Params: NameParams }>("/admin/models/:name/rollback", { schema: { params: NameParams, body: RollbackBody } }, async (req) => modelNamed(req.params.name).rollback(requester(req)));
+}
