@@ -98,15 +98,36 @@ const HOST_CACHE_SAVE_MIN_TOKENS = 256;
 
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/**
+ * Where a sequence is, in the words of llama.cpp's server slots: `idle` queued without cells
+ * (not admitted yet, or preempted), `prompt` admitted and feeding its tokens, `generating`
+ * sampling one token per step (its `next` goes into the next batch), `done` settled. Changed
+ * only by `FfiEngine.setSlot`, and only along these edges:
+ *
+ *   idle ──admitted──▶ prompt ──first token sampled──▶ generating
+ *     ▲                  │                                │
+ *     └──── preempted ───┴────────────────────────────────┤
+ *   idle | prompt | generating ──finished, failed, cancelled──▶ done
+ */
+type SlotState = "idle" | "prompt" | "generating" | "done";
+
+const SLOT_EDGES: { readonly [S in SlotState]: readonly SlotState[] } = {
+  idle: ["prompt", "done"],
+  prompt: ["generating", "idle", "done"],
+  generating: ["idle", "done"],
+  done: [],
+};
+
 interface Job {
   request: GenerateRequest;
+  slot: SlotState;
   /** Tokens to put into the cells before sampling: the prompt, or after a preemption prompt + completion. */
   tokens: number[];
   /** Tokens of `tokens` already in this sequence's cells. */
   fed: number;
   /** Tokens in this sequence's cells. */
   nPast: number;
-  /** The sampled token to feed on the next step; -1 while `tokens` is still being fed. */
+  /** The sampled token to feed on the next step (slot `generating`). */
   next: number;
   /** Completion tokens sampled so far (the last one is `next`). */
   completion: number[];
@@ -127,7 +148,6 @@ interface Job {
   drafted: number;
   accepted: number;
   cancelled: boolean;
-  done: boolean;
   resolve: (r: GenerateResult) => void;
   reject: (e: unknown) => void;
   onAbort: (() => void) | null;
@@ -311,8 +331,8 @@ class FfiEngine implements Engine {
     if (request.signal?.aborted) return Promise.resolve(this.result(prompt.length, "aborted", 0, 0, 0, 0));
     return new Promise<GenerateResult>((resolve, reject) => {
       const job: Job = {
-        request, tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, drafter: null, draft: [],
-        outIndex: -1, pending: null, pendingRow: null, cached: 0, admitted: false, drafted: 0, accepted: 0, cancelled: false, done: false, resolve, reject, onAbort: null,
+        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, drafter: null, draft: [],
+        outIndex: -1, pending: null, pendingRow: null, cached: 0, admitted: false, drafted: 0, accepted: 0, cancelled: false, resolve, reject, onAbort: null,
       };
       if (request.signal) {
         job.onAbort = () => this.cancel(job);
@@ -327,8 +347,14 @@ class FfiEngine implements Engine {
     return { finishReason: reason, promptTokens, completionTokens, cachedTokens: cached, draftTokens: drafted, acceptedDraftTokens: accepted };
   }
 
+  /** The one place a sequence's slot state changes; an edge not drawn at SlotState is a bug. */
+  private setSlot(job: Job, to: SlotState): void {
+    if (!SLOT_EDGES[job.slot].includes(to)) throw new MoltbotError("internal_error", `sequence slot ${job.slot} → ${to}`);
+    job.slot = to;
+  }
+
   private cancel(job: Job): void {
-    if (job.done) return;
+    if (job.slot === "done") return;
     const q = this.queue.indexOf(job);
     if (q >= 0) {
       // Queued: never admitted, or preempted (then it still owns a sampler to free).
@@ -399,7 +425,7 @@ class FfiEngine implements Engine {
       job.seq = lease.seq;
       job.fed = lease.reused;
       job.nPast = lease.reused;
-      job.next = -1;
+      this.setSlot(job, "prompt");
       if (!job.admitted) {
         job.admitted = true;
         job.cached = lease.reused;
@@ -466,7 +492,7 @@ class FfiEngine implements Engine {
     const cache = this.cache!;
     for (;;) {
       let generating = 0;
-      for (const job of this.active) if (job.next >= 0) generating++;
+      for (const job of this.active) if (job.slot === "generating") generating++;
       if (cache.makeRoom(generating)) return;
       this.preempt(this.active[this.active.length - 1]!);
     }
@@ -481,8 +507,8 @@ class FfiEngine implements Engine {
   private preempt(job: Job): void {
     this.active.splice(this.active.indexOf(job), 1);
     // The completion's last token is `next`, sampled but not yet in the cells.
-    if (job.next >= 0) job.tokens = [...job.request.promptTokens, ...job.completion];
-    job.next = -1;
+    if (job.slot === "generating") job.tokens = [...job.request.promptTokens, ...job.completion];
+    this.setSlot(job, "idle");
     this.cache!.release(job.seq, true);
     job.seq = -1;
     job.fed = 0;
@@ -505,12 +531,12 @@ class FfiEngine implements Engine {
     }
     this.makeRoomForGrowth();
     let generating = 0;
-    for (const job of this.active) if (job.next >= 0) generating++;
+    for (const job of this.active) if (job.slot === "generating") generating++;
     // Drafts only while the batch is narrow, and only where the cells and batch have room.
     let draftBudget = generating <= DRAFT_MAX_SEQUENCES ? Math.min(cap - generating, cache.freeCells - generating) : 0;
     let n = 0;
     for (const job of this.active) {
-      if (job.next < 0) continue;
+      if (job.slot !== "generating") continue;
       b.token[n] = job.next;
       b.pos[n] = job.nPast;
       b.seq[n] = job.seq;
@@ -536,7 +562,7 @@ class FfiEngine implements Engine {
     const unrecorded = n;
     const slice = generating > 0 ? PREFILL_SLICE_WHILE_STREAMING : cap;
     for (const job of this.active) {
-      if (job.next >= 0 || n >= cap) continue;
+      if (job.slot !== "prompt" || n >= cap) continue;
       const want = Math.min(job.tokens.length - job.fed, cap - n, slice);
       cache.makeRoom(unrecorded + want);
       const take = Math.min(want, cache.freeCells - unrecorded);
@@ -569,7 +595,7 @@ class FfiEngine implements Engine {
       // Room was made before the step, so this is not a full cache: fail what was in the batch.
       const why = rc === 1 ? "no KV cache room for the batch" : rc === 2 ? "decode aborted" : `llama_decode failed (${rc})`;
       for (const job of [...this.active]) {
-        if (job.outIndex >= 0 || job.next < 0) this.fail(job, new MoltbotError("engine_error", why));
+        if (job.outIndex >= 0 || job.slot === "prompt") this.fail(job, new MoltbotError("engine_error", why));
       }
       return;
     }
@@ -605,7 +631,7 @@ class FfiEngine implements Engine {
    */
   private sampleNext(job: Job): boolean {
     const cache = this.cache!;
-    if (job.next >= 0) {
+    if (job.slot === "generating") {
       cache.append(job.seq, job.next);
       job.nPast++;
     }
@@ -629,6 +655,7 @@ class FfiEngine implements Engine {
         continue;
       }
       job.next = token;
+      if (job.slot === "prompt") this.setSlot(job, "generating");
       break;
     }
     this.dropDrafts(job, draft.length, accepted);
@@ -749,8 +776,8 @@ class FfiEngine implements Engine {
   /** A failed step leaves cells the cache cannot vouch for: they are freed, not cached. */
   private fail(job: Job, err: unknown): true {
     this.release(job, false);
-    if (!job.done) {
-      job.done = true;
+    if (job.slot !== "done") {
+      this.setSlot(job, "done");
       this.detach(job);
       job.reject(err);
     }
@@ -758,8 +785,8 @@ class FfiEngine implements Engine {
   }
 
   private settle(job: Job, reason: EngineFinishReason): void {
-    if (job.done) return;
-    job.done = true;
+    if (job.slot === "done") return;
+    this.setSlot(job, "done");
     this.detach(job);
     // An end-of-generation token is sampled but is not part of the completion.
     const completion = job.completion.length - (reason === "stop" ? 1 : 0);

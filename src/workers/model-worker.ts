@@ -390,7 +390,7 @@ export class ModelWorker {
     }
     this.drained?.();
     if (this.current === "draining") return this.setState("stopped", `exited (${how})`);
-    if (this.current === "failed" || !isLive(this.current)) return; // failed: the fatal message came first
+    if (!isLive(this.current)) return; // failed: the fatal message came first
     if (this.firstStart) {
       const first = this.firstStart;
       this.firstStart = undefined;
@@ -419,7 +419,8 @@ export class ModelWorker {
    */
   private request<T>(msg: MainToWorker & { id: number }, pending: (resolve: (value: T) => void, reject: (err: Error) => void) => Pending): Promise<T> {
     if (this.current !== "ready" || !this.child) {
-      const why = this.current === "draining" || this.current === "stopped" ? "is shutting down" : `is ${this.current}`;
+      const shuttingDown = this.current === "stopped" || (this.current === "draining" && this.refusal === "server_shutting_down");
+      const why = shuttingDown ? "is shutting down" : `is ${this.current}`;
       return Promise.reject(new MoltbotError(this.current === "draining" ? this.refusal : "worker_unavailable", `${this.label} ${why}; retry shortly`));
     }
     return new Promise<T>((resolve, reject) => {

@@ -48,6 +48,93 @@ function errorFields(err: unknown): { code: MoltbotError["code"]; message: strin
   return { code: "engine_error", message: err instanceof Error ? err.message : String(err) };
 }
 
+type Handlers = { [K in MainToWorker["type"]]: (msg: Extract<MainToWorker, { type: K }>) => void };
+
+/** The loaded worker: its state in one place and one handler per message type. */
+class WorkerHost {
+  /** Generations and embeddings running, by request id. */
+  private readonly inflight = new Map<number, AbortController>();
+  /** Prompts tokenized by "prepare", waiting for their "generate" or "discard". */
+  private readonly prepared = new Map<number, number[]>();
+  private shuttingDown = false;
+
+  constructor(private readonly engine: Engine) {}
+
+  handle(msg: MainToWorker): void {
+    // The mapped type makes the table exhaustive; the cast only says each key holds its own type.
+    (this.handlers[msg.type] as (m: MainToWorker) => void)(msg);
+  }
+
+  private readonly handlers: Handlers = {
+    prepare: (msg) => {
+      try {
+        const tokens = promptTokens(this.engine, msg.prompt);
+        this.prepared.set(msg.id, tokens);
+        send({ type: "prepared", id: msg.id, promptTokens: tokens.length });
+      } catch (err) {
+        send({ type: "failed", id: msg.id, ...errorFields(err) });
+      }
+    },
+    discard: (msg) => {
+      this.prepared.delete(msg.id);
+    },
+    generate: (msg) => {
+      let tokens: number[] | undefined;
+      try {
+        tokens = msg.prompt ? promptTokens(this.engine, msg.prompt) : this.prepared.get(msg.id);
+        if (!tokens) throw new MoltbotError("internal_error", `no prepared prompt ${msg.id}`);
+      } catch (err) {
+        send({ type: "failed", id: msg.id, ...errorFields(err) });
+        return;
+      } finally {
+        this.prepared.delete(msg.id);
+      }
+      const ac = new AbortController();
+      this.run(msg.id, ac, runGeneration(this.engine, msg.id, tokens, msg.params, ac.signal, send).catch((err: unknown) => {
+        if (!ac.signal.aborted) send({ type: "failed", id: msg.id, ...errorFields(err) });
+      }));
+    },
+    embed: (msg) => {
+      const id = msg.id;
+      const embed = async () => {
+        const tokens = msg.inputs.map((t) => this.engine.tokenize(t, true));
+        const ctx = this.engine.info.contextSize;
+        const tooLong = tokens.findIndex((t) => t.length > ctx);
+        if (tooLong !== -1) {
+          throw new MoltbotError("context_length_exceeded", `input[${tooLong}] is ${tokens[tooLong]!.length} tokens but the model's context is ${ctx}`, { param: "input" });
+        }
+        const data = await this.engine.embed(tokens);
+        send({ type: "embedded", id, data, tokens: tokens.map((t) => t.length) });
+      };
+      this.run(id, new AbortController(), embed().catch((err: unknown) => send({ type: "failed", id, ...errorFields(err) })));
+    },
+    cancel: (msg) => {
+      this.inflight.get(msg.id)?.abort();
+    },
+    ping: () => send({ type: "pong" }),
+    shutdown: () => {
+      this.shuttingDown = true;
+      void this.finishShutdown();
+    },
+  };
+
+  /** Tracks a running request until `work` settles (it never rejects); the last one to end completes a shutdown. */
+  private run(id: number, ac: AbortController, work: Promise<void>): void {
+    this.inflight.set(id, ac);
+    void work.finally(() => {
+      this.inflight.delete(id);
+      if (this.shuttingDown) void this.finishShutdown();
+    });
+  }
+
+  private async finishShutdown(): Promise<void> {
+    if (this.inflight.size > 0) return;
+    await this.engine.close();
+    disconnect();
+    process.exit(0);
+  }
+}
+
 async function main(): Promise<void> {
   // Checked against WorkerInitSchema by the main process before it spawns this one
   // (model-worker.ts): loading TypeBox here cost the worker's start, and with it the server's
@@ -79,88 +166,8 @@ async function main(): Promise<void> {
     return;
   }
 
-  const inflight = new Map<number, AbortController>();
-  const prepared = new Map<number, number[]>();
-  let shuttingDown = false;
-
-  const finishShutdown = async () => {
-    if (inflight.size > 0) return;
-    await engine.close();
-    disconnect();
-    process.exit(0);
-  };
-
-  process.on("message", (msg: MainToWorker) => {
-    switch (msg.type) {
-      case "prepare": {
-        try {
-          const tokens = promptTokens(engine, msg.prompt);
-          prepared.set(msg.id, tokens);
-          send({ type: "prepared", id: msg.id, promptTokens: tokens.length });
-        } catch (err) {
-          send({ type: "failed", id: msg.id, ...errorFields(err) });
-        }
-        break;
-      }
-      case "discard":
-        prepared.delete(msg.id);
-        break;
-      case "generate": {
-        const ac = new AbortController();
-        inflight.set(msg.id, ac);
-        let tokens: number[] | undefined;
-        try {
-          tokens = msg.prompt ? promptTokens(engine, msg.prompt) : prepared.get(msg.id);
-          if (!tokens) throw new MoltbotError("internal_error", `no prepared prompt ${msg.id}`);
-        } catch (err) {
-          send({ type: "failed", id: msg.id, ...errorFields(err) });
-          inflight.delete(msg.id);
-          break;
-        } finally {
-          prepared.delete(msg.id);
-        }
-        runGeneration(engine, msg.id, tokens, msg.params, ac.signal, send)
-          .catch((err: unknown) => {
-            if (!ac.signal.aborted) send({ type: "failed", id: msg.id, ...errorFields(err) });
-          })
-          .finally(() => {
-            inflight.delete(msg.id);
-            if (shuttingDown) void finishShutdown();
-          });
-        break;
-      }
-      case "embed": {
-        const id = msg.id;
-        inflight.set(id, new AbortController());
-        (async () => {
-          const tokens = msg.inputs.map((t) => engine.tokenize(t, true));
-          const ctx = engine.info.contextSize;
-          const tooLong = tokens.findIndex((t) => t.length > ctx);
-          if (tooLong !== -1) {
-            throw new MoltbotError("context_length_exceeded", `input[${tooLong}] is ${tokens[tooLong]!.length} tokens but the model's context is ${ctx}`, { param: "input" });
-          }
-          const data = await engine.embed(tokens);
-          send({ type: "embedded", id, data, tokens: tokens.map((t) => t.length) });
-        })()
-          .catch((err: unknown) => send({ type: "failed", id, ...errorFields(err) }))
-          .finally(() => {
-            inflight.delete(id);
-            if (shuttingDown) void finishShutdown();
-          });
-        break;
-      }
-      case "cancel":
-        inflight.get(msg.id)?.abort();
-        break;
-      case "ping":
-        send({ type: "pong" });
-        break;
-      case "shutdown":
-        shuttingDown = true;
-        void finishShutdown();
-        break;
-    }
-  });
+  const host = new WorkerHost(engine);
+  process.on("message", (msg: MainToWorker) => host.handle(msg));
   // Ctrl+C and systemd's stop signal reach the whole process group; the parent drains us
   // over IPC instead, so in-flight requests finish before the worker goes.
   process.on("SIGINT", () => {});
