@@ -5,7 +5,9 @@
 import { after, before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { copyFile, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
+import { spawn } from "node:child_process";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { removeDir, startServer, tempDir, until, type RunningServer } from "./helpers/fixtures.js";
@@ -205,7 +207,10 @@ test("the active version survives a restart", async () => {
 });
 
 test("a version whose folder is removed while it loads is refused; the serving version is untouched", async () => {
-  const dir = await writeVersion("v6.0", 6);
+  // Several long validation prompts: the folder goes while the version loads or is validated,
+  // before the switch (a removal after the switch would be an ordinary removal of a served version).
+  const slow = Array.from({ length: 6 }, (_, i) => ({ prompt: `${PROMPT} ${i}`, max_tokens: 200 }));
+  const dir = await writeVersion("v6.0", 6, { validation: slow });
   const serving = (await admin("GET", "/admin/models")).body.models[0].active_version;
   const pending = admin("POST", "/admin/models/demo/activate", { version: "v6.0" });
   await until("the activation under way", async () => (await admin("GET", "/admin/models")).body.models[0].switching?.to === "v6.0", 30_000);
@@ -216,4 +221,30 @@ test("a version whose folder is removed while it loads is refused; the serving v
   const listing = await admin("GET", "/admin/models");
   assert.equal(listing.body.models[0].active_version, serving);
   assert.ok(!listing.body.models[0].versions.some((v: { version: string }) => v.version === "v6.0"), "a removed version is no longer listed");
+});
+
+test("the moltbot models CLI drives the real server", async () => {
+  const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "moltbot");
+  const cli = (...args: string[]) =>
+    new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, [bin, "models", ...args, "--url", srv.url], { env: { ...process.env, MOLTBOT_URL: "", MOLTBOT_CONFIG: "" } });
+      let out = "";
+      child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
+      child.stderr.setEncoding("utf8").on("data", (d: string) => (out += d));
+      child.on("close", (code) => resolve({ code, out }));
+    });
+  const serving = (await admin("GET", "/admin/models")).body.models[0].active_version;
+  const other = serving === "v1.0" ? "v2.0" : "v1.0";
+  const activated = await cli("activate", "demo", "--version", other);
+  assert.equal(activated.code, 0, activated.out);
+  assert.match(activated.out, new RegExp(`demo: ${serving.replace(".", "\\.")} -> ${other.replace(".", "\\.")} in [\\d.]+ s`));
+  const listed = await cli("list");
+  assert.equal(listed.code, 0, listed.out);
+  assert.match(listed.out, new RegExp(`\\*\\s+${other.replace(".", "\\.")}\\s+active`));
+  const failed = await cli("validate", "demo:v4.0");
+  assert.equal(failed.code, 1, failed.out);
+  assert.match(failed.out, /FAIL/);
+  const back = await cli("rollback", "demo");
+  assert.equal(back.code, 0, back.out);
+  assert.equal((await admin("GET", "/admin/models")).body.models[0].active_version, serving);
 });
