@@ -5,11 +5,10 @@
 import { after, before, test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
 import { copyFile, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
-import { spawn } from "node:child_process";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
+import { runCli } from "./helpers/cli.js";
 import { removeDir, startServer, tempDir, until, type RunningServer } from "./helpers/fixtures.js";
 
 let root: string;
@@ -224,15 +223,10 @@ test("a version whose folder is removed while it loads is refused; the serving v
 });
 
 test("the moltbot models CLI drives the real server", async () => {
-  const bin = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "moltbot");
-  const cli = (...args: string[]) =>
-    new Promise<{ code: number | null; out: string }>((resolve) => {
-      const child = spawn(process.execPath, [bin, "models", ...args, "--url", srv.url], { env: { ...process.env, MOLTBOT_URL: "", MOLTBOT_CONFIG: "" } });
-      let out = "";
-      child.stdout.setEncoding("utf8").on("data", (d: string) => (out += d));
-      child.stderr.setEncoding("utf8").on("data", (d: string) => (out += d));
-      child.on("close", (code) => resolve({ code, out }));
-    });
+  const cli = async (...args: string[]) => {
+    const r = await runCli(["models", ...args, "--url", srv.url]);
+    return { code: r.code, out: r.stdout + r.stderr };
+  };
   const serving = (await admin("GET", "/admin/models")).body.models[0].active_version;
   const other = serving === "v1.0" ? "v2.0" : "v1.0";
   const activated = await cli("activate", "demo", "--version", other);

@@ -10,21 +10,12 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { runCli } from "./helpers/cli.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BIN = path.join(ROOT, "bin", "moltbot");
 
-function cli(args: string[], env: NodeJS.ProcessEnv = {}, execArgv: string[] = []) {
-  // Asynchronous: the fake server answers on this process's event loop.
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [...execArgv, BIN, ...args], { env: { ...process.env, MOLTBOT_URL: "", MOLTBOT_CONFIG: "", ...env }, cwd: os.tmpdir() });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => (stdout += d));
-    child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = runCli;
 
 const AT = "2026-11-30T05:00:00.000Z";
 
