@@ -112,6 +112,11 @@ async function readValue(r: BufferedReader, type: number): Promise<GgufMetadataV
     const n = await r.count(MAX_ARRAY_ITEMS);
     const out: GgufMetadataValue[] = new Array(n);
     const width = FIXED_WIDTH[itemType];
+    if (itemType === ValueType.string) {
+      // A vocabulary: tens of thousands of short strings, decoded without an await while buffered.
+      for (let i = 0; i < n; i++) out[i] = r.bufferedString() ?? (await r.string());
+      return out;
+    }
     if (width === undefined) {
       for (let i = 0; i < n; i++) out[i] = await readValue(r, itemType);
       return out;
@@ -205,6 +210,16 @@ class BufferedReader {
   async string(): Promise<string> {
     const n = await this.count(MAX_STRING_BYTES);
     return (await this.bytes(n)).toString("utf8");
+  }
+
+  /** The next string when its length and bytes are already in the window, else undefined (nothing consumed). */
+  bufferedString(): string | undefined {
+    if (this.end - this.start < 8) return undefined;
+    const n = this.buf.readBigUInt64LE(this.start);
+    if (n > BigInt(this.end - this.start - 8)) return undefined;
+    const from = this.start + 8;
+    this.start = from + Number(n);
+    return this.buf.toString("utf8", from, this.start);
   }
 
   private async fill(n: number): Promise<void> {
