@@ -176,6 +176,13 @@ test("bad admin requests: one clear error each, the serving version untouched", 
     assert.equal(r.status, status, `${url} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
     assert.equal(r.body.error.code, code);
   }
+  // Weights that are not the ones config.json names are refused before they load.
+  await writeVersion("v7.0", 7, { sha256: "0".repeat(64) });
+  const wrong = await admin("POST", "/admin/models/demo/activate", { version: "v7.0" });
+  assert.equal(wrong.status, 422, JSON.stringify(wrong.body));
+  assert.equal(wrong.body.error.code, "version_invalid");
+  assert.match(wrong.body.error.message, /sha256 [0-9a-f]{64}, config\.json expects 0{64}/);
+  await rm(path.join(root, "demo", "v7.0"), { recursive: true });
   // A version too big for the memory left is refused before anything loads (a sparse file
   // with a valid header: nothing is written to disk).
   const dir = path.join(root, "demo", "v5.0");

@@ -136,10 +136,11 @@ function firstDifference(a: string, b: string): string {
  * (the caller's greedy generation in a worker of this version). File checks that fail skip the
  * prompts, which are listed as not run. Never throws for a failed check.
  */
-export async function validateVersion(v: ModelVersion, generate: GenerateFn): Promise<ValidationReport> {
+export async function validateVersion(v: ModelVersion, generate: GenerateFn, files?: ValidationCheck[]): Promise<ValidationReport> {
   const at = new Date();
   const t0 = performance.now();
-  const checks = await fileChecks(v);
+  // `files`: fileChecks already run by the caller (before it loaded the weights), not run twice.
+  const checks = [...(files ?? (await fileChecks(v)))];
   const filesOk = checks.every((c) => c.passed);
   for (const [i, p] of (v.config.validation ?? []).entries()) {
     const label = `prompt ${i + 1}`;

@@ -21,7 +21,7 @@ import { compareVersions } from "../repository/versions.js";
 import type { ModelScheduler } from "../scheduler/model-scheduler.js";
 import type { ModelWorker } from "../workers/model-worker.js";
 import type { WorkerState } from "../workers/worker-state.js";
-import { validateVersion, type ValidationReport } from "./validation.js";
+import { fileChecks, validateVersion, type ValidationCheck, type ValidationReport } from "./validation.js";
 import type { VersionStore } from "./version-store.js";
 
 export interface VersionedModelOptions {
@@ -160,8 +160,11 @@ export class VersionedModel {
     return this.exclusively(v, "validation", async () => {
       this.opts.log.info(`Validation of ${this.name} ${v} requested by ${who}`);
       const target = await this.load(v);
-      const report = await this.runChecks(target, true);
-      return report.report;
+      const { files, failed } = await this.checkFiles(target);
+      if (failed) return failed;
+      const { worker, report } = await this.loadAndValidate(target, files);
+      await worker.close(0, "worker_unavailable");
+      return report;
     });
   }
 
@@ -195,10 +198,22 @@ export class VersionedModel {
   }
 
   /**
-   * Starts a worker for `v`, runs its validation and, with `stopAfter`, stops it. A version
-   * that cannot load or fails is recorded as failed with the reason.
+   * `v`'s files (GGUF integrity, sha256): when one fails, also the report saying so (its prompts
+   * not run), recorded. Run before anything loads: a truncated copy costs no worker.
    */
-  private async runChecks(v: ModelVersion, stopAfter: boolean): Promise<{ worker: ModelWorker; report: ValidationReport }> {
+  private async checkFiles(v: ModelVersion): Promise<{ files: ValidationCheck[]; failed?: ValidationReport }> {
+    const files = await fileChecks(v);
+    if (files.every((c) => c.passed)) return { files };
+    const failed = await validateVersion(v, () => Promise.reject(new Error("not run")), files);
+    await this.record(failed);
+    return { files, failed };
+  }
+
+  /**
+   * Starts a worker for `v` beside the serving one and runs its validation prompts (`files`:
+   * its file checks, passed). A version that cannot load is `version_invalid`; the report is kept.
+   */
+  private async loadAndValidate(v: ModelVersion, files: ValidationCheck[]): Promise<{ worker: ModelWorker; report: ValidationReport }> {
     this.checkMemory(v);
     const worker = await this.opts.newWorker(v);
     this.candidates.set(v.version, worker);
@@ -210,11 +225,8 @@ export class VersionedModel {
         this.failures.set(v.version, message);
         throw new MoltbotError("version_invalid", message, { cause: err });
       }
-      const report = await validateVersion(v, (prompt, maxTokens) => greedyText(worker, prompt, maxTokens));
-      await this.opts.store.setValidation(this.name, report);
-      if (report.passed) this.failures.delete(v.version);
-      else this.failures.set(v.version, `validation failed: ${failedChecks(report)}`);
-      if (stopAfter) await worker.close(0, "worker_unavailable");
+      const report = await validateVersion(v, (prompt, maxTokens) => greedyText(worker, prompt, maxTokens), files);
+      await this.record(report);
       return { worker, report };
     } catch (err) {
       await worker.close(0, "worker_unavailable");
@@ -222,6 +234,13 @@ export class VersionedModel {
     } finally {
       this.candidates.delete(v.version);
     }
+  }
+
+  /** Keeps a version's last report (persisted) and whether it counts as failed. */
+  private async record(report: ValidationReport): Promise<void> {
+    await this.opts.store.setValidation(this.name, report);
+    if (report.passed) this.failures.delete(report.version);
+    else this.failures.set(report.version, `validation failed: ${failedChecks(report)}`);
   }
 
   /**
@@ -262,7 +281,9 @@ export class VersionedModel {
     let checked: { worker: ModelWorker; report: ValidationReport };
     try {
       target = await this.load(version);
-      checked = await this.runChecks(target, false);
+      const { files, failed } = await this.checkFiles(target);
+      if (failed) throw new MoltbotError("version_invalid", `${this.name} ${version} cannot be served: ${failedChecks(failed, files)}; ${from} keeps serving`);
+      checked = await this.loadAndValidate(target, files);
     } catch (err) {
       log.error(`${what} of ${this.name} ${version} refused, ${from} keeps serving: ${(err as Error).message}`);
       throw err;
@@ -342,8 +363,9 @@ export class VersionedModel {
   }
 }
 
-function failedChecks(report: ValidationReport): string {
-  return report.checks
+/** The failed checks (of `checks`, default all of the report's) in one line. */
+function failedChecks(report: ValidationReport, checks: readonly ValidationCheck[] = report.checks): string {
+  return checks
     .filter((c) => !c.passed)
     .map((c) => `${c.name}: ${c.detail}`)
     .join("; ");
