@@ -79,28 +79,35 @@ export async function tickedStream(url: string, body: Record<string, unknown>, o
   let timings: TickedStream["timings"];
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ ...body, stream: true }) });
   if (!res.ok || !res.body) throw new Error(`${url}: HTTP ${res.status} ${await res.text()}`);
+  for await (const event of sseData(res.body)) {
+    if (event === "[DONE]") continue;
+    const data = JSON.parse(event) as { choices?: Array<{ text?: string; delta?: { content?: string } }>; usage?: TickedStream["usage"]; timings?: Record<string, number> };
+    if (data.usage) usage = data.usage;
+    if (data.timings) timings = data.timings;
+    const c = data.choices?.[0];
+    const text = c?.text ?? c?.delta?.content;
+    if (text) {
+      clock.tick();
+      ticks.push(performance.now());
+      onTick?.(ticks.length);
+    }
+  }
+  return { ...clock.result(), ticks, usage, timings };
+}
+
+/** The `data:` payloads of a server-sent event stream as they arrive ("[DONE]" included). */
+export async function* sseData(body: AsyncIterable<unknown>): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let buf = "";
-  for await (const chunk of res.body) {
+  for await (const chunk of body) {
     buf += decoder.decode(chunk as Uint8Array, { stream: true });
     let i: number;
     while ((i = buf.indexOf("\n\n")) !== -1) {
       const event = buf.slice(0, i);
       buf = buf.slice(i + 2);
-      if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
-      const data = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; delta?: { content?: string } }>; usage?: TickedStream["usage"]; timings?: Record<string, number> };
-      if (data.usage) usage = data.usage;
-      if (data.timings) timings = data.timings;
-      const c = data.choices?.[0];
-      const text = c?.text ?? c?.delta?.content;
-      if (text) {
-        clock.tick();
-        ticks.push(performance.now());
-        onTick?.(ticks.length);
-      }
+      if (event.startsWith("data: ")) yield event.slice(6);
     }
   }
-  return { ...clock.result(), ticks, usage, timings };
 }
 
 /** Resident memory of a process in KiB (VmRSS from /proc), 0 once it is gone. */

@@ -17,7 +17,7 @@ import { mkdtemp } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { benchModel, commandLine, freePort, machine, percentile, sleep, startServed } from "./lib.js";
+import { benchModel, commandLine, freePort, machine, percentile, sleep, sseData, startServed } from "./lib.js";
 
 const { values } = parseArgs({
   options: {
@@ -99,31 +99,22 @@ async function stream(url: string, body: Record<string, unknown>): Promise<Omit<
     }
     return { kind: "stream", ok: false, cause: `${res.status} ${codeOf(json)}` };
   }
-  const decoder = new TextDecoder();
-  let buf = "";
   let events = 0;
   let finish = false;
   let done = false;
   let error: string | undefined;
-  for await (const chunk of res.body) {
-    buf += decoder.decode(chunk as Uint8Array, { stream: true });
-    let i: number;
-    while ((i = buf.indexOf("\n\n")) !== -1) {
-      const event = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      if (!event.startsWith("data: ")) continue;
-      if (event === "data: [DONE]") {
-        done = true;
-        continue;
-      }
-      const data = JSON.parse(event.slice(6)) as ErrorBody & { choices?: Array<{ finish_reason?: string | null }> };
-      if (data.error) {
-        error = codeOf(data);
-        continue;
-      }
-      events++;
-      if (data.choices?.[0]?.finish_reason) finish = true;
+  for await (const event of sseData(res.body)) {
+    if (event === "[DONE]") {
+      done = true;
+      continue;
     }
+    const data = JSON.parse(event) as ErrorBody & { choices?: Array<{ finish_reason?: string | null }> };
+    if (data.error) {
+      error = codeOf(data);
+      continue;
+    }
+    events++;
+    if (data.choices?.[0]?.finish_reason) finish = true;
   }
   if (error !== undefined) return { kind: "stream", ok: false, cause: events > 0 ? `stream cut after first event (${error})` : `error event before any other (${error})` };
   if (!done || !finish) return { kind: "stream", ok: false, cause: `stream ended without ${finish ? "" : "finish_reason"}${!finish && !done ? " and " : ""}${done ? "" : "[DONE]"}` };
