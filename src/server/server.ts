@@ -13,6 +13,7 @@ import type { Logger } from "../observe/logger.js";
 import { ServerMetrics } from "../observe/metrics.js";
 import { openSqliteLedger, ledgerPath } from "../ledger/sqlite-ledger.js";
 import type { BudgetLedger } from "../ledger/ledger.js";
+import { describeMarker } from "../ledger/ledger-marker.js";
 import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
 import { planPool, type ModelPlan } from "../pool/plan.js";
 import { ModelScheduler } from "../scheduler/model-scheduler.js";
@@ -35,6 +36,8 @@ export interface ServerOptions {
   modelVersion?: string | undefined;
   /** Injected for the ledger's month rollover in tests. */
   clock?: () => Date;
+  /** Start a new, empty budget ledger when the one data_dir recorded is gone (deploy --accept-new-ledger). */
+  acceptNewLedger?: boolean;
 }
 
 /** Default per-sequence context when neither config.json nor moltbot.yaml sets one. */
@@ -189,8 +192,17 @@ export class MoltbotServer {
       throw err;
     }
 
-    const ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock });
+    let ledger: ReturnType<typeof openSqliteLedger>;
+    try {
+      ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock, acceptNewLedger: this.opts.acceptNewLedger });
+    } catch (err) {
+      await Promise.all([...served.values()].map((v) => v.close(0)));
+      throw err;
+    }
     this.ledger = ledger;
+    if (ledger.replaced !== undefined) {
+      log.child("ledger").warning(`Started a new, empty budget ledger ${ledger.id} in ${ledger.file} (--accept-new-ledger); the one lost was ${describeMarker(ledger.replaced)}`);
+    }
     if (ledger.reconciled.reservations > 0) {
       log.child("ledger").warning(`Released ${ledger.reconciled.reservations} reservation(s) (${ledger.reconciled.amount.toFixed(6)}) left by a process that stopped before settling`);
     }

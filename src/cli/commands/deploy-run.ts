@@ -69,6 +69,7 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
     engine,
     threads: resolveThreads(cfg.threads, engine),
     modelVersion: process.env.MODEL_VERSION,
+    acceptNewLedger: args["accept-new-ledger"] === true,
   });
   try {
     await server.start();
