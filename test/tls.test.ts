@@ -222,3 +222,17 @@ test("a missing or unreadable file, a key that does not match, or an expired cer
     assert.ok(Date.now() - t0 < 2000, "refused before any model loads");
   }
 });
+
+test("the CLI clients reach an https:// server with --ca-file or $MOLTBOT_CA_FILE, and refuse an untrusted one", async () => {
+  const bin = path.join(ROOT, "bin", "moltbot");
+  const url = `https://localhost:${port}`;
+  const env = { ...process.env, MOLTBOT_CONFIG: "", MOLTBOT_URL: "", MOLTBOT_CA_FILE: "" };
+  const status = await run(process.execPath, [bin, "status", "--url", url, "--ca-file", certs.caCert, "--json"], { env, timeout: 15_000 });
+  assert.equal(JSON.parse(status.stdout).server.listen, `https://127.0.0.1:${port}`);
+
+  const models = await run(process.execPath, [bin, "models", "list", "--url", url, "--json"], { env: { ...env, MOLTBOT_CA_FILE: certs.caCert }, timeout: 15_000 });
+  assert.equal(JSON.parse(models.stdout).models[0].name, "tiny");
+
+  await assert.rejects(run(process.execPath, [bin, "models", "list", "--url", url], { env, timeout: 15_000 }), /certificate/i);
+  await assert.rejects(run(process.execPath, [bin, "status", "--url", url, "--ca-file", path.join(certs.dir, "nope.pem")], { env, timeout: 15_000 }), /option --ca-file: cannot read .*nope\.pem \(ENOENT\)/);
+});
