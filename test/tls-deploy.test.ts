@@ -2,13 +2,15 @@
 // (a renewal written over the files) while a kept-alive connection goes on being served.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { copyFileSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import https from "node:https";
+import net from "node:net";
 import path from "node:path";
 import type tls from "node:tls";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { makeCerts } from "./helpers/certs.js";
 import { makeRepository, tempDir, until } from "./helpers/fixtures.js";
 
@@ -41,7 +43,14 @@ test("deploy serves https:// and SIGHUP swaps in a renewed certificate without d
   copyFileSync(certs.server.key, key);
   const repo = await makeRepository([{ name: "tiny", version: "v1.0" }]);
   const yaml = path.join(dir, "moltbot.yaml");
-  await writeFile(yaml, JSON.stringify({ model_path: repo, server: { port: 0 }, threads: 1, security: { tls: { cert_file: cert, key_file: key } } }));
+  // A fixed port: `service wait-ready` finds the server from the config.
+  const free = await new Promise<number>((resolve) => {
+    const probe = net.createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+  await writeFile(yaml, JSON.stringify({ model_path: repo, server: { port: free }, threads: 1, security: { tls: { cert_file: cert, key_file: key } } }));
 
   const child = spawn(process.execPath, [BIN, "deploy", "--config", yaml], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, MOLTBOT_CONFIG: "", MOLTBOT_DATA_DIR: "" } });
   cleanups.push(() => child.exitCode === null && child.kill("SIGKILL"));
@@ -52,6 +61,9 @@ test("deploy serves https:// and SIGHUP swaps in a renewed certificate without d
   await until(`the server to listen:\n${out}`, () => LISTEN.test(out) || child.exitCode !== null, 30_000);
   assert.equal(child.exitCode, null, out);
   const port = Number(LISTEN.exec(out)![1]);
+  assert.equal(port, free);
+  const ready = await promisify(execFile)(process.execPath, [BIN, "service", "wait-ready", "--config", yaml, "--timeout", "10"], { env: { ...process.env, MOLTBOT_CONFIG: "" } });
+  assert.match(ready.stdout, new RegExp(`^ready: https://127\\.0\\.0\\.1:${port}/readyz`));
 
   const ca = readFileSync(certs.caCert);
   const kept = new https.Agent({ keepAlive: true, maxSockets: 1, ca });
