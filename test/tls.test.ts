@@ -89,6 +89,8 @@ test("TLS 1.2 and 1.3 handshakes succeed from Node with ECDHE + AEAD; 1.0, 1.1 a
   }
   await until("the refusals in the log", () => srv.lines().some((l) => /TLS handshake refused from 127\.0\.0\.1/.test(l)));
   assert.ok(srv.lines().some((l) => /HTTPS only, TLS 1\.2 and 1\.3; certificate CN=localhost/.test(l)));
+  // The test certificates live a day.
+  assert.ok(srv.lines().some((l) => /\[WARNING\] \[server\] The TLS certificate in .*live-cert\.pem expires in [01]\.\d days/.test(l)));
 });
 
 test("openssl s_client: TLS 1.2 and 1.3 verify against the CA; TLS 1.1 and a CBC cipher are refused", async () => {

@@ -151,6 +151,8 @@ export class MoltbotServer {
     for (const warning of await checkSecurity(loaded)) log.child("config").warning(warning);
     if (cfg.security.tls !== undefined) {
       this.tls = loadTls(cfg.security.tls);
+      const daysLeft = (this.tls.certificate.validTo.getTime() - Date.now()) / 86_400_000;
+      if (daysLeft < 14) log.child("server").warning(`The TLS certificate in ${cfg.security.tls.cert_file} expires in ${daysLeft.toFixed(1)} days (${this.tls.certificate.validTo.toISOString()}): renew it, then reload (SIGHUP)`);
       log.child("server").info(`HTTPS only, TLS ${cfg.security.tls.min_version === "TLS1_3" ? "1.3" : "1.2 and 1.3"}${this.tls.clientAuth.requestCert === true ? ", client certificates required" : ""}; certificate ${describeCertificate(this.tls)}`);
     }
     for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
