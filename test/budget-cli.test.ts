@@ -139,5 +139,5 @@ test("budget fails with one clear line on a bad config or a missing subcommand",
 
   const help = cli(["budget", "--help"]);
   assert.equal(help.code, 0);
-  for (const c of ["budget status", "budget reset <name>"]) assert.ok(help.stdout.includes(c), help.stdout);
+  for (const c of ["budget status", "budget reset [name]"]) assert.ok(help.stdout.includes(c), help.stdout);
 });

@@ -1,6 +1,8 @@
 // Which server a client command (`status`, `models`) talks to: --url, else $MOLTBOT_URL, else
 // the config's server.host/port. Light on purpose: the config loader (TypeBox, YAML) is imported
 // only when the URL has to come from the config.
+import { readFileSync } from "node:fs";
+import { rootCertificates } from "node:tls";
 import { MoltbotError } from "../errors.js";
 
 /** The two options every client command shares, for its definition. */
@@ -14,6 +16,33 @@ export const CONFIG_OPTION = {
   requiresArg: true,
   describe: "moltbot.yaml giving the default URL (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)",
 } as const;
+
+export const CA_FILE_OPTION = {
+  type: "string",
+  requiresArg: true,
+  describe: "PEM CA certificate(s) to trust for an https:// server, beside Node's bundled roots (default: $MOLTBOT_CA_FILE; NODE_EXTRA_CA_CERTS works too)",
+} as const;
+
+let extraCa: string[] | undefined;
+
+/** --ca-file, else $MOLTBOT_CA_FILE: read once per command; every request then trusts it (httpsOptions). */
+export function useCaFile(args: { "ca-file"?: string }): void {
+  const file = args["ca-file"] ?? (process.env.MOLTBOT_CA_FILE || undefined);
+  if (file === undefined) return;
+  let pem: string;
+  try {
+    pem = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new MoltbotError("cli_usage", `${args["ca-file"] === undefined ? "MOLTBOT_CA_FILE" : "option --ca-file"}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  // `ca` replaces the trust store: keep the bundled roots beside the given CA.
+  extraCa = [...rootCertificates, pem];
+}
+
+/** TLS options for node:https requests to the server. */
+export function httpsOptions(): { ca?: string[] } {
+  return extraCa === undefined ? {} : { ca: extraCa };
+}
 
 export function isHttpUrl(text: string): boolean {
   if (!URL.canParse(text)) return false;

@@ -48,7 +48,7 @@ export interface LoadedConfig {
 export const NOT_YET_ENFORCED: readonly string[] = [
   "resource_limits",
   "cache",
-  "security",
+  "security.jwt",
   "audit",
 ];
 
@@ -327,6 +327,9 @@ function crossCheck(config: MoltbotConfig, source: string): void {
       problems.push(`security.jwt.${sources[0]}: does not fit algorithms ${jwt.algorithms.join(", ")} (HS* need secret or secret_file, others a public key)`);
     }
   }
+  const tls = config.security.tls;
+  if (tls?.client_auth === "require" && tls.ca_file === undefined) problems.push("security.tls.client_auth: require needs ca_file (the CA that signs client certificates)");
+  if (tls?.client_auth === "none" && tls.ca_file !== undefined) problems.push("security.tls.ca_file: only used to check client certificates, which client_auth: none turns off; remove one of them");
   if (config.server.headers_timeout_ms > config.server.body_timeout_ms) {
     problems.push(`server.headers_timeout_ms: ${config.server.headers_timeout_ms} exceeds server.body_timeout_ms ${config.server.body_timeout_ms} (the headers are part of the request)`);
   }

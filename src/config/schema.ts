@@ -210,10 +210,13 @@ export const ConfigSchema = Type.Object(
             cert_file: filePath({ description: "PEM certificate chain", examples: ["/path/to/cert.pem"] }),
             key_file: filePath({ description: "PEM private key", examples: ["/path/to/key.pem"] }),
             min_version: oneOf(["TLS1_2", "TLS1_3"] as const, { default: "TLS1_2", description: "TLS1_2 | TLS1_3" }),
+            ca_file: Type.Optional(filePath({ description: "PEM CA certificates that sign client certificates (with client_auth: require)", examples: ["/path/to/clients-ca.pem"] })),
+            client_auth: Type.Optional(oneOf(["none", "require"] as const, { description: "none | require a client certificate signed by ca_file (default: require when ca_file is set)", examples: ["require"] })),
           },
           { optional: true },
         ),
       ),
+      allow_insecure: Type.Boolean({ default: false, description: "allow listening beyond loopback without authentication" }),
       jwt: Type.Optional(
         section(
           "Bearer JWT auth; scopes `inference` and `admin`",

@@ -17,13 +17,17 @@
 //   or a second server opening the file does not release a running server's money.
 // - settle is idempotent through a table of settled ids (kept SETTLED_RETENTION_MS): a retried
 //   settle is a no-op, and a settle of an expired or unknown id still records what was spent.
+// - An emptied or deleted file must not restart the month at zero: ledger-marker.ts keeps a
+//   marker beside it naming this ledger's id (table `meta`), and open refuses a ledger that is
+//   not the one the marker names unless told to accept a new one.
 
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { MoltbotError } from "../errors.js";
+import { ledgerFileState, ledgerLost, markerPath, readMarker, writeMarker, type LedgerMarker } from "./ledger-marker.js";
 import { PERIOD_PATTERN, periodOf, type BudgetLedger, type EntrySpend, type Reservation } from "./ledger.js";
 
 export interface SqliteLedgerOptions {
@@ -31,6 +35,8 @@ export interface SqliteLedgerOptions {
   clock?: () => Date;
   /** A reservation older than this is released (its request is presumed lost). Default 15 min. */
   reservationTtlMs?: number;
+  /** Start a new, empty ledger when the one the marker names is gone (else ledger_lost). */
+  acceptNewLedger?: boolean;
 }
 
 export interface ReconcileResult {
@@ -44,6 +50,10 @@ export interface SqliteLedger extends BudgetLedger {
   readonly file: string;
   /** What open released from processes that died holding reservations (for the start-up log). */
   readonly reconciled: ReconcileResult;
+  /** This ledger's id (its `meta` table; the marker names it). */
+  readonly id: string;
+  /** The lost ledger's marker when acceptNewLedger started a new one (for the log). */
+  readonly replaced: LedgerMarker | undefined;
 }
 
 /** Where the ledger lives under a data directory. */
@@ -112,6 +122,10 @@ CREATE TABLE IF NOT EXISTS settled (
   settled_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS settled_by_age ON settled (settled_at_ms);
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS admin_log (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   at TEXT NOT NULL,
@@ -155,6 +169,16 @@ export function openSqliteLedger(file: string, opts: SqliteLedgerOptions = {}): 
   const ttlMs = opts.reservationTtlMs ?? DEFAULT_TTL_MS;
   if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new MoltbotError("internal_error", `reservationTtlMs must be > 0, got ${ttlMs}`);
   const absolute = path.resolve(file);
+  const marker = markerPath(absolute);
+  const prior = readMarker(marker);
+  let replaced: LedgerMarker | undefined;
+  const state = ledgerFileState(absolute);
+  if (prior !== undefined && state !== "present") {
+    if (opts.acceptNewLedger !== true) throw ledgerLost(absolute, state === "missing" ? "is missing" : "is empty", prior);
+    // What is left of the old file (a stale WAL) must not be replayed into the new one.
+    for (const f of [absolute, `${absolute}-wal`, `${absolute}-shm`]) rmSync(f, { force: true });
+    replaced = prior;
+  }
 
   let db: Database;
   try {
@@ -163,18 +187,41 @@ export function openSqliteLedger(file: string, opts: SqliteLedgerOptions = {}): 
   } catch (err) {
     throw new MoltbotError("internal_error", `${absolute}: cannot open the budget ledger (${describe(err)})`, { cause: err });
   }
+  let ledger: SqliteLedgerImpl;
   try {
-    return new SqliteLedgerImpl(db, absolute, clock, ttlMs);
+    ledger = new SqliteLedgerImpl(db, absolute, clock, ttlMs);
   } catch (err) {
     db.close();
     if (err instanceof MoltbotError) throw err;
     throw new MoltbotError("internal_error", `${absolute}: cannot open the budget ledger (${describe(err)})`, { cause: err });
   }
+  if (prior !== undefined && replaced === undefined && prior.ledger_id !== ledger.id) {
+    if (opts.acceptNewLedger !== true) {
+      ledger.close();
+      throw ledgerLost(absolute, `holds another ledger (${ledger.id})`, prior);
+    }
+    replaced = prior;
+  }
+  ledger.replaced = replaced;
+  try {
+    ledger.writeMarker();
+  } catch (err) {
+    ledger.close();
+    throw new MoltbotError("internal_error", `${marker}: cannot write the ledger marker (${describe(err)})`, { cause: err });
+  }
+  return ledger;
 }
+
+// After spend, the marker's totals are refreshed at most this often (its id never changes);
+// the write (temp file, fsync, rename: a few ms) runs on the event loop once per interval.
+const MARKER_DEBOUNCE_MS = 1000;
 
 class SqliteLedgerImpl implements SqliteLedger {
   readonly file: string;
   readonly reconciled: ReconcileResult;
+  readonly id: string;
+  replaced: LedgerMarker | undefined;
+  #markerTimer: NodeJS.Timeout | undefined;
   readonly #db: Database;
   readonly #clock: () => Date;
   readonly #ttlMs: number;
@@ -227,8 +274,10 @@ class SqliteLedgerImpl implements SqliteLedger {
         }
         db.exec(SCHEMA);
         if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+        db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('ledger_id', ?)").run(randomUUID());
       }).immediate();
     });
+    this.id = (db.prepare("SELECT value FROM meta WHERE key = 'ledger_id'").get() as { value: string }).value;
 
     this.#stmt = {
       expire: db.prepare("DELETE FROM reservations WHERE created_at_ms < ?"),
@@ -325,6 +374,7 @@ class SqliteLedgerImpl implements SqliteLedger {
     if (typeof reservation.id !== "string" || reservation.id === "") throw new MoltbotError("internal_error", "ledger: reservation without an id");
     checkPeriod(reservation.period);
     this.#settleTx.immediate(reservation, toMicros(actual, "actual"));
+    this.#markerDirty();
   }
 
   record(entry: string, amount: number): void {
@@ -343,12 +393,43 @@ class SqliteLedgerImpl implements SqliteLedger {
     checkEntry(entry);
     if (actor === "") throw new MoltbotError("internal_error", "ledger: reset needs an actor");
     this.#resetTx.immediate(entry, actor);
+    this.#markerDirty();
   }
 
   close(): void {
     if (this.#closed) return;
+    if (this.#markerTimer !== undefined) {
+      clearTimeout(this.#markerTimer);
+      this.#markerTimer = undefined;
+      try {
+        this.writeMarker();
+      } catch {
+        // The id in it is unchanged since open; only the totals (for the message) are older.
+      }
+    }
     this.#closed = true;
     this.#db.close();
+  }
+
+  /** Write the marker now: this ledger's id and the current period's spend. */
+  writeMarker(): void {
+    const period = periodOf(this.#now());
+    const rows = this.#db.prepare("SELECT entry, spent_micros FROM spend WHERE period = ? ORDER BY entry").all(period) as { entry: string; spent_micros: number }[];
+    const spent: Record<string, number> = {};
+    for (const r of rows) spent[r.entry] = fromMicros(r.spent_micros);
+    writeMarker(markerPath(this.file), { ledger_id: this.id, file: path.basename(this.file), written_at: this.#now().toISOString(), period, spent });
+  }
+
+  #markerDirty(): void {
+    this.#markerTimer ??= setTimeout(() => {
+      this.#markerTimer = undefined;
+      if (this.#closed) return;
+      try {
+        this.writeMarker();
+      } catch {
+        // Retried after the next spend, and at close.
+      }
+    }, MARKER_DEBOUNCE_MS).unref();
   }
 
   #now(): Date {

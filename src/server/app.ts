@@ -2,6 +2,7 @@
 // an access log line per request. Knows nothing about processes or files.
 import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
+import type { ServerOptions as HttpsServerOptions } from "node:https";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
 import type { ServerMetrics } from "../observe/metrics.js";
@@ -30,6 +31,8 @@ export interface AppOptions {
   info: ServerInfo;
   /** The served models by name, whose versions the admin API switches. */
   versions: ReadonlyMap<string, VersionedModel>;
+  /** Serve HTTPS only, with these options (security.tls, see tls.ts); undefined: plain HTTP. */
+  https?: HttpsServerOptions | undefined;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -46,6 +49,8 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     },
     // Our onRequest hook answers while draining, in OpenAI's shape with Retry-After (Fastify's own 503 has neither).
     return503OnClosing: false,
+    // Typed as the plain-HTTP instance either way: nothing here depends on the transport.
+    ...((opts.https === undefined ? {} : { https: opts.https }) as object),
     ...httpLimitOptions(opts.timeouts, opts.log),
     // Router refusals (bad percent-encoding, an over-long path segment) in OpenAI's shape too.
     frameworkErrors: (err, _req, reply) => {

@@ -6,6 +6,9 @@
 //   restart:  everything else (pool entries added, removed or reordered, their model, batching,
 //             queue, fallback; server.*, threads, data_dir, log.format/file, ...)
 // A file that would not start a server is rejected whole and the running settings stay.
+// security.tls's certificate and key are re-read too (same paths), whatever the config file
+// holds: new handshakes use them, open connections keep theirs; files that would not start a
+// server are refused and the current certificate stays.
 // Applied values are compared with what is live; the rest with the config the server started
 // with, so a restart-only change is named again at every reload until the restart.
 import { Value, ValuePointer } from "@sinclair/typebox/value";
@@ -25,6 +28,8 @@ export interface ReloadOptions {
   repository: readonly RepositoryModel[];
   /** The root logger: its level is the one reloaded. */
   log: Logger;
+  /** The HTTPS listener, when security.tls is set: its certificate is re-read at each reload. */
+  certificates?: { reloadCertificates(): string } | undefined;
 }
 
 /** What one reload did: a line per change, or the reason the file was rejected. */
@@ -32,6 +37,9 @@ export interface ReloadResult {
   applied: string[];
   needsRestart: string[];
   rejected?: string;
+  /** The certificate reload's line, or why it was refused (certificateError). */
+  certificate?: string;
+  certificateError?: string;
 }
 
 // Keys of a pool entry that a reload applies; the pool plan resolves them (pricing falls back
@@ -43,6 +51,25 @@ export class ConfigReloader {
 
   /** Re-read, apply and log; never throws. */
   reload(): ReloadResult {
+    const cert = this.reloadCertificates();
+    return { ...this.reloadConfig(), ...cert };
+  }
+
+  private reloadCertificates(): Pick<ReloadResult, "certificate" | "certificateError"> {
+    if (this.opts.certificates === undefined) return {};
+    const log = this.opts.log.child("server");
+    try {
+      const line = this.opts.certificates.reloadCertificates();
+      log.info(`Reloaded ${line}`);
+      return { certificate: line };
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      log.error(`Certificate reload refused, the current certificate stays: ${reason}`);
+      return { certificateError: reason };
+    }
+  }
+
+  private reloadConfig(): ReloadResult {
     const log = this.opts.log.child("config");
     const file = this.opts.load.file;
     if (file === undefined) {

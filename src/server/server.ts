@@ -2,8 +2,10 @@
 // close() runs in reverse: stop accepting, let in-flight requests finish, stop workers,
 // all under one deadline after which stragglers are cut off.
 import type { AddressInfo } from "node:net";
+import type { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import type { LoadedConfig } from "../config/load.js";
+import { checkSecurity } from "../config/security.js";
 import { parseBytes, parseDuration } from "../config/units.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
@@ -11,6 +13,7 @@ import type { Logger } from "../observe/logger.js";
 import { ServerMetrics } from "../observe/metrics.js";
 import { openSqliteLedger, ledgerPath } from "../ledger/sqlite-ledger.js";
 import type { BudgetLedger } from "../ledger/ledger.js";
+import { describeMarker } from "../ledger/ledger-marker.js";
 import { ModelPool, type PoolEntry } from "../pool/model-pool.js";
 import { planPool, type ModelPlan } from "../pool/plan.js";
 import { ModelScheduler } from "../scheduler/model-scheduler.js";
@@ -21,6 +24,7 @@ import { VersionStore } from "../versions/version-store.js";
 import { ModelWorker } from "../workers/model-worker.js";
 import type { WorkerInit } from "../workers/protocol.js";
 import { endOpenLifetimes } from "./deadline.js";
+import { describeCertificate, loadTls, type TlsMaterial } from "./tls.js";
 
 export interface ServerOptions {
   loaded: LoadedConfig;
@@ -32,6 +36,8 @@ export interface ServerOptions {
   modelVersion?: string | undefined;
   /** Injected for the ledger's month rollover in tests. */
   clock?: () => Date;
+  /** Start a new, empty budget ledger when the one data_dir recorded is gone (deploy --accept-new-ledger). */
+  acceptNewLedger?: boolean;
 }
 
 /** Default per-sequence context when neither config.json nor moltbot.yaml sets one. */
@@ -55,6 +61,7 @@ export class MoltbotServer {
   private watcher: RepositoryWatcher | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
+  private tls: TlsMaterial | undefined;
 
   constructor(private readonly opts: ServerOptions) {}
 
@@ -64,10 +71,10 @@ export class MoltbotServer {
     return { host: a.address, port: a.port };
   }
 
-  /** "http://host:port" of the listener. */
+  /** "http://host:port" of the listener ("https://" with security.tls). */
   get listenUrl(): string {
     const { host, port } = this.address;
-    return `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    return `${this.tls === undefined ? "http" : "https"}://${host.includes(":") ? `[${host}]` : host}:${port}`;
   }
 
   /** Where the ledger and other state live. */
@@ -140,6 +147,14 @@ export class MoltbotServer {
     const cfg = loaded.config;
     const started = performance.now();
     const startedAt = new Date();
+    // Before anything loads: a security setting that cannot be enforced stops the start.
+    for (const warning of await checkSecurity(loaded)) log.child("config").warning(warning);
+    if (cfg.security.tls !== undefined) {
+      this.tls = loadTls(cfg.security.tls);
+      const daysLeft = (this.tls.certificate.validTo.getTime() - Date.now()) / 86_400_000;
+      if (daysLeft < 14) log.child("server").warning(`The TLS certificate in ${cfg.security.tls.cert_file} expires in ${daysLeft.toFixed(1)} days (${this.tls.certificate.validTo.toISOString()}): renew it, then reload (SIGHUP)`);
+      log.child("server").info(`HTTPS only, TLS ${cfg.security.tls.min_version === "TLS1_3" ? "1.3" : "1.2 and 1.3"}${this.tls.clientAuth.requestCert === true ? ", client certificates required" : ""}; certificate ${describeCertificate(this.tls)}`);
+    }
     for (const key of loaded.notEnforced) log.child("config").warning(`${key} is set but not yet enforced by this version`);
     const batchTimeouts = [cfg.batching, ...cfg.model_pool.map((e) => e.batching)].filter((b) => b?.timeout_ms !== undefined);
     if (batchTimeouts.length > 0) {
@@ -179,8 +194,17 @@ export class MoltbotServer {
       throw err;
     }
 
-    const ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock });
+    let ledger: ReturnType<typeof openSqliteLedger>;
+    try {
+      ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { clock: this.opts.clock, acceptNewLedger: this.opts.acceptNewLedger });
+    } catch (err) {
+      await Promise.all([...served.values()].map((v) => v.close(0)));
+      throw err;
+    }
     this.ledger = ledger;
+    if (ledger.replaced !== undefined) {
+      log.child("ledger").warning(`Started a new, empty budget ledger ${ledger.id} in ${ledger.file} (--accept-new-ledger); the one lost was ${describeMarker(ledger.replaced)}`);
+    }
     if (ledger.reconciled.reservations > 0) {
       log.child("ledger").warning(`Released ${ledger.reconciled.reservations} reservation(s) (${ledger.reconciled.amount.toFixed(6)}) left by a process that stopped before settling`);
     }
@@ -204,7 +228,16 @@ export class MoltbotServer {
       metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
       versions: served,
       info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
+      https: this.tls === undefined ? undefined : { ...this.tls.context, ...this.tls.clientAuth },
     });
+    if (this.tls !== undefined) {
+      // A refused handshake (TLS 1.0/1.1, no shared cipher, no client certificate) closes the
+      // socket; Node would say nothing.
+      const tlsLog = log.child("server");
+      this.app.server.on("tlsClientError", (err: NodeJS.ErrnoException, socket: { remoteAddress?: string }) =>
+        tlsLog.debug(`TLS handshake refused from ${socket.remoteAddress ?? "?"}: ${err.code ?? err.message}`),
+      );
+    }
     try {
       await this.app.ready();
       await loading;
@@ -222,6 +255,23 @@ export class MoltbotServer {
       this.watcher = new RepositoryWatcher([...served.values()], { intervalMs: pollMs, autoActivate: cfg.repository.auto_activate, log: loaderLog });
       await this.watcher.start();
     }
+  }
+
+  /**
+   * Re-read security.tls's files (same paths as at start) and use them for new handshakes;
+   * open connections keep theirs. Throws tls_invalid, keeping the current certificate, when the
+   * new files would not start a server. Returns a line for the log.
+   */
+  reloadCertificates(): string {
+    const settings = this.opts.loaded.config.security.tls;
+    if (settings === undefined || this.tls === undefined || this.app === undefined) return "no security.tls: nothing to reload";
+    const next = loadTls(settings);
+    (this.app.server as unknown as TlsServer).setSecureContext(next.context);
+    const before = this.tls;
+    this.tls = next;
+    return before.certificate.fingerprint256 === next.certificate.fingerprint256
+      ? `TLS certificate unchanged (${describeCertificate(next)})`
+      : `TLS certificate ${describeCertificate(next)} (was ${describeCertificate(before)})`;
   }
 
   /** Drain and stop; resolves when everything is down. Idempotent. */

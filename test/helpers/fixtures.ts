@@ -71,6 +71,8 @@ export interface StartOptions {
   /** State directory (ledger); default: a fresh temp dir. Reuse it to test restarts. */
   dataDir?: string;
   clock?: () => Date;
+  /** deploy --accept-new-ledger */
+  acceptNewLedger?: boolean;
 }
 
 export async function startServer(modelPath: string, opts: StartOptions = {}): Promise<RunningServer> {
@@ -79,13 +81,13 @@ export async function startServer(modelPath: string, opts: StartOptions = {}): P
   const loaded = loadConfig({
     env: {},
     cwd: path.dirname(logFile),
-    overrides: { ...opts.config, data_dir: dataDir, server: { ...opts.config?.server, port: 0, host: "127.0.0.1", body_limit: opts.bodyLimit ?? opts.config?.server?.body_limit }, log: { level: "DEBUG" } },
+    overrides: { ...opts.config, data_dir: dataDir, server: { ...opts.config?.server, port: 0, host: opts.config?.server?.host ?? "127.0.0.1", body_limit: opts.bodyLimit ?? opts.config?.server?.body_limit }, log: { level: "DEBUG" } },
   });
   const log = createLogger({ level: "DEBUG", format: "text", file: logFile, stdout: false });
-  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1, clock: opts.clock });
+  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1, clock: opts.clock, acceptNewLedger: opts.acceptNewLedger });
   await server.start();
-  const { port } = server.address;
-  const url = `http://127.0.0.1:${port}`;
+  // https:// with security.tls
+  const url = server.listenUrl;
   return {
     server,
     url,

@@ -5,6 +5,7 @@ import type { ArgumentsCamelCase } from "yargs";
 import { loadConfig, type LoadedConfig } from "../../config/load.js";
 import { MoltbotError } from "../../errors.js";
 import { periodOf, type EntrySpend } from "../../ledger/ledger.js";
+import { describeMarker } from "../../ledger/ledger-marker.js";
 import { ledgerPath, openSqliteLedger, type SqliteLedger } from "../../ledger/sqlite-ledger.js";
 import type { BudgetResetArgs, BudgetStatusArgs, CommonArgs } from "./budget.js";
 
@@ -26,8 +27,8 @@ function load(args: CommonArgs): LoadedConfig {
   return loadConfig({ file: args.config, env: process.env, overrides: { data_dir: args["data-dir"] } });
 }
 
-function openLedger(loaded: LoadedConfig): SqliteLedger {
-  const ledger = openSqliteLedger(ledgerPath(loaded.dataDir));
+function openLedger(loaded: LoadedConfig, acceptNewLedger = false): SqliteLedger {
+  const ledger = openSqliteLedger(ledgerPath(loaded.dataDir), { acceptNewLedger });
   const r = ledger.reconciled;
   // stderr, so `--json` output stays parseable.
   if (r.reservations > 0) console.error(`Released ${r.reservations} reservation(s) (${money(r.amount)}) left by stopped processes`);
@@ -47,27 +48,53 @@ export function budgetStatus(args: ArgumentsCamelCase<BudgetStatusArgs>): void {
 }
 
 export function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): void {
+  if (args.all === true) return budgetResetAll(args);
   const loaded = load(args);
   const names = loaded.config.model_pool.map((e) => e.name);
-  if (!names.includes(args.name)) {
+  if (args.name === undefined || !names.includes(args.name)) {
     const where = loaded.file ?? "the configuration (no config file found)";
     const known = names.length > 0 ? `pool entries: ${names.join(", ")}` : "its model_pool is empty";
     throw new MoltbotError("cli_usage", `budget reset: "${args.name}" is not a model_pool entry in ${where} (${known})`);
   }
-  const actor = nonEmpty(process.env.SUDO_USER) ?? nonEmpty(process.env.USER) ?? "cli";
+  const actor = currentActor();
   const ledger = openLedger(loaded);
   let before: EntrySpend | undefined;
   let period: string;
   try {
     // Read for the message only; reset itself is one transaction and logs the same figures.
     before = ledger.status().find((s) => s.entry === args.name);
-    ledger.reset(args.name, actor);
+    ledger.reset(args.name!, actor);
     period = ledger.status().find((s) => s.entry === args.name)?.period ?? before?.period ?? "";
   } finally {
     ledger.close();
   }
   const was = before === undefined ? "nothing spent or reserved" : `was spent ${money(before.spent)}, reserved ${money(before.reserved)} in ${before.reservations} reservation(s)`;
   console.log(`Reset the ${period} budget of "${args.name}" by '${actor}' (${was})`);
+}
+
+/** Every entry the config or this month's ledger names; a lost ledger is replaced by a new one. */
+function budgetResetAll(args: ArgumentsCamelCase<BudgetResetArgs>): void {
+  const loaded = load(args);
+  const actor = currentActor();
+  const ledger = openLedger(loaded, true);
+  let names: string[];
+  let period: string;
+  try {
+    if (ledger.replaced !== undefined) {
+      console.log(`Accepted a new, empty budget ledger ${ledger.id} in ${ledger.file} by '${actor}'; the one lost was ${describeMarker(ledger.replaced)}`);
+    }
+    const before = ledger.status();
+    names = [...new Set([...loaded.config.model_pool.map((e) => e.name), ...before.map((s) => s.entry)])];
+    for (const name of names) ledger.reset(name, actor);
+    period = ledger.status()[0]?.period ?? periodOf(new Date());
+  } finally {
+    ledger.close();
+  }
+  console.log(names.length === 0 ? "No pool entries in the config and no spend recorded this month: nothing to reset." : `Reset the ${period} budget of ${names.map((n) => `"${n}"`).join(", ")} by '${actor}'`);
+}
+
+function currentActor(): string {
+  return nonEmpty(process.env.SUDO_USER) ?? nonEmpty(process.env.USER) ?? "cli";
 }
 
 /** Every configured entry (zero when the ledger has not seen it), then ledger-only entries. */

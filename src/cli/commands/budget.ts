@@ -11,7 +11,8 @@ export interface BudgetStatusArgs extends CommonArgs {
   json?: boolean;
 }
 export interface BudgetResetArgs extends CommonArgs {
-  name: string;
+  name?: string;
+  all?: boolean;
 }
 
 const common = (y: Argv) =>
@@ -30,12 +31,15 @@ const statusCommand: CommandModule<object, BudgetStatusArgs> = {
 };
 
 const resetCommand: CommandModule<object, BudgetResetArgs> = {
-  command: "reset <name>",
-  describe: "Start the current month of pool entry NAME over: spent and reservations to 0 (recorded with your user name)",
+  command: "reset [name]",
+  describe: "Start the current month of pool entry NAME (or --all) over: spent and reservations to 0 (recorded with your user name)",
   builder: (y: Argv) =>
     common(y)
-      .positional("name", { type: "string", demandOption: true, describe: "pool entry (model_pool[].name)" })
-      .example("$0 budget reset text-generation", "let text-generation spend its whole cost_limit again this month") as Argv<BudgetResetArgs>,
+      .positional("name", { type: "string", describe: "pool entry (model_pool[].name)" })
+      .option("all", { type: "boolean", describe: "every entry; also accepts a new, empty ledger when the recorded one was emptied or deleted" })
+      .check((a) => (a.all === true) !== (a.name !== undefined) || "name one pool entry, or --all")
+      .example("$0 budget reset text-generation", "let text-generation spend its whole cost_limit again this month")
+      .example("$0 budget reset --all", "start every entry's month over (and accept a new ledger after the old one was lost)") as Argv<BudgetResetArgs>,
   handler: async (args: ArgumentsCamelCase<BudgetResetArgs>) => (await import("./budget-run.js")).budgetReset(args),
 };
 

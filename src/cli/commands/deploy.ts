@@ -12,6 +12,7 @@ export interface DeployArgs {
   engine?: "ffi" | "node-llama-cpp";
   "log-level"?: "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
   "log-format"?: "text" | "json";
+  "accept-new-ledger"?: boolean;
 }
 
 export const deployCommand: CommandModule<object, DeployArgs> = {
@@ -27,6 +28,7 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
       .option("engine", { choices: ["ffi", "node-llama-cpp"] as const, describe: "decode loop implementation (default ffi)" })
       .option("log-level", { choices: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] as const, describe: "log level" })
       .option("log-format", { choices: ["text", "json"] as const, describe: "log line format" })
+      .option("accept-new-ledger", { type: "boolean", describe: "start a new, empty budget ledger when the one data_dir recorded was emptied or deleted (else the start is refused)" })
       .example("$0 deploy", "serve the built-in demo model on 127.0.0.1:8080")
       .example("MODEL_VERSION=v2.0 $0 deploy --model-path /models --port 8080", "serve version v2.0 of the repository in /models") as Argv<DeployArgs>,
   handler: async (args: ArgumentsCamelCase<DeployArgs>) => (await import("./deploy-run.js")).deploy(args),

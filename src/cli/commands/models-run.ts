@@ -4,7 +4,7 @@
 import os from "node:os";
 import type { ArgumentsCamelCase } from "yargs";
 import { ERRORS, MoltbotError, type ErrorCode } from "../../errors.js";
-import { endpoint, serverUrl } from "../server-url.js";
+import { endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
 import { readActivation, readModels, readReport, renderActivation, renderModels, renderReport } from "../models-view.js";
 import { parseRef, type ActivateArgs, type ModelsArgs, type RollbackArgs, type ValidateArgs } from "./models.js";
 
@@ -56,6 +56,7 @@ function modelPath(name: string, action: string): string {
 /** The parsed JSON of a 2xx answer; any other outcome is thrown as one line. */
 async function call(args: ModelsArgs, method: "GET" | "POST", path: string, payload: object | undefined, timeoutMs: number): Promise<unknown> {
   const url = endpoint(await serverUrl(args), path);
+  useCaFile(args);
   let res: { status: number; body: string };
   try {
     res = await request(url, method, payload === undefined ? undefined : JSON.stringify(payload), AbortSignal.timeout(timeoutMs));
@@ -109,7 +110,7 @@ async function request(url: string, method: string, payload: string | undefined,
   const headers: Record<string, string> = { accept: "application/json", "content-type": "application/json", "x-moltbot-user": user() };
   if (payload !== undefined) headers["content-length"] = String(Buffer.byteLength(payload));
   return await new Promise((resolve, reject) => {
-    const req = send(u, { method, agent: false, signal, headers }, (res) => {
+    const req = send(u, { method, agent: false, signal, headers, ...httpsOptions() }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => (body += chunk));

@@ -64,7 +64,7 @@ export function serviceInstall(args: ArgumentsCamelCase<InstallArgs>): void {
   // The environment the service gets holds MOLTBOT_CONFIG only: validate as it will load,
   // without this shell's MOLTBOT_* variables.
   const loaded = loadConfig({ file: configFile(args.config), env: {} });
-  readyUrl(loaded.config.server); // port 0 cannot be checked for readiness
+  readyUrl(loaded.config.server, loaded.config.security); // port 0 cannot be checked for readiness
 
   const unitDir =
     scope === "system" ? "/etc/systemd/system" : path.join(process.env.XDG_CONFIG_HOME || path.join(homedir(), ".config"), "systemd", "user");
@@ -124,7 +124,7 @@ export function serviceInstall(args: ArgumentsCamelCase<InstallArgs>): void {
   }
 
   const ctl = scope === "system" ? "systemctl" : "systemctl --user";
-  console.log(`Serves ${loaded.file}${account ? ` as user ${account.name}` : ""}; started = ${readyUrl(loaded.config.server)} answers 200.`);
+  console.log(`Serves ${loaded.file}${account ? ` as user ${account.name}` : ""}; started = ${readyUrl(loaded.config.server, loaded.config.security)} answers 200.`);
   console.log("Enable and start it with:");
   console.log(`  ${ctl} daemon-reload && ${ctl} enable --now ${name}`);
   if (scope === "user") console.log(`  loginctl enable-linger ${userInfo().username}   # keep it running after you log out`);
@@ -134,7 +134,7 @@ export function serviceInstall(args: ArgumentsCamelCase<InstallArgs>): void {
 export async function serviceWaitReady(args: ArgumentsCamelCase<WaitReadyArgs>): Promise<void> {
   if (!(args.timeout > 0)) usage(`--timeout: expected seconds > 0, got ${args.timeout}`);
   const loaded = loadConfig({ file: args.config, env: process.env });
-  const url = readyUrl(loaded.config.server);
+  const url = readyUrl(loaded.config.server, loaded.config.security);
   const t0 = Date.now();
   await waitReady(url, args.timeout * 1000);
   console.log(`ready: ${url} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);

@@ -6,7 +6,7 @@ import type { ArgumentsCamelCase } from "yargs";
 import { MoltbotError } from "../../errors.js";
 import { readStatusDoc, type StatusDoc } from "../status-doc.js";
 import { modelRates, renderStatus, renderUnreachable, type Sample } from "../status-view.js";
-import { endpoint, serverUrl } from "../server-url.js";
+import { endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
 import type { StatusArgs } from "./status.js";
 
 const HIDE_CURSOR = "\x1b[?25l";
@@ -20,6 +20,7 @@ type Fetched = { ok: true; doc: StatusDoc; raw: Record<string, unknown>; atMs: n
 
 export async function status(args: ArgumentsCamelCase<StatusArgs>): Promise<void> {
   const base = await serverUrl(args);
+  useCaFile(args);
   const intervalS = args.interval;
   // /admin/status takes whole seconds (1..3600); the window matches the refresh interval.
   const windowS = Math.min(3600, Math.max(1, Math.ceil(intervalS ?? 5)));
@@ -73,7 +74,7 @@ async function get(url: string, signal: AbortSignal): Promise<{ status: number; 
   const u = new URL(url);
   const { get: httpGet } = u.protocol === "https:" ? await import("node:https") : await import("node:http");
   return await new Promise((resolve, reject) => {
-    const req = httpGet(u, { agent: false, signal, headers: { accept: "application/json" } }, (res) => {
+    const req = httpGet(u, { agent: false, signal, headers: { accept: "application/json" }, ...httpsOptions() }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => (body += chunk));
