@@ -48,7 +48,7 @@ export interface LoadedConfig {
 export const NOT_YET_ENFORCED: readonly string[] = [
   "resource_limits",
   "cache",
-  "security",
+  "security.tls",
   "audit",
 ];
 

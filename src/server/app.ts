@@ -15,6 +15,7 @@ import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
 import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
+import { authHook, type ServerAuth } from "../auth/server-auth.js";
 
 export interface AppOptions {
   pool: ModelPool;
@@ -30,6 +31,8 @@ export interface AppOptions {
   info: ServerInfo;
   /** The served models by name, whose versions the admin API switches. */
   versions: ReadonlyMap<string, VersionedModel>;
+  /** Tokens and scopes (security.jwt / security.api_keys); undefined: auth is off, every request is ANONYMOUS. */
+  auth?: ServerAuth | undefined;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -63,6 +66,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       throw new MoltbotError("server_shutting_down", "the server is shutting down; retry on another instance");
     }
   });
+
+  app.decorateRequest("principal", null);
+  // After the draining check, before the body is read: an unauthenticated request costs no parsing.
+  app.addHook("onRequest", authHook(opts.auth, opts.metricsPath));
 
   app.addHook("onResponse", async (req, reply) => {
     log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`, { request_id: req.id });
