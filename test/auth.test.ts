@@ -15,6 +15,8 @@ import { SignJWT, UnsecuredJWT, type JWTPayload } from "jose";
 import { makeRepository, startServer, tempDir, type RunningServer } from "./helpers/fixtures.js";
 import { ApiKeyStore, apiKeyStorePath } from "../src/auth/api-keys.js";
 import { JWTAuth } from "../src/auth/jwt.js";
+import { ledgerPath, openSqliteLedger } from "../src/ledger/sqlite-ledger.js";
+import { subjectLedgerKey } from "../src/pool/model-pool.js";
 
 const run = promisify(execFile);
 const ROOT = path.resolve(fileURLToPath(import.meta.url), "../../..");
@@ -76,6 +78,8 @@ before(async () => {
       model_pool: [
         { name: "chat", model: "tiny", type: "llm" },
         { name: "other", model: "tiny", type: "llm" },
+        // 0.01 per token, so a token's cost_limit of 0.3 covers about 30 tokens.
+        { name: "priced", model: "tiny", type: "llm", pricing: { input_per_1k: 10, output_per_1k: 10 }, strategy: { fallback: false } },
       ],
       security: { jwt: { algorithms: ["RS256"], public_key_file: pubFile, issuer: ISSUER, audience: AUDIENCE, clock_skew: "30s" }, api_keys: { enabled: true } },
     },
@@ -106,7 +110,7 @@ describe("routes and scopes", () => {
     const c = client(await sign());
     const r = await c.chat.completions.create({ model: "chat", messages: [{ role: "user", content: "hello" }], max_tokens: 3 });
     assert.equal(r.model, "chat");
-    assert.deepEqual((await c.models.list()).data.map((m) => m.id), ["chat", "other"]);
+    assert.deepEqual((await c.models.list()).data.map((m) => m.id), ["chat", "other", "priced"]);
   });
 
   test("a valid token without the route's scope: 403 insufficient_scope naming it", async () => {
@@ -216,6 +220,32 @@ describe("the models claim", () => {
 
   test("a models claim of the wrong type is an invalid token", async () => {
     await refused(await sign({ models: "chat" }), /'models' must be an array/);
+  });
+});
+
+describe("a subject's monthly cost cap (cost_limit claim)", () => {
+  test("reserved before and settled after each request in the ledger: concurrent requests never overspend", async () => {
+    const c = client(await sign({ cost_limit: 0.3 }, { sub: "carol" }));
+    const ask = () => c.completions.create({ model: "priced", prompt: "hello there", max_tokens: 8, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    const results = await Promise.allSettled(Array.from({ length: 6 }, ask));
+    const served = results.filter((r) => r.status === "fulfilled").map((r) => (r as PromiseFulfilledResult<OpenAI.Completion>).value);
+    const refusals = results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason as InstanceType<typeof OpenAI.APIError>);
+    assert.ok(served.length >= 1 && refusals.length >= 1, `served ${served.length}, refused ${refusals.length}`);
+    for (const e of refusals) {
+      assert.equal(e.status, 429);
+      assert.equal(e.code, "budget_exceeded");
+      assert.match(e.message, /'carol' has reached its monthly cost limit \(0\.3\)/);
+    }
+    const cost = served.reduce((sum, r) => sum + (r.usage!.prompt_tokens + r.usage!.completion_tokens) * 0.01, 0);
+    const ledger = openSqliteLedger(ledgerPath(dataDir));
+    try {
+      const row = ledger.status().find((x) => x.entry === subjectLedgerKey("carol"))!;
+      assert.ok(Math.abs(row.spent - cost) < 1e-9, `spent ${row.spent}, served cost ${cost}`);
+      assert.ok(row.spent <= 0.3, "never over the cap");
+      assert.equal(row.reserved, 0, "every reservation settled");
+    } finally {
+      ledger.close();
+    }
   });
 });
 

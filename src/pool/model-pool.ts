@@ -72,6 +72,12 @@ const MAX_RECOVERY_WAIT_MS = 120_000;
 /** Whether a principal may use an entry: a token's `models` claim names the entries it may use. */
 const mayUse = (e: PoolEntry, who: Principal | undefined): boolean => who?.models === undefined || who.models.includes(e.name);
 
+/**
+ * The ledger key of a subject's own monthly cap (a token's `cost_limit`): '@' cannot start a
+ * pool entry's name, so it never meets an entry's spend.
+ */
+export const subjectLedgerKey = (subject: string): string => `@sub:${subject}`;
+
 function secondsToNextMonth(now: Date): number {
   const next = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
   return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
@@ -143,8 +149,10 @@ export class ModelPool {
     const entry = this.resolve(name, "embedding", who);
     const bound = inputs.reduce((n, t) => n + Buffer.byteLength(t) + 2, 0);
     const limited = entry.costLimit !== undefined;
+    const subjectHold = who?.costLimit !== undefined ? this.reserveSubject(who, costOf(bound, 0, entry.pricing)) : null;
     const reservation = limited ? this.ledger.reserve(entry.name, costOf(bound, 0, entry.pricing), entry.costLimit!) : null;
     if (limited && reservation === null) {
+      if (subjectHold) this.ledger.settle(subjectHold, 0);
       this.metrics?.shed(entry, "budget_exceeded");
       throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit})`, { retryAfterS: secondsToNextMonth(this.clock()) });
     }
@@ -166,6 +174,7 @@ export class ModelPool {
     } finally {
       if (reservation) this.ledger.settle(reservation, cost);
       else if (cost > 0) this.ledger.record(entry.name, cost);
+      if (subjectHold) this.ledger.settle(subjectHold, cost);
     }
   }
 
@@ -201,7 +210,7 @@ export class ModelPool {
     for (;;) {
       tried.add(entry.name);
       try {
-        return await this.admitOn(entry, prompt, params, signal, fallbacks, requestId);
+        return await this.admitOn(entry, prompt, params, signal, fallbacks, requestId, who);
       } catch (err) {
         const next = err instanceof MoltbotError && FALLBACK_CODES.has(err.code) ? this.fallbackOf(entry, tried, who) : undefined;
         if (!next) {
@@ -287,9 +296,20 @@ export class ModelPool {
     };
   }
 
-  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined): Promise<GenerationAdmission> {
+  /** Reserve `amount` against the subject's own monthly cap (beside the entry's), or refuse. */
+  private reserveSubject(who: Principal, amount: number): Reservation {
+    const hold = this.ledger.reserve(subjectLedgerKey(who.subject), amount, who.costLimit!);
+    if (hold === null) {
+      throw new MoltbotError("budget_exceeded", `'${who.subject}' has reached its monthly cost limit (${who.costLimit}); this request could cost up to ${amount.toFixed(6)}`, {
+        retryAfterS: secondsToNextMonth(this.clock()),
+      });
+    }
+    return hold;
+  }
+
+  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined, who?: Principal): Promise<GenerationAdmission> {
     const worker = entry.served.worker;
-    if (entry.maxTokens === undefined && entry.costLimit === undefined) {
+    if (entry.maxTokens === undefined && entry.costLimit === undefined && who?.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
       // (measured: together ~2 ms of time to first token on the demo model).
       if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
@@ -300,6 +320,7 @@ export class ModelPool {
     const prepared = await worker.prepare(prompt);
     const promptTokens = prepared.promptTokens;
     let reservation: Reservation | null = null;
+    let subjectHold: Reservation | null = null;
     try {
       // The worker owns the context room (it refuses a prompt that leaves none); here the
       // context only bounds the worst-case completion the reservation must cover.
@@ -313,10 +334,11 @@ export class ModelPool {
         if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`, { request_id: requestId });
         maxTokens = maxTokens === null ? allowed : Math.min(maxTokens, allowed);
       }
+      // Cached prompt tokens are known only after the run: reserve at the dearer prompt price.
+      const pricier = (entry.pricing.cached_input_per_1k ?? 0) > entry.pricing.input_per_1k ? promptTokens : 0;
+      const worst = costOf(promptTokens, Math.min(maxTokens ?? room, room), entry.pricing, pricier);
+      if (who?.costLimit !== undefined) subjectHold = this.reserveSubject(who, worst);
       if (entry.costLimit !== undefined) {
-        // Cached prompt tokens are known only after the run: reserve at the dearer prompt price.
-        const pricier = (entry.pricing.cached_input_per_1k ?? 0) > entry.pricing.input_per_1k ? promptTokens : 0;
-        const worst = costOf(promptTokens, Math.min(maxTokens ?? room, room), entry.pricing, pricier);
         reservation = this.ledger.reserve(entry.name, worst, entry.costLimit);
         if (reservation === null) {
           throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit}); this request could cost up to ${worst.toFixed(6)}`, {
@@ -326,7 +348,9 @@ export class ModelPool {
       }
       const lease = await this.slot(entry, signal);
       const held = reservation;
-      const charge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
+      const entryCharge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
+      const subjectHeld = subjectHold;
+      const charge = subjectHeld ? (cost: number) => (entryCharge(cost), this.ledger.settle(subjectHeld, cost)) : entryCharge;
       const serving = entry.served.worker;
       if (serving !== worker) {
         // The version switched while this request waited: its tokens are in the old worker,
@@ -337,6 +361,7 @@ export class ModelPool {
       return this.admission(entry, worker, fallbacks, lease, prepared, { ...params, maxTokens }, charge, requestId);
     } catch (err) {
       if (reservation) this.ledger.settle(reservation, 0);
+      if (subjectHold) this.ledger.settle(subjectHold, 0);
       worker.discard(prepared);
       throw err;
     }
