@@ -17,6 +17,8 @@ import { ApiKeyStore, apiKeyStorePath } from "../src/auth/api-keys.js";
 import { JWTAuth } from "../src/auth/jwt.js";
 import { ledgerPath, openSqliteLedger } from "../src/ledger/sqlite-ledger.js";
 import { subjectLedgerKey } from "../src/pool/model-pool.js";
+import { loadConfig } from "../src/config/load.js";
+import { ConfigReloader } from "../src/server/reload.js";
 
 const run = promisify(execFile);
 const ROOT = path.resolve(fileURLToPath(import.meta.url), "../../..");
@@ -203,6 +205,7 @@ describe("the models claim", () => {
       return true;
     });
     assert.deepEqual((await c.models.list()).data.map((m) => m.id), ["chat"], "only the allowed entries are listed");
+    await assert.rejects(c.models.retrieve("other"), (err: unknown) => err instanceof OpenAI.PermissionDeniedError && err.code === "model_not_allowed");
     const r = await c.completions.create({ model: "chat", prompt: "a", max_tokens: 2 });
     assert.equal(r.model, "chat");
   });
@@ -298,6 +301,21 @@ describe("API keys", () => {
 });
 
 describe("start-up and the CLI", () => {
+  test("a reload never writes the HMAC secret to the log", async () => {
+    const dir = await tempDir();
+    const yaml = path.join(dir, "moltbot.yaml");
+    const write = (jwt: object | undefined) => writeFile(yaml, JSON.stringify({ log: { level: "DEBUG" }, security: jwt === undefined ? {} : { jwt } }));
+    await write({ secret: "old-secret-value" });
+    const load = { file: yaml, env: {} };
+    const started = loadConfig(load).config;
+    const reloader = new ConfigReloader({ load, started, pool: srv.server.models, repository: srv.server.repository, log: srv.log });
+    await write({ secret: "new-secret-value" });
+    assert.deepEqual(reloader.reload().needsRestart, ["security.jwt.secret: (redacted) -> (redacted)"]);
+    await write(undefined);
+    assert.match(reloader.reload().needsRestart.join("\n"), /^security\.jwt: \{.*"secret":"\(redacted\)".*\} -> \(unset\)$/);
+    assert.ok(!srv.lines().some((l) => /old-secret-value|new-secret-value/.test(l)));
+  });
+
   test("a configured key that cannot be read fails the start with one clear line", async () => {
     const missing = path.join(await tempDir(), "nope.secret");
     await assert.rejects(

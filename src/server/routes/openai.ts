@@ -158,6 +158,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
   app.get<{ Params: { id: string } }>("/v1/models/:id", async (req) => {
     const e = pool.entries.find((x) => x.name === req.params.id);
     if (!e) throw new MoltbotError("model_not_found", `The model '${req.params.id}' does not exist`, { param: "model" });
+    if (req.principal?.models !== undefined && !req.principal.models.includes(e.name)) throw new MoltbotError("model_not_allowed", `the token may not use model '${e.name}'`, { param: "model" });
     return { id: e.name, object: "model", created: e.created, owned_by: "moltbot", version: e.model.active.version };
   });
 
