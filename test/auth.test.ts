@@ -66,7 +66,7 @@ async function refused(token: string, reason: RegExp, route = "/v1/models"): Pro
 }
 
 const client = (apiKey: string) => new OpenAI({ baseURL: srv.baseURL, apiKey, maxRetries: 0 });
-const cli = (...args: string[]) => run(process.execPath, [CLI, ...args], { cwd: dataDir, env: { ...process.env, MOLTBOT_CONFIG: "" } });
+const cli = (...args: string[]) => run(process.execPath, [CLI, ...args], { cwd: dataDir, env: { ...process.env, MOLTBOT_CONFIG: "", MOLTBOT_TOKEN: "" } });
 
 before(async () => {
   repo = await makeRepository([{ name: "tiny", version: "v1", parallel: 2, contextSize: 256 }]);
@@ -325,6 +325,19 @@ describe("start-up and the CLI", () => {
         return true;
       },
     );
+  });
+
+  test("status and models send --token or $MOLTBOT_TOKEN; without one the server's refusal is shown", async () => {
+    const admin = await sign({ scope: "admin" }, { sub: "ops" });
+    const status = await cli("status", "--url", srv.url, "--json", "--token", admin);
+    assert.equal((JSON.parse(status.stdout) as { reachable: boolean }).reachable, true);
+    const models = await run(process.execPath, [CLI, "models", "list", "--url", srv.url, "--json"], { env: { ...process.env, MOLTBOT_TOKEN: admin } });
+    assert.equal((JSON.parse(models.stdout) as { models: Array<{ name: string }> }).models[0]!.name, "tiny");
+    await assert.rejects(cli("models", "list", "--url", srv.url), (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 1);
+      assert.match(err.stderr, /invalid token: no Authorization: Bearer token was sent/);
+      return true;
+    });
   });
 
   test("moltbot token issue signs an HS256 JWT with the configured secret", async () => {
