@@ -19,6 +19,7 @@ import { ledgerPath, openSqliteLedger } from "../src/ledger/sqlite-ledger.js";
 import { subjectLedgerKey } from "../src/pool/model-pool.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigReloader } from "../src/server/reload.js";
+import { openServerAuth } from "../src/auth/server-auth.js";
 
 const run = promisify(execFile);
 const ROOT = path.resolve(fileURLToPath(import.meta.url), "../../..");
@@ -314,6 +315,30 @@ describe("start-up and the CLI", () => {
     await write(undefined);
     assert.match(reloader.reload().needsRestart.join("\n"), /^security\.jwt: \{.*"secret":"\(redacted\)".*\} -> \(unset\)$/);
     assert.ok(!srv.lines().some((l) => /old-secret-value|new-secret-value/.test(l)));
+  });
+
+  test("key sources: HS256 secret_file, ES256 PEM, EdDSA in a JWKS file", async () => {
+    const dir = await tempDir();
+    const es = crypto.generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const ed = crypto.generateKeyPairSync("ed25519");
+    await writeFile(path.join(dir, "hs.secret"), "shared-secret-of-enough-length\n");
+    await writeFile(path.join(dir, "es.pub"), es.publicKey.export({ type: "spki", format: "pem" }));
+    await writeFile(path.join(dir, "jwks.json"), JSON.stringify({ keys: [{ ...ed.publicKey.export({ format: "jwk" }), kid: "k1", alg: "EdDSA" }] }));
+    const cases = [
+      { jwt: { algorithms: ["HS256"], secret_file: "hs.secret" }, alg: "HS256", key: new TextEncoder().encode("shared-secret-of-enough-length") as Uint8Array | crypto.KeyObject },
+      { jwt: { algorithms: ["ES256"], public_key_file: "es.pub" }, alg: "ES256", key: es.privateKey },
+      { jwt: { algorithms: ["EdDSA"], jwks_file: "jwks.json" }, alg: "EdDSA", key: ed.privateKey },
+    ] as const;
+    for (const c of cases) {
+      const file = path.join(dir, "moltbot.yaml");
+      await writeFile(file, JSON.stringify({ security: { jwt: c.jwt } }));
+      const loaded = loadConfig({ file, env: {} });
+      const server = openServerAuth(loaded.config, loaded.dataDir)!;
+      const token = await new SignJWT({ scope: "inference" }).setProtectedHeader({ alg: c.alg, kid: "k1" }).setSubject("svc").setExpirationTime("1m").sign(c.key);
+      assert.equal((await server.auth.verify(token)).subject, "svc", c.alg);
+      await assert.rejects(server.auth.verify(await new SignJWT({}).setProtectedHeader({ alg: "RS256" }).setSubject("svc").setExpirationTime("1m").sign(privateKey)), /algorithm is not accepted/, c.alg);
+      server.close();
+    }
   });
 
   test("a configured key that cannot be read fails the start with one clear line", async () => {
