@@ -42,7 +42,7 @@ test("no file: every default, data dir in cwd", () => {
   assert.equal(config.threads, "auto");
   assert.deepEqual(config.model_pool, []);
   assert.deepEqual(config.log, { level: "INFO", format: "text", max_size: "100MiB", keep: 5, utc: false });
-  assert.deepEqual(config.metrics, { enabled: true, path: "/metrics" });
+  assert.deepEqual(config.metrics, { enabled: true, path: "/metrics", auth: true });
   assert.equal(config.cache.l2.ttl, "7d");
   assert.deepEqual(config.resource_limits, {});
   assert.deepEqual(config.worker, { engine: "ffi", restart_backoff_ms: { initial: 500, max: 30000 }, drain_timeout_ms: 30000, heartbeat_timeout_ms: 10000 });

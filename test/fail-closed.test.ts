@@ -27,9 +27,10 @@ test("loopback: addresses and names that reach only this machine", async () => {
   for (const host of ["0.0.0.0", "::", "192.0.2.10", "10.0.0.1", "::ffff:10.0.0.1", "2001:db8::1"]) assert.equal(await isLoopbackHost(host), false, host);
 });
 
-test("authConfigured: security.jwt turns authentication on", () => {
+test("authConfigured: security.jwt or security.api_keys turns authentication on", () => {
   assert.equal(authConfigured(loadConfig({ env: {} }).config), false);
   assert.equal(authConfigured(loadConfig({ env: {}, overrides: { security: { jwt: { secret: "s3cret-enough-for-a-test" } } } }).config), true);
+  assert.equal(authConfigured(loadConfig({ env: {}, overrides: { security: { api_keys: { enabled: true } } } }).config), true);
 });
 
 test("a public bind without authentication refuses to start, naming the way out", async () => {
@@ -39,7 +40,7 @@ test("a public bind without authentication refuses to start, naming the way out"
       assert.equal(err.code, "security_unenforceable", err.message);
       assert.equal(
         err.message,
-        `server.host ${host} listens beyond loopback but no authentication is configured (security.jwt): refusing to serve open to the network; configure authentication, listen on 127.0.0.1, or set security.allow_insecure: true to accept an open server`,
+        `server.host ${host} listens beyond loopback but no authentication is configured (security.jwt or security.api_keys): refusing to serve open to the network; configure authentication, listen on 127.0.0.1, or set security.allow_insecure: true to accept an open server`,
       );
       return true;
     });

@@ -20,3 +20,10 @@ export type Scope = (typeof SCOPES)[number];
 
 /** The principal of a server without authentication (it binds to loopback only). */
 export const ANONYMOUS: Principal = { subject: "anonymous", kind: "anonymous", scopes: new Set(SCOPES) };
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** Who the request acts for: set by the auth hook (src/auth/server-auth.ts) before any route runs; null only for a request refused before it (a malformed URL). */
+    principal: Principal | null;
+  }
+}

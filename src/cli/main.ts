@@ -13,6 +13,7 @@ import { serviceCommand } from "./commands/service.js";
 import { logsCommand } from "./commands/logs.js";
 import { modelsCommand } from "./commands/models.js";
 import { statusCommand } from "./commands/status.js";
+import { tokenCommand } from "./commands/token.js";
 
 // `any`: each command has its own argument type.
 const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
@@ -23,6 +24,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   serviceCommand,
   logsCommand,
   modelsCommand,
+  tokenCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -44,6 +44,18 @@ export function httpsOptions(): { ca?: string[] } {
   return extraCa === undefined ? {} : { ca: extraCa };
 }
 
+export const TOKEN_OPTION = {
+  type: "string",
+  requiresArg: true,
+  describe: "Bearer token (JWT or mb_ API key) for a server with auth (default: $MOLTBOT_TOKEN)",
+} as const;
+
+/** The Authorization header for --token, else $MOLTBOT_TOKEN; none when neither is set. */
+export function authHeader(args: { token?: string }): Record<string, string> {
+  const token = args.token ?? process.env.MOLTBOT_TOKEN;
+  return token === undefined || token === "" ? {} : { authorization: `Bearer ${token.trim()}` };
+}
+
 export function isHttpUrl(text: string): boolean {
   if (!URL.canParse(text)) return false;
   const u = new URL(text);

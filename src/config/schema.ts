@@ -188,6 +188,7 @@ export const ConfigSchema = Type.Object(
     metrics: section("Prometheus metrics", {
       enabled: Type.Boolean({ default: true, description: "serve metrics" }),
       path: Type.String({ pattern: "^/", default: "/metrics", expected: 'URL path starting with "/"', description: "URL path of the metrics" }),
+      auth: Type.Boolean({ default: true, description: "when auth is on, metrics need a token with scope `metrics` (false: open like /healthz)" }),
     }),
     cache: section("response cache: memory LRU (L1) in front of a persistent store (L2)", {
       // Off by default: a cached answer to a sampled (temperature > 0) request surprises clients.
@@ -237,6 +238,9 @@ export const ConfigSchema = Type.Object(
           { optional: true },
         ),
       ),
+      api_keys: section("API keys for machines (`moltbot token create`), hashed in <data_dir>/tokens.sqlite", {
+        enabled: Type.Boolean({ default: false, description: "accept `Authorization: Bearer mb_...` keys (turns auth on, also without jwt)" }),
+      }),
     }),
     audit: section("audit trail of every request and admin action", {
       file: Type.Optional(filePath({ description: "audit log (default: <data_dir>/audit.log)", examples: ["/var/log/moltbot/audit.log"] })),

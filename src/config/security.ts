@@ -15,7 +15,7 @@ import type { MoltbotConfig } from "./schema.js";
  * authentication method (API keys) joins here, and the bind check follows.
  */
 export function authConfigured(cfg: MoltbotConfig): boolean {
-  return cfg.security.jwt !== undefined;
+  return cfg.security.jwt !== undefined || cfg.security.api_keys.enabled;
 }
 
 const LOOPBACK = new BlockList();
@@ -53,7 +53,7 @@ export async function checkSecurity(loaded: LoadedConfig): Promise<string[]> {
   if (!cfg.security.allow_insecure) {
     throw new MoltbotError(
       "security_unenforceable",
-      `server.host ${host} listens beyond loopback but no authentication is configured (security.jwt): refusing to serve open to the network; configure authentication, listen on 127.0.0.1, or set security.allow_insecure: true to accept an open server`,
+      `server.host ${host} listens beyond loopback but no authentication is configured (security.jwt or security.api_keys): refusing to serve open to the network; configure authentication, listen on 127.0.0.1, or set security.allow_insecure: true to accept an open server`,
     );
   }
   return [`server.host ${host} listens beyond loopback without authentication (security.allow_insecure: true): anyone who can reach it can use and administer this server`];

@@ -17,6 +17,7 @@ import type { GenerationParams } from "../engine/types.js";
 import type { GenerationDone, GenerationSink, ModelWorker, PreparedPrompt } from "../workers/model-worker.js";
 import type { VersionedModel } from "../versions/versioned-model.js";
 import type { PromptInput } from "../workers/protocol.js";
+import type { Principal } from "../auth/principal.js";
 
 export interface Pricing {
   input_per_1k: number;
@@ -68,6 +69,15 @@ const isShed = (err: unknown): err is MoltbotError & { code: ShedCode } => err i
 /** Bounds the wait for a restarting worker when the queue wait is unlimited. */
 const MAX_RECOVERY_WAIT_MS = 120_000;
 
+/** Whether a principal may use an entry: a token's `models` claim names the entries it may use. */
+const mayUse = (e: PoolEntry, who: Principal | undefined): boolean => who?.models === undefined || who.models.includes(e.name);
+
+/**
+ * The ledger key of a subject's own monthly cap (a token's `cost_limit`): '@' cannot start a
+ * pool entry's name, so it never meets an entry's spend.
+ */
+export const subjectLedgerKey = (subject: string): string => `@sub:${subject}`;
+
 function secondsToNextMonth(now: Date): number {
   const next = Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1);
   return Math.max(1, Math.ceil((next - now.getTime()) / 1000));
@@ -90,11 +100,14 @@ export class ModelPool {
     this.log = log.child("inference");
   }
 
-  /** The entry for `name`; without a name, the first entry of the wanted type. */
-  resolve(name: string | undefined, type: "llm" | "embedding"): PoolEntry {
+  /** The entry for `name`; without a name, the first entry of the wanted type (that `who` may use). */
+  resolve(name: string | undefined, type: "llm" | "embedding", who?: Principal): PoolEntry {
     if (name === undefined) {
-      const e = this.entries.find((x) => x.type === type);
+      const e = this.entries.find((x) => x.type === type && mayUse(x, who));
       if (e) return e;
+      if (who?.models !== undefined && this.entries.some((x) => x.type === type)) {
+        throw new MoltbotError("model_not_allowed", `the token may use only ${who.models.join(", ") || "no model"}; pass one of them as "model"`, { param: "model" });
+      }
       throw new MoltbotError("model_not_found", `no ${type === "llm" ? "generation" : "embedding"} model is served here; pass "model"`, { param: "model" });
     }
     const e = this.byName.get(name);
@@ -102,6 +115,7 @@ export class ModelPool {
       const known = this.entries.map((x) => x.name).join(", ");
       throw new MoltbotError("model_not_found", `The model '${name}' does not exist (served: ${known})`, { param: "model" });
     }
+    if (!mayUse(e, who)) throw new MoltbotError("model_not_allowed", `the token may not use model '${name}' (its models claim allows: ${who!.models!.join(", ") || "none"})`, { param: "model" });
     if (e.type !== type) {
       throw new MoltbotError(
         type === "embedding" ? "model_not_embedding" : "invalid_request",
@@ -131,12 +145,14 @@ export class ModelPool {
    * embedding is known only after tokenizing, so the reservation uses a bound that cannot be
    * beaten (a token covers at least one byte, plus BOS/EOS per input).
    */
-  async embed(name: string | undefined, inputs: string[], signal?: AbortSignal): Promise<{ entry: PoolEntry; version: string; data: number[][]; promptTokens: number }> {
-    const entry = this.resolve(name, "embedding");
+  async embed(name: string | undefined, inputs: string[], signal?: AbortSignal, who?: Principal): Promise<{ entry: PoolEntry; version: string; data: number[][]; promptTokens: number }> {
+    const entry = this.resolve(name, "embedding", who);
     const bound = inputs.reduce((n, t) => n + Buffer.byteLength(t) + 2, 0);
     const limited = entry.costLimit !== undefined;
+    const subjectHold = who?.costLimit !== undefined ? this.reserveSubject(who, costOf(bound, 0, entry.pricing)) : null;
     const reservation = limited ? this.ledger.reserve(entry.name, costOf(bound, 0, entry.pricing), entry.costLimit!) : null;
     if (limited && reservation === null) {
+      if (subjectHold) this.ledger.settle(subjectHold, 0);
       this.metrics?.shed(entry, "budget_exceeded");
       throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit})`, { retryAfterS: secondsToNextMonth(this.clock()) });
     }
@@ -158,6 +174,7 @@ export class ModelPool {
     } finally {
       if (reservation) this.ledger.settle(reservation, cost);
       else if (cost > 0) this.ledger.record(entry.name, cost);
+      if (subjectHold) this.ledger.settle(subjectHold, cost);
     }
   }
 
@@ -167,35 +184,35 @@ export class ModelPool {
    * at most the model's `queue.max_wait_ms` (the longest a request may wait for a slot), or
    * until the request ends. Rejects when neither is back by then.
    */
-  async recovered(name: string | undefined, signal: AbortSignal): Promise<void> {
-    const entry = this.resolve(name, "llm");
+  async recovered(name: string | undefined, signal: AbortSignal, who?: Principal): Promise<void> {
+    const entry = this.resolve(name, "llm", who);
     if (entry.served.worker.isReady()) return;
-    if (this.fallbackOf(entry, new Set([entry.name]))?.served.worker.isReady()) return;
+    if (this.fallbackOf(entry, new Set([entry.name]), who)?.served.worker.isReady()) return;
     await entry.served.whenReady(signal, Math.min(entry.served.scheduler.maxWaitMs, MAX_RECOVERY_WAIT_MS));
   }
 
   /** The entry a request goes to when `from` cannot take it, or undefined. */
-  private fallbackOf(from: PoolEntry, tried: Set<string>): PoolEntry | undefined {
+  private fallbackOf(from: PoolEntry, tried: Set<string>, who: Principal | undefined): PoolEntry | undefined {
     if (from.fallback === false) return undefined;
     if (typeof from.fallback === "string") {
       const e = this.byName.get(from.fallback);
-      return e && !tried.has(e.name) ? e : undefined;
+      return e && !tried.has(e.name) && mayUse(e, who) ? e : undefined;
     }
     const i = this.entries.indexOf(from);
-    return this.entries.slice(i + 1).find((e) => e.type === from.type && !tried.has(e.name));
+    return this.entries.slice(i + 1).find((e) => e.type === from.type && !tried.has(e.name) && mayUse(e, who));
   }
 
   /** Admit a generation on the named entry or, by its strategy, a fallback. */
-  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, requestId?: string): Promise<GenerationAdmission> {
-    let entry = this.resolve(name, "llm");
+  async admit(name: string | undefined, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, requestId?: string, who?: Principal): Promise<GenerationAdmission> {
+    let entry = this.resolve(name, "llm", who);
     const tried = new Set<string>();
     const fallbacks: string[] = [];
     for (;;) {
       tried.add(entry.name);
       try {
-        return await this.admitOn(entry, prompt, params, signal, fallbacks, requestId);
+        return await this.admitOn(entry, prompt, params, signal, fallbacks, requestId, who);
       } catch (err) {
-        const next = err instanceof MoltbotError && FALLBACK_CODES.has(err.code) ? this.fallbackOf(entry, tried) : undefined;
+        const next = err instanceof MoltbotError && FALLBACK_CODES.has(err.code) ? this.fallbackOf(entry, tried, who) : undefined;
         if (!next) {
           if (isShed(err)) this.metrics?.shed(entry, err.code);
           throw err;
@@ -279,9 +296,20 @@ export class ModelPool {
     };
   }
 
-  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined): Promise<GenerationAdmission> {
+  /** Reserve `amount` against the subject's own monthly cap (beside the entry's), or refuse. */
+  private reserveSubject(who: Principal, amount: number): Reservation {
+    const hold = this.ledger.reserve(subjectLedgerKey(who.subject), amount, who.costLimit!);
+    if (hold === null) {
+      throw new MoltbotError("budget_exceeded", `'${who.subject}' has reached its monthly cost limit (${who.costLimit}); this request could cost up to ${amount.toFixed(6)}`, {
+        retryAfterS: secondsToNextMonth(this.clock()),
+      });
+    }
+    return hold;
+  }
+
+  private async admitOn(entry: PoolEntry, prompt: PromptInput, params: GenerationParams, signal: AbortSignal, fallbacks: string[], requestId: string | undefined, who?: Principal): Promise<GenerationAdmission> {
     const worker = entry.served.worker;
-    if (entry.maxTokens === undefined && entry.costLimit === undefined) {
+    if (entry.maxTokens === undefined && entry.costLimit === undefined && who?.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
       // (measured: together ~2 ms of time to first token on the demo model).
       if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
@@ -292,6 +320,7 @@ export class ModelPool {
     const prepared = await worker.prepare(prompt);
     const promptTokens = prepared.promptTokens;
     let reservation: Reservation | null = null;
+    let subjectHold: Reservation | null = null;
     try {
       // The worker owns the context room (it refuses a prompt that leaves none); here the
       // context only bounds the worst-case completion the reservation must cover.
@@ -305,10 +334,11 @@ export class ModelPool {
         if (maxTokens !== null && maxTokens > allowed) this.log.warning(`Token limit exceeded (${promptTokens + maxTokens}/${entry.maxTokens})`, { request_id: requestId });
         maxTokens = maxTokens === null ? allowed : Math.min(maxTokens, allowed);
       }
+      // Cached prompt tokens are known only after the run: reserve at the dearer prompt price.
+      const pricier = (entry.pricing.cached_input_per_1k ?? 0) > entry.pricing.input_per_1k ? promptTokens : 0;
+      const worst = costOf(promptTokens, Math.min(maxTokens ?? room, room), entry.pricing, pricier);
+      if (who?.costLimit !== undefined) subjectHold = this.reserveSubject(who, worst);
       if (entry.costLimit !== undefined) {
-        // Cached prompt tokens are known only after the run: reserve at the dearer prompt price.
-        const pricier = (entry.pricing.cached_input_per_1k ?? 0) > entry.pricing.input_per_1k ? promptTokens : 0;
-        const worst = costOf(promptTokens, Math.min(maxTokens ?? room, room), entry.pricing, pricier);
         reservation = this.ledger.reserve(entry.name, worst, entry.costLimit);
         if (reservation === null) {
           throw new MoltbotError("budget_exceeded", `${entry.name} has reached its monthly cost limit (${entry.costLimit}); this request could cost up to ${worst.toFixed(6)}`, {
@@ -318,7 +348,9 @@ export class ModelPool {
       }
       const lease = await this.slot(entry, signal);
       const held = reservation;
-      const charge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
+      const entryCharge = held ? (cost: number) => this.ledger.settle(held, cost) : this.recorder(entry);
+      const subjectHeld = subjectHold;
+      const charge = subjectHeld ? (cost: number) => (entryCharge(cost), this.ledger.settle(subjectHeld, cost)) : entryCharge;
       const serving = entry.served.worker;
       if (serving !== worker) {
         // The version switched while this request waited: its tokens are in the old worker,
@@ -329,6 +361,7 @@ export class ModelPool {
       return this.admission(entry, worker, fallbacks, lease, prepared, { ...params, maxTokens }, charge, requestId);
     } catch (err) {
       if (reservation) this.ledger.settle(reservation, 0);
+      if (subjectHold) this.ledger.settle(subjectHold, 0);
       worker.discard(prepared);
       throw err;
     }

@@ -16,6 +16,7 @@ import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
 import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
+import { authHook, type ServerAuth } from "../auth/server-auth.js";
 
 export interface AppOptions {
   pool: ModelPool;
@@ -33,6 +34,8 @@ export interface AppOptions {
   versions: ReadonlyMap<string, VersionedModel>;
   /** Serve HTTPS only, with these options (security.tls, see tls.ts); undefined: plain HTTP. */
   https?: HttpsServerOptions | undefined;
+  /** Tokens and scopes (security.jwt / security.api_keys); undefined: auth is off, every request is ANONYMOUS. */
+  auth?: ServerAuth | undefined;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -68,6 +71,10 @@ export function buildApp(opts: AppOptions): FastifyInstance {
       throw new MoltbotError("server_shutting_down", "the server is shutting down; retry on another instance");
     }
   });
+
+  app.decorateRequest("principal", null);
+  // After the draining check, before the body is read: an unauthenticated request costs no parsing.
+  app.addHook("onRequest", authHook(opts.auth, opts.metricsPath));
 
   app.addHook("onResponse", async (req, reply) => {
     log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`, { request_id: req.id });

@@ -173,7 +173,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     retried = true;
     call.pool.log.warning(`Worker lost before the response began, retrying once: ${err.message}`, { code: err.code, request_id: requestId });
     try {
-      await call.pool.recovered(call.model, life.signal);
+      await call.pool.recovered(call.model, life.signal, request.principal ?? undefined);
     } catch {
       return false; // nothing came back in time: the client gets the first error
     }
@@ -188,7 +188,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       try {
         // Admission errors (unknown model, budget, queue) are thrown before anything is written,
         // so they keep their status code and Retry-After.
-        admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, requestId);
+        admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, requestId, request.principal ?? undefined);
       } catch (err) {
         if (await retryAfterLoss(err)) continue;
         if (hijacked) return failStream(err, hijacked);

@@ -114,7 +114,10 @@ export class ConfigReloader {
       return { ...rest, log };
     };
     const before = strip(this.opts.started);
-    const lines = Value.Diff(before, strip(next)).map((edit) => `${keyPath(edit.path)}: ${show(ValuePointer.Get(before, edit.path))} -> ${show(edit.type === "delete" ? undefined : edit.value)}`);
+    const lines = Value.Diff(before, strip(next)).map((edit) => {
+      const key = keyPath(edit.path);
+      return `${key}: ${show(ValuePointer.Get(before, edit.path), key)} -> ${show(edit.type === "delete" ? undefined : edit.value, key)}`;
+    });
 
     const names = (cfg: MoltbotConfig) => cfg.model_pool.map((e) => e.name);
     const was = names(this.opts.started);
@@ -170,7 +173,9 @@ function keyPath(pointer: string): string {
   return out;
 }
 
-function show(value: unknown): string {
+/** A value for the log; a secret (security.jwt.secret, alone or inside its section) never is. */
+function show(value: unknown, key = ""): string {
   if (value === undefined) return "(unset)";
-  return typeof value === "string" ? value : JSON.stringify(value);
+  if (/(^|\.)secret$/.test(key)) return "(redacted)";
+  return typeof value === "string" ? value : JSON.stringify(value, (k, v: unknown) => (k === "secret" ? "(redacted)" : v));
 }

@@ -25,6 +25,7 @@ import { ModelWorker } from "../workers/model-worker.js";
 import type { WorkerInit } from "../workers/protocol.js";
 import { endOpenLifetimes } from "./deadline.js";
 import { describeCertificate, loadTls, type TlsMaterial } from "./tls.js";
+import { openServerAuth, type ServerAuth } from "../auth/server-auth.js";
 
 export interface ServerOptions {
   loaded: LoadedConfig;
@@ -56,6 +57,7 @@ export class MoltbotServer {
   private app: FastifyInstance | undefined;
   private pool: ModelPool | undefined;
   private ledger: BudgetLedger | undefined;
+  private auth: ServerAuth | undefined;
   private repo: RepositoryModel[] = [];
   private served = new Map<string, VersionedModel>();
   private watcher: RepositoryWatcher | undefined;
@@ -161,6 +163,9 @@ export class MoltbotServer {
       log.child("config").warning("batching.timeout_ms is ignored: batching is continuous, a request joins the running batch at the next decode step without waiting");
     }
 
+    // Before any model loads: a configured key that cannot be read fails the start at once (fail closed).
+    this.auth = openServerAuth(cfg, loaded.dataDir, this.opts.clock);
+    if (this.auth) log.child("server").info(`Authentication on: ${[cfg.security.jwt ? `JWT (${cfg.security.jwt.algorithms.join(", ")})` : "", this.auth.keys ? `API keys (${this.auth.keys.file})` : ""].filter(Boolean).join(" and ")}`);
     const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
     this.repo = repo;
     const loaderLog = log.child("model_loader");
@@ -227,6 +232,7 @@ export class MoltbotServer {
       metrics,
       metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
       versions: served,
+      auth: this.auth,
       info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
       https: this.tls === undefined ? undefined : { ...this.tls.context, ...this.tls.clientAuth },
     });
@@ -308,6 +314,7 @@ export class MoltbotServer {
     await Promise.all([...this.served.values()].map((v) => v.close(left)));
     await watching;
     this.ledger?.close();
+    this.auth?.close();
     log.info("Stopped");
   }
 }

@@ -1,13 +1,14 @@
 // `moltbot models list|validate|activate|rollback`: a client of the server's model-version admin
 // API (/admin/models). The definitions only; the client loads when a command runs (models-run.ts).
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { CA_FILE_OPTION, CONFIG_OPTION, isHttpUrl, URL_OPTION } from "../server-url.js";
+import { CA_FILE_OPTION, CONFIG_OPTION, isHttpUrl, TOKEN_OPTION, URL_OPTION } from "../server-url.js";
 
 export interface ModelsArgs {
   url?: string;
   config?: string;
   json?: boolean;
   "ca-file"?: string;
+  token?: string;
 }
 export interface ValidateArgs extends ModelsArgs {
   ref?: string;
@@ -29,6 +30,7 @@ const common = (y: Argv, json: string) =>
     .option("url", URL_OPTION)
     .option("config", CONFIG_OPTION)
     .option("ca-file", CA_FILE_OPTION)
+    .option("token", TOKEN_OPTION)
     .option("json", { type: "boolean", default: false, describe: json });
 
 function checkUrl(args: { url?: string }): string | true {

@@ -6,7 +6,7 @@ import type { ArgumentsCamelCase } from "yargs";
 import { MoltbotError } from "../../errors.js";
 import { readStatusDoc, type StatusDoc } from "../status-doc.js";
 import { modelRates, renderStatus, renderUnreachable, type Sample } from "../status-view.js";
-import { endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
+import { authHeader, endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
 import type { StatusArgs } from "./status.js";
 
 const HIDE_CURSOR = "\x1b[?25l";
@@ -18,7 +18,11 @@ const CLEAR_SCREEN_END = "\x1b[J";
 /** The server's answer, or why there was none, in one line. */
 type Fetched = { ok: true; doc: StatusDoc; raw: Record<string, unknown>; atMs: number } | { ok: false; error: string };
 
+/** --token / $MOLTBOT_TOKEN as a header, set once per run by status(). */
+let auth: Record<string, string> = {};
+
 export async function status(args: ArgumentsCamelCase<StatusArgs>): Promise<void> {
+  auth = authHeader(args);
   const base = await serverUrl(args);
   useCaFile(args);
   const intervalS = args.interval;
@@ -74,7 +78,7 @@ async function get(url: string, signal: AbortSignal): Promise<{ status: number; 
   const u = new URL(url);
   const { get: httpGet } = u.protocol === "https:" ? await import("node:https") : await import("node:http");
   return await new Promise((resolve, reject) => {
-    const req = httpGet(u, { agent: false, signal, headers: { accept: "application/json" }, ...httpsOptions() }, (res) => {
+    const req = httpGet(u, { agent: false, signal, headers: { accept: "application/json", ...auth }, ...httpsOptions() }, (res) => {
       let body = "";
       res.setEncoding("utf8");
       res.on("data", (chunk: string) => (body += chunk));

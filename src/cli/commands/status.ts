@@ -2,7 +2,7 @@
 // GET /admin/status; once, or redrawn in place every --interval seconds like top. The
 // definition only; the client loads when the command runs (status-run.ts).
 import type { ArgumentsCamelCase, Argv, CommandModule } from "yargs";
-import { CA_FILE_OPTION, CONFIG_OPTION, isHttpUrl, URL_OPTION } from "../server-url.js";
+import { CA_FILE_OPTION, CONFIG_OPTION, isHttpUrl, TOKEN_OPTION, URL_OPTION } from "../server-url.js";
 
 export interface StatusArgs {
   url?: string;
@@ -10,6 +10,7 @@ export interface StatusArgs {
   json?: boolean;
   config?: string;
   "ca-file"?: string;
+  token?: string;
 }
 
 export const statusCommand: CommandModule<object, StatusArgs> = {
@@ -22,6 +23,7 @@ export const statusCommand: CommandModule<object, StatusArgs> = {
       .option("json", { type: "boolean", default: false, describe: "print one JSON object per refresh, one line each" })
       .option("config", CONFIG_OPTION)
       .option("ca-file", CA_FILE_OPTION)
+      .option("token", TOKEN_OPTION)
       // A string (not a thrown Error) reaches main.ts' fail handler as a usage error: exit 2.
       .check((args) => {
         if (args.interval !== undefined && !(Number.isFinite(args.interval) && args.interval > 0)) return "option --interval: expected a number of seconds > 0, like 2 or 0.5";

@@ -7,8 +7,8 @@
 // version_invalid, validation_failed, insufficient_memory, ...) and the serving version is
 // untouched.
 //
-// No authentication yet: who asked is the `x-moltbot-user` header the CLI sends (the local
-// user), logged with the switch; the scopes that will guard /admin/* come with the auth work.
+// Guarded by scope `admin` when auth is on (src/auth/server-auth.ts), and who asked is the token's
+// subject; without auth it is the `x-moltbot-user` header the CLI sends (the local user).
 import { Type, type Static } from "@sinclair/typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { MoltbotError } from "../../errors.js";
@@ -27,8 +27,9 @@ const RollbackBody = Type.Object({});
 const USER_HEADER = "x-moltbot-user";
 const USER_PATTERN = /^[\w.@-]{1,64}$/;
 
-/** Who asked, for the log line of a switch. */
+/** Who asked, for the log line of a switch: the token's subject when auth is on. */
 function requester(req: FastifyRequest): string {
+  if (req.principal && req.principal.kind !== "anonymous") return `${req.principal.subject} (from ${req.ip})`;
   const given = req.headers[USER_HEADER];
   if (typeof given === "string" && USER_PATTERN.test(given)) return `${given} (unauthenticated, from ${req.ip})`;
   return `an unnamed client at ${req.ip}`;

@@ -3,7 +3,7 @@
 // and each pool entry's budget. The JSON shape is a contract with the CLI: add fields, never
 // rename them.
 //
-// No authentication yet: the scopes that will guard /admin/* come with the auth work.
+// Guarded by scope `admin` when auth is on (src/auth/server-auth.ts).
 import { readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";

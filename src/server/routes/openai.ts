@@ -10,6 +10,7 @@ import type { TokenLogprobEntry } from "../../workers/protocol.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
 import { failedStatus, modelVersionHeader, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
 import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
+import type { Principal } from "../../auth/principal.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -138,9 +139,10 @@ function completionFormatter(id: string, model: string, echo: string): ResponseF
 
 /** `requestTimeoutMs`: server.request_timeout_ms (undefined: no deadline unless a body asks). */
 export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requestTimeoutMs: number | undefined): void {
-  app.get("/v1/models", async () => ({
+  app.get("/v1/models", async (req) => ({
     object: "list",
-    data: pool.entries.map((e) => ({
+    // A token with a `models` claim sees only the entries it may use.
+    data: pool.entries.filter((e) => req.principal?.models === undefined || req.principal.models.includes(e.name)).map((e) => ({
       id: e.name,
       object: "model",
       created: e.created,
@@ -156,6 +158,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
   app.get<{ Params: { id: string } }>("/v1/models/:id", async (req) => {
     const e = pool.entries.find((x) => x.name === req.params.id);
     if (!e) throw new MoltbotError("model_not_found", `The model '${req.params.id}' does not exist`, { param: "model" });
+    if (req.principal?.models !== undefined && !req.principal.models.includes(e.name)) throw new MoltbotError("model_not_allowed", `the token may not use model '${e.name}'`, { param: "model" });
     return { id: e.name, object: "model", created: e.created, owned_by: "moltbot", version: e.model.active.version };
   });
 
@@ -206,7 +209,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     const body = req.body;
     const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
     try {
-      return await embeddings(body, reply, outcome);
+      return await embeddings(body, reply, outcome, req.principal ?? undefined);
     } catch (err) {
       outcome.status = failedStatus(err, false);
       throw err;
@@ -215,14 +218,14 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     }
   });
 
-  async function embeddings(body: EmbeddingBody, reply: FastifyReply, outcome: InferenceOutcome) {
+  async function embeddings(body: EmbeddingBody, reply: FastifyReply, outcome: InferenceOutcome, who: Principal | undefined) {
     const inputs = typeof body.input === "string" ? [body.input] : body.input;
     // A queued embedding leaves the queue at its deadline; one already evaluating (shared with
     // other requests in one batch) finishes in the worker and is charged, but the answer is 504.
     const life = new RequestLifetime(reply, requestDeadlineMs(requestTimeoutMs, body.timeout));
     let embedded: Awaited<ReturnType<ModelPool["embed"]>>;
     try {
-      embedded = await Promise.race([pool.embed(body.model, inputs, life.signal), life.whenEnded()]);
+      embedded = await Promise.race([pool.embed(body.model, inputs, life.signal, who), life.whenEnded()]);
     } finally {
       life.close();
     }
