@@ -39,6 +39,7 @@ export const ERRORS = {
   repository_invalid: { status: 500, type: "server_error" },
   cli_usage: { status: 500, type: "server_error" },
   server_unreachable: { status: 500, type: "server_error" },
+  audit_log_invalid: { status: 500, type: "server_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

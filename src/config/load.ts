@@ -49,7 +49,6 @@ export const NOT_YET_ENFORCED: readonly string[] = [
   "resource_limits",
   "cache",
   "security",
-  "audit",
 ];
 
 interface EnvVar {
