@@ -145,6 +145,17 @@ export class AuditLog implements AuditSink {
     log.audit(`${what}${e.target === undefined ? "" : ` ${e.target}`} ${VERB[e.action]} by user '${e.user}'`, { outcome: e.outcome, detail: e.detail, request_id: e.request_id });
   }
 
+  /**
+   * Crypto-shredding: forget `user`'s key so their records no longer lead to them, and record
+   * the erasure (by `operator`, naming the user only by the pseudonym that is now dead).
+   */
+  erase(user: string, operator: string): boolean {
+    const subject = this.keys.lookup(user);
+    const erased = this.keys.erase(user);
+    this.record({ action: "audit.erase", user: operator, target: subject === undefined ? "(no key)" : `subject:${subject}`, outcome: erased ? "ok" : "no_key" });
+    return erased;
+  }
+
   /** Write what is pending now; resolves when it is on disk (or the write failed and was logged). */
   async flush(): Promise<void> {
     while (this.flushing) await this.flushing;

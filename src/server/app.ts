@@ -2,6 +2,8 @@
 // an access log line per request. Knows nothing about processes or files.
 import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
+import type { AuditSink } from "../audit/events.js";
+import { requestEvent } from "../audit/request-event.js";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
 import type { ServerMetrics } from "../observe/metrics.js";
@@ -30,6 +32,10 @@ export interface AppOptions {
   info: ServerInfo;
   /** The served models by name, whose versions the admin API switches. */
   versions: ReadonlyMap<string, VersionedModel>;
+  /** Where every request and admin action is recorded (src/audit); undefined: nowhere. */
+  audit?: AuditSink | undefined;
+  /** audit.include_content: inference routes keep prompt and completion text for the record. */
+  auditContent?: boolean;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -64,9 +70,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     }
   });
 
+  app.decorateRequest("auditInference", null);
+  app.decorateRequest("auditContent", opts.auditContent === true);
+  const audit = opts.audit;
   app.addHook("onResponse", async (req, reply) => {
     log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`, { request_id: req.id });
+    audit?.record(requestEvent(req, reply.statusCode));
   });
+  // A client that leaves before the response is finished gets no onResponse: recorded here,
+  // with nginx's 499 (client closed) unless the route already knew how it ended.
+  if (audit !== undefined) app.addHook("onRequestAbort", async (req) => audit.record(requestEvent(req, 499)));
 
   app.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorReply(err);
@@ -91,7 +104,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
   registerAdminRoutes(app, opts.metrics, opts.info);
-  registerModelAdminRoutes(app, opts.versions);
+  registerModelAdminRoutes(app, opts.versions, audit);
   if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }

@@ -9,6 +9,7 @@
 // Applied values are compared with what is live; the rest with the config the server started
 // with, so a restart-only change is named again at every reload until the restart.
 import { Value, ValuePointer } from "@sinclair/typebox/value";
+import type { AuditSink } from "../audit/events.js";
 import { loadConfig, type LoadOptions } from "../config/load.js";
 import type { MoltbotConfig } from "../config/schema.js";
 import type { Logger } from "../observe/logger.js";
@@ -25,6 +26,8 @@ export interface ReloadOptions {
   repository: readonly RepositoryModel[];
   /** The root logger: its level is the one reloaded. */
   log: Logger;
+  /** Where the reload is recorded (src/audit). */
+  audit?: AuditSink | undefined;
 }
 
 /** What one reload did: a line per change, or the reason the file was rejected. */
@@ -41,8 +44,21 @@ const ENTRY_APPLIED = ["budget", "pricing"] as const;
 export class ConfigReloader {
   constructor(private readonly opts: ReloadOptions) {}
 
-  /** Re-read, apply and log; never throws. */
-  reload(): ReloadResult {
+  /** Re-read, apply and log (and record in the audit log, by `user`: SIGHUP has no sender we know); never throws. */
+  reload(user = "SIGHUP"): ReloadResult {
+    const result = this.reloadConfig();
+    const changes = result.applied.length + result.needsRestart.length;
+    this.opts.audit?.record({
+      action: "config.reload",
+      user,
+      target: this.opts.load.file,
+      outcome: result.rejected === undefined ? "ok" : "rejected",
+      detail: result.rejected ?? `${result.applied.length} applied, ${result.needsRestart.length} need a restart${changes > 0 ? `: ${[...result.applied, ...result.needsRestart].join("; ")}` : ""}`,
+    });
+    return result;
+  }
+
+  private reloadConfig(): ReloadResult {
     const log = this.opts.log.child("config");
     const file = this.opts.load.file;
     if (file === undefined) {

@@ -5,6 +5,8 @@ import type { AddressInfo } from "node:net";
 import type { FastifyInstance } from "fastify";
 import type { LoadedConfig } from "../config/load.js";
 import { parseBytes, parseDuration } from "../config/units.js";
+import { AuditLog } from "../audit/audit-log.js";
+import { auditOptions } from "../audit/settings.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
@@ -53,6 +55,7 @@ export class MoltbotServer {
   private repo: RepositoryModel[] = [];
   private served = new Map<string, VersionedModel>();
   private watcher: RepositoryWatcher | undefined;
+  private auditLog: AuditLog | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
 
@@ -83,6 +86,11 @@ export class MoltbotServer {
   /** The repository's models as opened at start (a config reload validates model_pool against them). */
   get repository(): readonly RepositoryModel[] {
     return this.repo;
+  }
+
+  /** The audit log (every request and admin action), once started. */
+  get audit(): AuditLog | undefined {
+    return this.auditLog;
   }
 
   /** The served models by name, with their versions (the admin API switches them). */
@@ -146,7 +154,16 @@ export class MoltbotServer {
       log.child("config").warning("batching.timeout_ms is ignored: batching is continuous, a request joins the running batch at the next decode step without waiting");
     }
 
-    const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    // First: a missing or cut-short audit log stops the start before any worker loads (fail closed).
+    const audit = await AuditLog.open(auditOptions(loaded, log, this.opts.clock));
+    this.auditLog = audit;
+    let repo: RepositoryModel[];
+    try {
+      repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    } catch (err) {
+      await audit.close();
+      throw err;
+    }
     this.repo = repo;
     const loaderLog = log.child("model_loader");
     const store = VersionStore.open(loaded.dataDir, (m) => loaderLog.warning(m));
@@ -176,6 +193,7 @@ export class MoltbotServer {
       loading.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
     } catch (err) {
       await Promise.all([...served.values()].map((v) => v.close(0)));
+      await audit.close();
       throw err;
     }
 
@@ -203,6 +221,8 @@ export class MoltbotServer {
       metrics,
       metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
       versions: served,
+      audit,
+      auditContent: cfg.audit.include_content,
       info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
     });
     try {
@@ -212,7 +232,8 @@ export class MoltbotServer {
       await Promise.all([...served.values()].map((v) => v.close(0)));
       await this.app.close();
       ledger.close();
-      this.app = this.pool = this.ledger = undefined;
+      await audit.close();
+      this.app = this.pool = this.ledger = this.auditLog = undefined;
       throw err;
     }
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
@@ -257,6 +278,8 @@ export class MoltbotServer {
     const left = Math.max(500, deadline - Date.now());
     await Promise.all([...this.served.values()].map((v) => v.close(left)));
     await watching;
+    // After the listener and the workers: the last requests and switches are recorded, then flushed.
+    await this.auditLog?.close();
     this.ledger?.close();
     log.info("Stopped");
   }

@@ -77,7 +77,7 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
     throw err;
   }
   // The file as resolved at start; flags and environment keep their precedence over it.
-  reloader = new ConfigReloader({ load: { ...loadOptions, file: loaded.file }, started: cfg, pool: server.models, repository: server.repository, log });
+  reloader = new ConfigReloader({ load: { ...loadOptions, file: loaded.file }, started: cfg, pool: server.models, repository: server.repository, log, audit: server.audit });
   if (reloadPending) reloader.reload();
 
   const stop = (signal: NodeJS.Signals) => {
