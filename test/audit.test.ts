@@ -1,0 +1,276 @@
+// The audit log (PRODUCT.md 4.3): the hash chain under concurrent writers (this process and
+// real `moltbot audit` processes), tampering found at the exact record, restarts, erasure,
+// torn tails after a kill, fail-closed opens, retention checkpoints, and the real server's
+// records of requests and admin actions.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, spawnSync } from "node:child_process";
+import { appendFileSync, existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import OpenAI from "openai";
+import { AuditLog, type AuditLogOptions } from "../src/audit/audit-log.js";
+import { AuditKeys } from "../src/audit/keys.js";
+import { chainFiles, checkpointPath, readRecords, segmentFiles, verifyChain } from "../src/audit/segments.js";
+import { createLogger } from "../src/observe/logger.js";
+import { startServer, tempDir, tinyModelPath, until } from "./helpers/fixtures.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const BIN = path.join(ROOT, "bin", "moltbot");
+
+async function dirs() {
+  const dir = await tempDir("moltbot-audit-");
+  const logFile = path.join(dir, "moltbot.log");
+  const data = path.join(dir, "data");
+  const config = path.join(dir, "moltbot.yaml");
+  writeFileSync(config, `data_dir: ${data}\nlog: { file: ${logFile} }\n`);
+  return { dir, data, config, logFile, file: path.join(data, "audit.log"), keysFile: path.join(data, "audit-keys.sqlite") };
+}
+
+function options(d: { file: string; keysFile: string; logFile: string }, extra: Partial<AuditLogOptions> = {}): AuditLogOptions {
+  return { file: d.file, keysFile: d.keysFile, fsyncIntervalMs: 10, includeContent: false, retentionMs: undefined, log: createLogger({ level: "DEBUG", format: "text", stdout: false, file: d.logFile }), ...extra };
+}
+
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: { ...process.env, USER: "auditor" }, timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function cliAsync(args: string[]): Promise<number | null> {
+  return new Promise((resolve) => spawn(process.execPath, [BIN, ...args], { stdio: "ignore", env: { ...process.env, USER: "auditor" } }).on("exit", resolve));
+}
+
+const lines = (file: string) => readFileSync(file, "utf8").split("\n").filter(Boolean);
+
+test("10,000 concurrent records and three CLI processes appending at once: the chain verifies", async () => {
+  const d = await dirs();
+  const audit = await AuditLog.open(options(d));
+  const erasing = [1, 2, 3].map((i) => cliAsync(["audit", "erase", "--user", `ghost${i}`, "--config", d.config]));
+  await Promise.all(
+    Array.from({ length: 100 }, async (_, task) => {
+      for (let i = 0; i < 100; i++) {
+        audit.record({ action: "request", user: `user${task % 7}`, method: "POST", route: "/v1/completions", status: 200, request_id: `${task}-${i}` });
+        if (i % 10 === 0) await new Promise((r) => setImmediate(r));
+      }
+    }),
+  );
+  assert.deepEqual(await Promise.all(erasing), [0, 0, 0]);
+  await audit.close();
+  const report = verifyChain(d.file, undefined);
+  assert.equal(report.ok, true, JSON.stringify(report.problem));
+  assert.equal(report.records, 10_003);
+  const all = [...readRecords(d.file)];
+  assert.equal(all.filter((r) => r.record.action === "audit.erase").length, 3);
+  assert.equal(new Set(all.map((r) => r.record.request_id).filter(Boolean)).size, 10_000);
+  // No user name in the audit file: only pseudonyms.
+  assert.ok(!readFileSync(d.file, "utf8").includes("user3"));
+  const v = cli(["audit", "verify", "--config", d.config]);
+  assert.equal(v.code, 0, v.stderr);
+  assert.match(v.stdout, /OK: 10003 record\(s\), seq 1\.\.10003/);
+});
+
+test("an edited, deleted or reordered line is named by line and seq, and verify exits non-zero", async () => {
+  const d = await dirs();
+  const audit = await AuditLog.open(options(d));
+  for (let i = 0; i < 10; i++) audit.record({ action: "request", user: "alice", method: "GET", route: `/r${i}`, status: 200 });
+  await audit.close();
+  const original = lines(d.file);
+  const check = (mutated: string[]) => {
+    writeFileSync(d.file, mutated.join("\n") + "\n");
+    return verifyChain(d.file, undefined);
+  };
+  const edited = [...original];
+  edited[4] = edited[4]!.replace('"status":200', '"status":500');
+  let r = check(edited);
+  assert.equal(r.ok, false);
+  assert.deepEqual([r.problem!.line, r.problem!.seq], [5, 5]);
+  assert.match(r.problem!.reason, /altered/);
+  const v = cli(["audit", "verify", "--config", d.config]);
+  assert.equal(v.code, 1);
+  assert.match(v.stderr, /line 5 \(seq 5\): record altered/);
+
+  r = check(original.filter((_, i) => i !== 4));
+  assert.deepEqual([r.problem!.line, r.problem!.seq], [5, 6]);
+  assert.match(r.problem!.reason, /expected seq 5, found 6: record 5 missing/);
+
+  const swapped = [...original];
+  [swapped[4], swapped[5]] = [swapped[5]!, swapped[4]!];
+  r = check(swapped);
+  assert.deepEqual([r.problem!.line, r.problem!.seq], [5, 6]);
+
+  // A line rewritten with a fresh hash of its own still breaks the link to the next one.
+  const { sealRecord } = await import("../src/audit/chain.js");
+  const forged = [...original];
+  const rec = JSON.parse(forged[4]!) as Record<string, unknown>;
+  delete rec.hash;
+  rec.status = 500;
+  forged[4] = sealRecord(rec).line;
+  r = check(forged);
+  assert.deepEqual([r.problem!.line, r.problem!.seq], [6, 6]);
+  assert.match(r.problem!.reason, /prev does not match/);
+
+  writeFileSync(d.file, original.join("\n") + "\n");
+  assert.equal(verifyChain(d.file, undefined).ok, true);
+});
+
+test("a restart continues the chain; a missing, emptied or cut-short file stops the open", async () => {
+  const d = await dirs();
+  let audit = await AuditLog.open(options(d));
+  for (let i = 0; i < 3; i++) audit.record({ action: "request", user: "bob", status: 200 });
+  await audit.close();
+  audit = await AuditLog.open(options(d));
+  for (let i = 0; i < 2; i++) audit.record({ action: "config.reload", user: "SIGHUP", outcome: "ok" });
+  await audit.close();
+  assert.deepEqual([...readRecords(d.file)].map((r) => r.seq), [1, 2, 3, 4, 5]);
+  assert.equal(verifyChain(d.file, undefined).ok, true);
+
+  const saved = readFileSync(d.file);
+  truncateSync(d.file, lines(d.file).slice(0, 3).join("\n").length + 1);
+  await assert.rejects(AuditLog.open(options(d)), (err: Error & { code?: string }) => err.code === "audit_log_invalid" && /ends at record 3, but .* reached record 5/.test(err.message));
+  writeFileSync(d.file, "");
+  await assert.rejects(AuditLog.open(options(d)), /is missing or empty, but .*audit-keys\.sqlite records that it reached record 5/);
+  rmSync(d.file);
+  await assert.rejects(AuditLog.open(options(d)), /is missing or empty/);
+  writeFileSync(d.file, saved);
+  audit = await AuditLog.open(options(d));
+  await audit.close();
+});
+
+test("erase: the user's records stay and verify, but search no longer finds them", async () => {
+  const d = await dirs();
+  const audit = await AuditLog.open(options(d));
+  for (let i = 0; i < 4; i++) audit.record({ action: "request", user: i % 2 ? "alice" : "bob", method: "POST", route: "/infer", status: 200 });
+  await audit.close();
+  let s = cli(["audit", "search", "--user", "alice", "--config", d.config, "--json"]);
+  assert.equal(s.code, 0, s.stderr);
+  assert.equal(s.stdout.trim().split("\n").length, 2);
+  assert.equal(JSON.parse(s.stdout.split("\n")[0]!).user, "alice");
+
+  const e = cli(["audit", "erase", "--user", "alice", "--config", d.config]);
+  assert.equal(e.code, 0, e.stderr);
+  s = cli(["audit", "search", "--user", "alice", "--config", d.config]);
+  assert.equal(s.code, 0);
+  assert.equal(s.stdout, "");
+  assert.match(s.stderr, /no key for that user/);
+  s = cli(["audit", "search", "--user", "bob", "--config", d.config]);
+  assert.equal(s.stdout.trim().split("\n").length, 2);
+  const t = cli(["audit", "tail", "-n", "1", "--config", d.config]);
+  assert.match(t.stdout, /#5 audit\.erase 'auditor' target=subject:[0-9a-f]{32} outcome=ok/);
+  assert.equal(cli(["audit", "verify", "--config", d.config]).code, 0);
+  // The erased user's records are still there, under a pseudonym nothing resolves any more.
+  const keys = new AuditKeys(d.keysFile);
+  const names = keys.names();
+  keys.close();
+  const subjects = [...readRecords(d.file)].filter((r) => r.record.action === "request").map((r) => names.get(String(r.record.subject)) ?? "unknown");
+  assert.deepEqual(subjects, ["bob", "unknown", "bob", "unknown"]);
+});
+
+test("a torn last line (a write cut by a crash) is moved aside at the next open; a killed writer leaves a sound chain", async () => {
+  const d = await dirs();
+  const audit = await AuditLog.open(options(d));
+  for (let i = 0; i < 5; i++) audit.record({ action: "request", user: "carol", status: 200 });
+  await audit.close();
+  appendFileSync(d.file, '{"seq":6,"time":"2026-11-30T07:00:00.000Z","prev":"ab');
+  const v = cli(["audit", "verify", "--config", d.config]);
+  assert.equal(v.code, 1);
+  assert.match(v.stderr, /line 6: torn last line/);
+  const again = await AuditLog.open(options(d));
+  again.record({ action: "request", user: "carol", status: 201 });
+  await again.close();
+  assert.ok(existsSync(`${d.file}.torn`));
+  assert.match(readFileSync(d.logFile, "utf8"), /ended in a torn record/);
+  assert.deepEqual([...readRecords(d.file)].map((r) => r.seq), [1, 2, 3, 4, 5, 6]);
+  assert.equal(verifyChain(d.file, undefined).ok, true);
+
+  // A real writer process killed mid-stream.
+  const script = path.join(d.dir, "writer.mjs");
+  writeFileSync(
+    script,
+    `import { AuditLog } from ${JSON.stringify(path.join(ROOT, "dist", "src", "audit", "audit-log.js"))};
+import { createLogger } from ${JSON.stringify(path.join(ROOT, "dist", "src", "observe", "logger.js"))};
+const a = await AuditLog.open({ file: ${JSON.stringify(d.file)}, keysFile: ${JSON.stringify(d.keysFile)}, fsyncIntervalMs: 1, includeContent: false, retentionMs: undefined, log: createLogger({ level: "ERROR", format: "text", stdout: false }) });
+for (;;) { for (let i = 0; i < 50; i++) a.record({ action: "request", user: "w", status: 200, detail: "x".repeat(2000) }); await new Promise((r) => setTimeout(r, 1)); }
+`,
+  );
+  const child = spawn(process.execPath, [script], { stdio: "ignore" });
+  await until("the writer appended", () => lines(d.file).length > 500);
+  child.kill("SIGKILL");
+  await new Promise((r) => child.on("exit", r));
+  const after = await AuditLog.open(options(d));
+  after.record({ action: "request", user: "carol", status: 200 });
+  await after.close();
+  const report = verifyChain(d.file, undefined);
+  assert.equal(report.ok, true, JSON.stringify(report.problem));
+  assert.ok(report.records > 500);
+});
+
+test("retention: old daily segments are pruned behind a signed checkpoint; verify starts there", async () => {
+  const d = await dirs();
+  let now = Date.parse("2026-01-01T12:00:00Z");
+  const clock = () => new Date(now);
+  const day = 86_400_000;
+  for (let k = 0; k < 4; k++) {
+    const audit = await AuditLog.open(options(d, { clock, retentionMs: 2 * day }));
+    for (let i = 0; i < 3; i++) audit.record({ action: "request", user: "dave", status: 200 });
+    await audit.close();
+    now += day;
+  }
+  // Days 1..4: segments of days 1..3 were made; at day 4 the day-1 segment (older than 2 days) went.
+  assert.equal(segmentFiles(d.file).length, 2);
+  assert.ok(existsSync(checkpointPath(d.file)));
+  const keys = new AuditKeys(d.keysFile);
+  const key = keys.deploymentKey();
+  keys.close();
+  const report = verifyChain(d.file, key);
+  assert.equal(report.ok, true, JSON.stringify(report.problem));
+  assert.deepEqual([report.checkpoint?.seq, report.firstSeq, report.lastSeq, report.records], [3, 4, 12, 9]);
+  assert.equal(chainFiles(d.file).length, 3);
+  assert.equal(cli(["audit", "verify", "--config", d.config]).code, 0);
+
+  const cp = JSON.parse(readFileSync(checkpointPath(d.file), "utf8")) as { seq: number };
+  writeFileSync(checkpointPath(d.file), JSON.stringify({ ...cp, seq: 2 }));
+  const bad = cli(["audit", "verify", "--config", d.config]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /checkpoint signature does not match/);
+  rmSync(checkpointPath(d.file));
+  assert.match(cli(["audit", "verify", "--config", d.config]).stderr, /expected seq 1, found 4: records 1\.\.3 missing/);
+});
+
+test("the real server records each request (model, version, tokens, cost) and admin action, in the audit file and the main log", async () => {
+  const modelPath = await tinyModelPath();
+  const dataDir = path.join(await tempDir("moltbot-audit-srv-"), "data");
+  const srv = await startServer(modelPath, { dataDir, config: { audit: { fsync_interval: "20ms" } } });
+  const client = new OpenAI({ baseURL: srv.baseURL, apiKey: "none" });
+  try {
+    await Promise.all(Array.from({ length: 8 }, (_, i) => client.completions.create({ model: "tiny", prompt: `Hello ${i}`, max_tokens: 4, temperature: 0 })));
+    const stream = await client.completions.create({ model: "tiny", prompt: "Streamed", max_tokens: 3, stream: true });
+    for await (const _ of stream) void _;
+    await Promise.all(Array.from({ length: 200 }, () => fetch(`${srv.url}/healthz`).then((r) => r.text())));
+    const refused = await fetch(`${srv.url}/admin/models/tiny/activate`, { method: "POST", headers: { "content-type": "application/json", "x-moltbot-user": "ops" }, body: JSON.stringify({ version: "v9" }) });
+    assert.equal(refused.status, 404);
+  } finally {
+    await srv.close();
+  }
+  const file = path.join(dataDir, "audit.log");
+  const report = verifyChain(file, undefined);
+  assert.equal(report.ok, true, JSON.stringify(report.problem));
+  const recs = [...readRecords(file)].map((r) => r.record);
+  const inference = recs.filter((r) => r.route === "/v1/completions");
+  assert.equal(inference.length, 9);
+  for (const r of inference) {
+    assert.equal(r.model, "tiny");
+    assert.equal(typeof r.version, "string");
+    assert.ok((r.prompt_tokens as number) > 0 && (r.completion_tokens as number) > 0, JSON.stringify(r));
+    assert.equal(typeof r.cost, "number");
+    assert.equal(r.status, 200);
+    assert.equal(r.ip, "127.0.0.1");
+    assert.equal(r.content, undefined);
+  }
+  assert.equal(recs.filter((r) => r.route === "/healthz").length, 200);
+  const admin = recs.find((r) => r.action === "model.activate")!;
+  assert.deepEqual([admin.target, admin.outcome], ["tiny v9", "version_not_found"]);
+  assert.match(String(admin.detail), /ops \(unauthenticated/);
+  const main = srv.lines();
+  assert.ok(main.some((l) => /\[AUDIT\] \[api\] User 'anonymous' accessed \/v1\/completions with method POST status=200/.test(l)));
+  assert.ok(main.some((l) => /\[AUDIT\] \[model\] Model tiny v9 activated by user 'anonymous' outcome=version_not_found/.test(l)));
+});
