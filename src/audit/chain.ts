@@ -5,7 +5,7 @@
 // record before, so a deleted, inserted or reordered line breaks the link where it happened.
 // Hashing the bytes as written (not a re-serialization) keeps verify exact whatever JSON does
 // with numbers or escapes.
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /** `prev` of the very first record. */
 export const GENESIS = "0".repeat(64);
@@ -13,15 +13,16 @@ export const GENESIS = "0".repeat(64);
 const SUFFIX = /,"hash":"([0-9a-f]{64})"\}$/;
 const SUFFIX_LENGTH = ',"hash":"'.length + 64 + '"}'.length;
 
+// crypto.hash (one shot, Node >= 20.12) costs half of createHash().update().digest() per record.
 export function sha256(text: string): string {
-  return createHash("sha256").update(text).digest("hex");
+  return hash("sha256", text, "hex");
 }
 
 /** The line of a record (its members in insertion order, `hash` appended) and its hash. */
 export function sealRecord(body: Record<string, unknown>): { line: string; hash: string } {
   const json = JSON.stringify(body);
-  const hash = sha256(json);
-  return { line: `${json.slice(0, -1)},"hash":"${hash}"}`, hash };
+  const digest = sha256(json);
+  return { line: `${json.slice(0, -1)},"hash":"${digest}"}`, hash: digest };
 }
 
 export interface OpenedRecord {

@@ -2,8 +2,9 @@
 import path from "node:path";
 import type { LoadedConfig } from "../config/load.js";
 import { parseDuration } from "../config/units.js";
-import type { Logger } from "../observe/logger.js";
-import type { AuditLogOptions } from "./audit-log.js";
+import { createLogger, loggerOptions, type Logger } from "../observe/logger.js";
+import { AuditLog, type AuditLogOptions } from "./audit-log.js";
+import type { AuditEvent } from "./events.js";
 import { keysPath } from "./keys.js";
 
 /** The audit log's settings from the config: audit.file (default <data_dir>/audit.log), the key store beside the ledger. */
@@ -18,4 +19,19 @@ export function auditOptions(loaded: LoadedConfig, log: Logger, clock?: () => Da
     log,
     clock,
   };
+}
+
+/**
+ * Records an admin action a CLI command took itself (budget reset, token create/revoke) in the
+ * same chain the server writes (under the lock file), with its AUDIT line in log.file if set.
+ */
+export async function recordCliAction(loaded: LoadedConfig, event: AuditEvent): Promise<void> {
+  const log = createLogger({ ...loggerOptions(loaded.config.log), stdout: false });
+  try {
+    const audit = await AuditLog.open(auditOptions(loaded, log));
+    audit.record(event);
+    await audit.close();
+  } finally {
+    log.close();
+  }
 }

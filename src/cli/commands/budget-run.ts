@@ -2,6 +2,7 @@
 // budget command runs. Safe beside a running server: the ledger is transactional across
 // processes, and opening it never releases a live server's reservations.
 import type { ArgumentsCamelCase } from "yargs";
+import { recordCliAction } from "../../audit/settings.js";
 import { loadConfig, type LoadedConfig } from "../../config/load.js";
 import { MoltbotError } from "../../errors.js";
 import { periodOf, type EntrySpend } from "../../ledger/ledger.js";
@@ -46,7 +47,7 @@ export function budgetStatus(args: ArgumentsCamelCase<BudgetStatusArgs>): void {
   console.log(args.json ? JSON.stringify(rows, null, 2) : table(rows));
 }
 
-export function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): void {
+export async function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): Promise<void> {
   const loaded = load(args);
   const names = loaded.config.model_pool.map((e) => e.name);
   if (!names.includes(args.name)) {
@@ -67,6 +68,7 @@ export function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): void {
     ledger.close();
   }
   const was = before === undefined ? "nothing spent or reserved" : `was spent ${money(before.spent)}, reserved ${money(before.reserved)} in ${before.reservations} reservation(s)`;
+  await recordCliAction(loaded, { action: "budget.reset", user: actor, target: args.name, outcome: "ok", detail: `${period}: ${was}` });
   console.log(`Reset the ${period} budget of "${args.name}" by '${actor}' (${was})`);
 }
 
