@@ -104,6 +104,31 @@ test("a restart continues the chain; a missing, emptied or cut-short file stops 
   writeFileSync(d.file, saved);
   audit = await AuditLog.open(options(d));
   await audit.close();
+
+  // Removed while open: the writer refuses to start a second chain, holds the events and says why.
+  audit = await AuditLog.open(options(d));
+  rmSync(d.file);
+  audit.record({ action: "request", user: "bob", status: 200 });
+  await audit.flush();
+  assert.match(readFileSync(d.logFile, "utf8"), /\[ERROR\] \[audit\] Audit log write failed, 1 event\(s\) held in memory and retried: audit log .* is missing or empty/);
+  assert.equal(lines(d.file).length, 0);
+  writeFileSync(d.file, saved);
+  await audit.close();
+  assert.deepEqual([...readRecords(d.file)].map((r) => r.seq), [1, 2, 3, 4, 5, 6]);
+  assert.equal(verifyChain(d.file, undefined).ok, true);
+});
+
+test("prompts and completions are written only with include_content", async () => {
+  const d = await dirs();
+  const content = { prompt: "my secret prompt", completion: "its answer" };
+  let audit = await AuditLog.open(options(d));
+  audit.record({ action: "request", user: "frank", status: 200, content });
+  await audit.close();
+  assert.ok(!readFileSync(d.file, "utf8").includes("secret"));
+  audit = await AuditLog.open(options(d, { includeContent: true }));
+  audit.record({ action: "request", user: "frank", status: 200, content });
+  await audit.close();
+  assert.deepEqual([...readRecords(d.file)].map((r) => r.record.content ?? null), [null, content]);
 });
 
 test("retention: old daily segments are pruned behind a signed checkpoint; verify starts there", async () => {

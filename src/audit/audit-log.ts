@@ -23,7 +23,7 @@ import type { Logger } from "../observe/logger.js";
 import { GENESIS, openRecord, sealRecord } from "./chain.js";
 import type { AuditAction, AuditEvent, AuditSink } from "./events.js";
 import { fileEnds, readBytes } from "./file-tail.js";
-import { AuditKeys, signCheckpoint } from "./keys.js";
+import { AuditKeys, signCheckpoint, type ChainHead } from "./keys.js";
 import { checkpointPath, readCheckpoint, segmentFiles, segmentName, type Checkpoint } from "./segments.js";
 
 export interface AuditLogOptions {
@@ -185,7 +185,9 @@ export class AuditLog implements AuditSink {
     const release = await lock(this.opts.file, {
       lockfilePath: `${this.opts.file}.lock`,
       realpath: false,
-      stale: 10_000,
+      // A lock is held only while one batch is written (milliseconds), refreshed every 1.5 s;
+      // one left by a killed process is taken over after 3 s (a restart waits that long at most).
+      stale: 3_000,
       retries: { retries: 200, minTimeout: 5, maxTimeout: 50, factor: 1.3 },
       onCompromised: (err) => this.opts.log.child("audit").error(`Audit lock lost while writing: ${err.message}`),
     });
@@ -218,6 +220,8 @@ export class AuditLog implements AuditSink {
   private append(events: AuditEvent[], times: number[]): void {
     this.syncTail();
     this.keys.refresh();
+    // The file removed or cut while serving: never start a second chain over the first.
+    this.assertReachesHead();
     const firstTime = new Date(times[0]!).toISOString();
     if (this.activeDay !== undefined && utcDay(firstTime) !== this.activeDay && this.size > 0) this.rotate();
     const startSeq = this.seq;
@@ -336,6 +340,14 @@ export class AuditLog implements AuditSink {
 
   /** Fail closed: the key store remembers the chain's head; the files must reach it. */
   private checkHead(): void {
+    const head = this.assertReachesHead();
+    if (head === undefined && this.seq > 0 && this.keys.created) {
+      this.opts.log.child("audit").warning(`Audit key store ${this.keys.file} was missing and is created anew: users in the ${this.seq} existing record(s) can no longer be resolved, and a retention checkpoint no longer verifies`);
+    }
+    if (this.seq > 0) this.keys.setHead({ seq: this.seq, hash: this.hash });
+  }
+
+  private assertReachesHead(): ChainHead | undefined {
     const head = this.keys.head();
     const file = this.opts.file;
     if (head !== undefined) {
@@ -349,10 +361,8 @@ export class AuditLog implements AuditSink {
       if (this.seq === head.seq && this.hash !== head.hash) {
         throw new MoltbotError("audit_log_invalid", `audit log ${file}: record ${head.seq} is not the one ${this.keys.file} recorded (the file was replaced); run \`moltbot audit verify\``);
       }
-    } else if (this.seq > 0 && this.keys.created) {
-      this.opts.log.child("audit").warning(`Audit key store ${this.keys.file} was missing and is created anew: users in the ${this.seq} existing record(s) can no longer be resolved, and a retention checkpoint no longer verifies`);
     }
-    if (this.seq > 0) this.keys.setHead({ seq: this.seq, hash: this.hash });
+    return head;
   }
 
   /** Rotate the active file into a segment; then prune by retention. */
