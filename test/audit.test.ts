@@ -163,7 +163,7 @@ test("retention: old daily segments are pruned behind a signed checkpoint; verif
   assert.match(cli(["audit", "verify", "--config", d.config]).stderr, /expected seq 1, found 4: records 1\.\.3 missing/);
 });
 
-test("the real server records each request (model, version, tokens, cost) and admin action, in the audit file and the main log", async () => {
+test("the real server records each of 5,000 concurrent requests (model, version, tokens, cost) and admin action, in the audit file and the main log", async () => {
   const modelPath = await tinyModelPath();
   const dataDir = path.join(await tempDir("moltbot-audit-srv-"), "data");
   const srv = await startServer(modelPath, { dataDir, config: { audit: { fsync_interval: "20ms" } } });
@@ -172,7 +172,12 @@ test("the real server records each request (model, version, tokens, cost) and ad
     await Promise.all(Array.from({ length: 8 }, (_, i) => client.completions.create({ model: "tiny", prompt: `Hello ${i}`, max_tokens: 4, temperature: 0 })));
     const stream = await client.completions.create({ model: "tiny", prompt: "Streamed", max_tokens: 3, stream: true });
     for await (const _ of stream) void _;
-    await Promise.all(Array.from({ length: 200 }, () => fetch(`${srv.url}/healthz`).then((r) => r.text())));
+    // 5,000 requests, 100 at a time, through the real listener (10,000 records go through AuditLog directly above).
+    await Promise.all(
+      Array.from({ length: 100 }, async () => {
+        for (let i = 0; i < 50; i++) await fetch(`${srv.url}/healthz`).then((r) => r.text());
+      }),
+    );
     const refused = await fetch(`${srv.url}/admin/models/tiny/activate`, { method: "POST", headers: { "content-type": "application/json", "x-moltbot-user": "ops" }, body: JSON.stringify({ version: "v9" }) });
     assert.equal(refused.status, 404);
   } finally {
@@ -193,7 +198,7 @@ test("the real server records each request (model, version, tokens, cost) and ad
     assert.equal(r.ip, "127.0.0.1");
     assert.equal(r.content, undefined);
   }
-  assert.equal(recs.filter((r) => r.route === "/healthz").length, 200);
+  assert.equal(recs.filter((r) => r.route === "/healthz").length, 5_000);
   const admin = recs.find((r) => r.action === "model.activate")!;
   assert.deepEqual([admin.target, admin.outcome], ["tiny v9", "version_not_found"]);
   assert.match(String(admin.detail), /ops \(unauthenticated/);
