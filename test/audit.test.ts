@@ -9,6 +9,8 @@ import OpenAI from "openai";
 import { AuditLog } from "../src/audit/audit-log.js";
 import { AuditKeys } from "../src/audit/keys.js";
 import { chainFiles, checkpointPath, readRecords, segmentFiles, verifyChain } from "../src/audit/segments.js";
+import { loadConfig } from "../src/config/load.js";
+import { ConfigReloader } from "../src/server/reload.js";
 import { startServer, tempDir, tinyModelPath } from "./helpers/fixtures.js";
 import { cli, cliAsync, dirs, lines, options } from "./helpers/audit.js";
 
@@ -180,6 +182,8 @@ test("the real server records each of 5,000 concurrent requests (model, version,
     );
     const refused = await fetch(`${srv.url}/admin/models/tiny/activate`, { method: "POST", headers: { "content-type": "application/json", "x-moltbot-user": "ops" }, body: JSON.stringify({ version: "v9" }) });
     assert.equal(refused.status, 404);
+    const reloader = new ConfigReloader({ load: { env: {} }, started: loadConfig({ env: {} }).config, pool: srv.server.models, repository: srv.server.repository, log: srv.log, audit: srv.server.audit });
+    assert.match(reloader.reload().rejected ?? "", /no config file/);
   } finally {
     await srv.close();
   }
@@ -202,6 +206,8 @@ test("the real server records each of 5,000 concurrent requests (model, version,
   const admin = recs.find((r) => r.action === "model.activate")!;
   assert.deepEqual([admin.target, admin.outcome], ["tiny v9", "version_not_found"]);
   assert.match(String(admin.detail), /ops \(unauthenticated/);
+  const reload = recs.find((r) => r.action === "config.reload")!;
+  assert.deepEqual([reload.outcome, reload.target], ["rejected", undefined]);
   const main = srv.lines();
   assert.ok(main.some((l) => /\[AUDIT\] \[api\] User 'anonymous' accessed \/v1\/completions with method POST status=200/.test(l)));
   assert.ok(main.some((l) => /\[AUDIT\] \[model\] Model tiny v9 activated by user 'anonymous' outcome=version_not_found/.test(l)));

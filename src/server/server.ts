@@ -240,7 +240,7 @@ export class MoltbotServer {
     log.child("server").info(`Listening on ${this.listenUrl} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${served.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
     const pollMs = parseDuration(cfg.repository.poll_interval);
     if (pollMs > 0) {
-      this.watcher = new RepositoryWatcher([...served.values()], { intervalMs: pollMs, autoActivate: cfg.repository.auto_activate, log: loaderLog });
+      this.watcher = new RepositoryWatcher([...served.values()], { intervalMs: pollMs, autoActivate: cfg.repository.auto_activate, log: loaderLog, audit });
       await this.watcher.start();
     }
   }
