@@ -99,6 +99,15 @@ export function failedStatus(err: unknown, clientLeft: boolean): number {
   return clientLeft ? CLIENT_CLOSED : errorReply(err).status;
 }
 
+/** The request's cost as the ledger charged it; undefined rather than a throw in a request's `finally`. */
+function auditCost(o: InferenceOutcome, entry: PoolEntry): number | undefined {
+  try {
+    return costOf(o.promptTokens, o.completionTokens, entry.pricing, o.cachedTokens);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Records a finished inference request (metrics, and what its audit record needs, left on the
  * request); one that named no served model is not recorded.
@@ -118,7 +127,7 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
     status: o.status,
     promptTokens: o.promptTokens,
     completionTokens: o.completionTokens,
-    cost: o.entry === undefined ? undefined : costOf(o.promptTokens, o.completionTokens, entry.pricing, o.cachedTokens),
+    cost: o.entry === undefined ? undefined : auditCost(o, entry),
     prompt: o.prompt,
     completion: o.completion,
   };
