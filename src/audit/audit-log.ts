@@ -115,11 +115,6 @@ export class AuditLog implements AuditSink {
     return this.opts.file;
   }
 
-  /** The chain's last sequence number as written by this process (after a flush). */
-  get lastSeq(): number {
-    return this.seq;
-  }
-
   record(event: AuditEvent): void {
     if (this.closed) {
       this.opts.log.child("audit").error(`Audit event after close, not recorded: ${event.action}`);
@@ -172,6 +167,7 @@ export class AuditLog implements AuditSink {
     clearInterval(this.timer);
     await this.flush();
     this.closed = true;
+    if (this.pending.length > 0) this.opts.log.child("audit").critical(`${this.pending.length} audit event(s) could not be written before close and are lost (see the error above)`);
     this.closeFiles();
   }
 
@@ -194,7 +190,8 @@ export class AuditLog implements AuditSink {
     try {
       return fn();
     } finally {
-      await release();
+      // The batch is written by now: a failed release must not have it written again.
+      await release().catch((err: Error) => this.opts.log.child("audit").warning(`Audit lock release failed: ${err.message}`));
     }
   }
 
