@@ -122,13 +122,15 @@ test("deploy reopens its log on SIGUSR1; request lines carry the request id and 
       body: JSON.stringify({ model: "tiny", messages: "not a list" }),
     });
     assert.equal(bad.status, 400);
-    await waitFor("both lines of the refused request in the file", () => readFileSync(file, "utf8").split("req-bad-1").length === 3);
+    // The refusal, the access line and the audit line.
+    await waitFor("the lines of the refused request in the file", () => readFileSync(file, "utf8").split("req-bad-1").length === 4);
 
     const logs = await new Promise<string>((resolve, reject) =>
       execFile(process.execPath, [BIN, "logs", "--config", config, "--grep", "req-"], { encoding: "utf8" }, (err, stdout) => (err ? reject(err) : resolve(stdout))),
     );
     const lines = logs.trim().split("\n");
-    const at = (id: string) => lines.filter((l) => l.includes(`request_id=${id}`));
+    const at = (id: string) => lines.filter((l) => l.includes(`request_id=${id}`) && !l.includes("[AUDIT]"));
+    assert.match(logs, /\[AUDIT\] \[api\] User 'anonymous' accessed \/v1\/chat\/completions with method POST status=400 request_id=req-bad-1/);
     assert.match(at("req-ok-1").join("\n"), /\[INFO\] \[api\] POST \/v1\/chat\/completions 200 [\d.]+ms request_id=req-ok-1$/);
     assert.match(at("req-stream-1").join("\n"), /\[INFO\] \[api\] POST \/v1\/chat\/completions 200 [\d.]+ms request_id=req-stream-1$/);
     const badLines = at("req-bad-1");

@@ -6,6 +6,7 @@ import { hideBin } from "yargs/helpers";
 import { MoltbotError } from "../errors.js";
 import { usageError } from "./usage-error.js";
 import { withoutGlobalVersion } from "./command-version.js";
+import { auditCommand } from "./commands/audit.js";
 import { budgetCommand } from "./commands/budget.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
@@ -25,6 +26,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   logsCommand,
   modelsCommand,
   tokenCommand,
+  auditCommand,
 ];
 
 export async function main(argv: string[]): Promise<void> {

@@ -48,7 +48,6 @@ export interface LoadedConfig {
 export const NOT_YET_ENFORCED: readonly string[] = [
   "resource_limits",
   "cache",
-  "audit",
 ];
 
 interface EnvVar {

@@ -245,6 +245,8 @@ export const ConfigSchema = Type.Object(
     audit: section("audit trail of every request and admin action", {
       file: Type.Optional(filePath({ description: "audit log (default: <data_dir>/audit.log)", examples: ["/var/log/moltbot/audit.log"] })),
       include_content: Type.Boolean({ default: false, description: "record prompt and completion text too" }),
+      fsync_interval: duration({ default: "100ms", description: "records are written and fsynced in batches this often: a crash loses at most this window" }),
+      retention: Type.Optional(duration({ description: "delete whole daily segments older than this, behind a signed checkpoint (default: keep all)", examples: ["400d"] })),
     }),
     worker: section("model worker processes", {
       // Two implementations of the decode loop; benchmarks (docs/benchmarks.md) chose the default.

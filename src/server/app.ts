@@ -3,6 +3,8 @@
 import Fastify, { type FastifyInstance, type FastifyReply } from "fastify";
 import { randomUUID } from "node:crypto";
 import type { ServerOptions as HttpsServerOptions } from "node:https";
+import type { AuditSink } from "../audit/events.js";
+import { requestEvent } from "../audit/request-event.js";
 import { MoltbotError } from "../errors.js";
 import type { Logger } from "../observe/logger.js";
 import type { ServerMetrics } from "../observe/metrics.js";
@@ -36,6 +38,10 @@ export interface AppOptions {
   https?: HttpsServerOptions | undefined;
   /** Tokens and scopes (security.jwt / security.api_keys); undefined: auth is off, every request is ANONYMOUS. */
   auth?: ServerAuth | undefined;
+  /** Where every request and admin action is recorded (src/audit); undefined: nowhere. */
+  audit?: AuditSink | undefined;
+  /** audit.include_content: inference routes keep prompt and completion text for the record. */
+  auditContent?: boolean;
 }
 
 export function buildApp(opts: AppOptions): FastifyInstance {
@@ -76,9 +82,16 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   // After the draining check, before the body is read: an unauthenticated request costs no parsing.
   app.addHook("onRequest", authHook(opts.auth, opts.metricsPath));
 
+  app.decorateRequest("auditInference", null);
+  app.decorateRequest("auditContent", opts.auditContent === true);
+  const audit = opts.audit;
   app.addHook("onResponse", async (req, reply) => {
     log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`, { request_id: req.id });
+    audit?.record(requestEvent(req, reply.statusCode));
   });
+  // A client that leaves before the response is finished gets no onResponse: recorded here,
+  // with nginx's 499 (client closed) unless the route already knew how it ended.
+  if (audit !== undefined) app.addHook("onRequestAbort", async (req) => audit.record(requestEvent(req, 499)));
 
   app.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorReply(err);
@@ -103,7 +116,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
   registerAdminRoutes(app, opts.metrics, opts.info);
-  registerModelAdminRoutes(app, opts.versions);
+  registerModelAdminRoutes(app, opts.versions, audit);
   if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }

@@ -14,6 +14,7 @@ import type { GenerationAdmission, ModelPool, PoolEntry } from "../pool/model-po
 import type { GenerationParams } from "../engine/types.js";
 import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
+import { costOf } from "../ledger/sqlite-ledger.js";
 import { errorReply, shortUrl } from "./errors-http.js";
 import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
@@ -83,6 +84,11 @@ export interface InferenceOutcome {
   firstTextMs: number;
   /** At its end, when it finished normally. */
   doneMs: number;
+  /** The version that served it, once admitted. */
+  version?: string | undefined;
+  /** Prompt and completion text, kept only with audit.include_content (request.auditContent). */
+  prompt?: string | undefined;
+  completion?: string | undefined;
 }
 
 // nginx's code for a client that closed the connection before the response: counted as an error.
@@ -93,10 +99,20 @@ export function failedStatus(err: unknown, clientLeft: boolean): number {
   return clientLeft ? CLIENT_CLOSED : errorReply(err).status;
 }
 
-/** Records a finished inference request; one that named no served model is not recorded. */
+/** The request's cost as the ledger charged it; undefined rather than a throw in a request's `finally`. */
+function auditCost(o: InferenceOutcome, entry: PoolEntry): number | undefined {
+  try {
+    return costOf(o.promptTokens, o.completionTokens, entry.pricing, o.cachedTokens);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Records a finished inference request (metrics, and what its audit record needs, left on the
+ * request); one that named no served model is not recorded.
+ */
 export function recordInference(request: FastifyRequest, reply: FastifyReply, pool: ModelPool, named: string | undefined, type: "llm" | "embedding", o: InferenceOutcome): void {
-  const metrics = pool.metrics;
-  if (!metrics) return;
   let entry = o.entry;
   if (!entry) {
     try {
@@ -105,6 +121,18 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
       return;
     }
   }
+  request.auditInference = {
+    model: entry.name,
+    version: o.version,
+    status: o.status,
+    promptTokens: o.promptTokens,
+    completionTokens: o.completionTokens,
+    cost: o.entry === undefined ? undefined : auditCost(o, entry),
+    prompt: o.prompt,
+    completion: o.completion,
+  };
+  const metrics = pool.metrics;
+  if (!metrics) return;
   const latencyMs = reply.elapsedTime;
   const gaps = o.completionTokens - 1;
   metrics.requestFinished({
@@ -134,6 +162,9 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
   const requestId = String(request.id);
   const wantLogprobs = call.params.topLogprobs !== null;
   const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
+  // audit.include_content: the text is kept for the audit record (streams accumulate it only then).
+  const keepText = request.auditContent;
+  if (keepText) outcome.prompt = call.prompt.kind === "text" ? call.prompt.text : JSON.stringify(call.prompt.turns);
   const ended = (done: GenerationDone) => {
     outcome.promptTokens = done.promptTokens;
     outcome.completionTokens = done.completionTokens;
@@ -195,6 +226,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
         throw err;
       }
       outcome.entry = admission.entry;
+      outcome.version = admission.version;
       const format = call.format(admission.entry, admission.version);
       const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
       const servedHeaders = { ...modelVersionHeader(admission.version), ...fallbackHeader };
@@ -222,6 +254,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
           throw err;
         }
         ended(done);
+        if (keepText) outcome.completion = text;
         void reply.headers(servedHeaders);
         await reply.send(format.whole(text, logprobs, done, usageOf(done)));
         return;
@@ -244,6 +277,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
             onText(delta, lp, n) {
               if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
               outcome.completionTokens = n;
+              if (keepText) outcome.completion = (outcome.completion ?? "") + delta;
               sse.send(format.chunk(delta, lp, first));
               first = false;
             },

@@ -12,6 +12,7 @@
 // Applied values are compared with what is live; the rest with the config the server started
 // with, so a restart-only change is named again at every reload until the restart.
 import { Value, ValuePointer } from "@sinclair/typebox/value";
+import type { AuditSink } from "../audit/events.js";
 import { loadConfig, type LoadOptions } from "../config/load.js";
 import type { MoltbotConfig } from "../config/schema.js";
 import type { Logger } from "../observe/logger.js";
@@ -30,6 +31,8 @@ export interface ReloadOptions {
   log: Logger;
   /** The HTTPS listener, when security.tls is set: its certificate is re-read at each reload. */
   certificates?: { reloadCertificates(): string } | undefined;
+  /** Where the reload is recorded (src/audit). */
+  audit?: AuditSink | undefined;
 }
 
 /** What one reload did: a line per change, or the reason the file was rejected. */
@@ -49,10 +52,19 @@ const ENTRY_APPLIED = ["budget", "pricing"] as const;
 export class ConfigReloader {
   constructor(private readonly opts: ReloadOptions) {}
 
-  /** Re-read, apply and log; never throws. */
-  reload(): ReloadResult {
+  /** Re-read, apply and log (and record in the audit log, by `user`: SIGHUP has no sender we know); never throws. */
+  reload(user = "SIGHUP"): ReloadResult {
     const cert = this.reloadCertificates();
-    return { ...this.reloadConfig(), ...cert };
+    const result = this.reloadConfig();
+    const changes = result.applied.length + result.needsRestart.length;
+    this.opts.audit?.record({
+      action: "config.reload",
+      user,
+      target: this.opts.load.file,
+      outcome: result.rejected === undefined ? "ok" : "rejected",
+      detail: result.rejected ?? `${result.applied.length} applied, ${result.needsRestart.length} need a restart${changes > 0 ? `: ${[...result.applied, ...result.needsRestart].join("; ")}` : ""}`,
+    });
+    return { ...result, ...cert };
   }
 
   private reloadCertificates(): Pick<ReloadResult, "certificate" | "certificateError"> {

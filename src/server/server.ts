@@ -7,6 +7,8 @@ import type { FastifyInstance } from "fastify";
 import type { LoadedConfig } from "../config/load.js";
 import { checkSecurity } from "../config/security.js";
 import { parseBytes, parseDuration } from "../config/units.js";
+import { AuditLog } from "../audit/audit-log.js";
+import { auditOptions } from "../audit/settings.js";
 import type { EngineKind } from "../engine/load-engine.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
@@ -61,6 +63,7 @@ export class MoltbotServer {
   private repo: RepositoryModel[] = [];
   private served = new Map<string, VersionedModel>();
   private watcher: RepositoryWatcher | undefined;
+  private auditLog: AuditLog | undefined;
   private closing = false;
   private closed: Promise<void> | undefined;
   private tls: TlsMaterial | undefined;
@@ -92,6 +95,11 @@ export class MoltbotServer {
   /** The repository's models as opened at start (a config reload validates model_pool against them). */
   get repository(): readonly RepositoryModel[] {
     return this.repo;
+  }
+
+  /** The audit log (every request and admin action), once started. */
+  get audit(): AuditLog | undefined {
+    return this.auditLog;
   }
 
   /** The served models by name, with their versions (the admin API switches them). */
@@ -163,10 +171,19 @@ export class MoltbotServer {
       log.child("config").warning("batching.timeout_ms is ignored: batching is continuous, a request joins the running batch at the next decode step without waiting");
     }
 
-    // Before any model loads: a configured key that cannot be read fails the start at once (fail closed).
-    this.auth = openServerAuth(cfg, loaded.dataDir, this.opts.clock);
-    if (this.auth) log.child("server").info(`Authentication on: ${[cfg.security.jwt ? `JWT (${cfg.security.jwt.algorithms.join(", ")})` : "", this.auth.keys ? `API keys (${this.auth.keys.file})` : ""].filter(Boolean).join(" and ")}`);
-    const repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    // First: a missing or cut-short audit log stops the start before any worker loads (fail closed).
+    const audit = await AuditLog.open(auditOptions(loaded, log, this.opts.clock));
+    this.auditLog = audit;
+    let repo: RepositoryModel[];
+    try {
+      // Before any model loads: a configured key that cannot be read fails the start at once (fail closed).
+      this.auth = openServerAuth(cfg, loaded.dataDir, this.opts.clock);
+      if (this.auth) log.child("server").info(`Authentication on: ${[cfg.security.jwt ? `JWT (${cfg.security.jwt.algorithms.join(", ")})` : "", this.auth.keys ? `API keys (${this.auth.keys.file})` : ""].filter(Boolean).join(" and ")}`);
+      repo = await openRepository(this.opts.modelPath, { modelVersion: this.opts.modelVersion });
+    } catch (err) {
+      await audit.close();
+      throw err;
+    }
     this.repo = repo;
     const loaderLog = log.child("model_loader");
     const store = VersionStore.open(loaded.dataDir, (m) => loaderLog.warning(m));
@@ -196,6 +213,7 @@ export class MoltbotServer {
       loading.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
     } catch (err) {
       await Promise.all([...served.values()].map((v) => v.close(0)));
+      await audit.close();
       throw err;
     }
 
@@ -233,6 +251,8 @@ export class MoltbotServer {
       metricsPath: cfg.metrics.enabled ? cfg.metrics.path : undefined,
       versions: served,
       auth: this.auth,
+      audit,
+      auditContent: cfg.audit.include_content,
       info: { pid: process.pid, startedAt, startedMono: started, listen: () => this.listenUrl },
       https: this.tls === undefined ? undefined : { ...this.tls.context, ...this.tls.clientAuth },
     });
@@ -251,14 +271,15 @@ export class MoltbotServer {
       await Promise.all([...served.values()].map((v) => v.close(0)));
       await this.app.close();
       ledger.close();
-      this.app = this.pool = this.ledger = undefined;
+      await audit.close();
+      this.app = this.pool = this.ledger = this.auditLog = undefined;
       throw err;
     }
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
     log.child("server").info(`Listening on ${this.listenUrl} (${entries.length} pool entr${entries.length === 1 ? "y" : "ies"} on ${served.size} model(s), ready in ${Math.round(performance.now() - started)} ms)`);
     const pollMs = parseDuration(cfg.repository.poll_interval);
     if (pollMs > 0) {
-      this.watcher = new RepositoryWatcher([...served.values()], { intervalMs: pollMs, autoActivate: cfg.repository.auto_activate, log: loaderLog });
+      this.watcher = new RepositoryWatcher([...served.values()], { intervalMs: pollMs, autoActivate: cfg.repository.auto_activate, log: loaderLog, audit });
       await this.watcher.start();
     }
   }
@@ -313,6 +334,8 @@ export class MoltbotServer {
     const left = Math.max(500, deadline - Date.now());
     await Promise.all([...this.served.values()].map((v) => v.close(left)));
     await watching;
+    // After the listener and the workers: the last requests and switches are recorded, then flushed.
+    await this.auditLog?.close();
     this.ledger?.close();
     this.auth?.close();
     log.info("Stopped");

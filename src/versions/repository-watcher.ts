@@ -3,6 +3,7 @@
 // `moltbot models list`); with `repository.auto_activate` a version newer than the active one
 // is activated instead (which validates it first, and leaves the serving version alone when
 // it fails). One look at a time; a look finds each version once.
+import type { AuditSink } from "../audit/events.js";
 import type { Logger } from "../observe/logger.js";
 import { compareVersions } from "../repository/versions.js";
 import type { VersionedModel } from "./versioned-model.js";
@@ -13,6 +14,8 @@ export interface RepositoryWatcherOptions {
   intervalMs: number;
   autoActivate: boolean;
   log: Logger;
+  /** Its activations and validations are admin actions too (user "repository-watcher"). */
+  audit?: AuditSink | undefined;
 }
 
 export class RepositoryWatcher {
@@ -53,11 +56,15 @@ export class RepositoryWatcher {
         seen.add(version);
         const activate = this.opts.autoActivate && compareVersions(version, model.version) > 0;
         this.opts.log.info(`New version found: ${model.name} ${version}; ${activate ? "activating it (repository.auto_activate)" : "validating it"}`);
+        const action = activate ? "model.activate" : "model.validate";
+        const record = (outcome: string) => this.opts.audit?.record({ action, user: "repository-watcher", target: `${model.name} ${version}`, outcome, detail: activate ? "repository.auto_activate" : "repository.poll_interval" });
         try {
           if (activate) {
             await model.activate(version, WHO);
+            record("ok");
           } else {
             const report = await model.validate(version, WHO);
+            record(report.passed ? "ok" : "validation_failed");
             this.opts.log[report.passed ? "info" : "warning"](`${model.name} ${version} ${report.passed ? "passed" : "failed"} validation (${report.checks.filter((c) => c.passed).length}/${report.checks.length} checks); activate it with: moltbot models activate ${model.name} ${version}`);
           }
         } catch (err) {
@@ -66,7 +73,10 @@ export class RepositoryWatcher {
           // Looked at again next time: a switch under way ends, and a version that cannot load
           // may be one still being copied in (truncated weights); its refusal is logged once.
           if (code === "switch_in_progress" || code === "version_invalid") seen.delete(version);
-          if (this.reported.get(`${model.name} ${version}`) !== message) this.opts.log.warning(message);
+          if (this.reported.get(`${model.name} ${version}`) !== message) {
+            this.opts.log.warning(message);
+            record(code ?? "internal_error");
+          }
           this.reported.set(`${model.name} ${version}`, message);
         }
       }

@@ -2,6 +2,7 @@
 // budget command runs. Safe beside a running server: the ledger is transactional across
 // processes, and opening it never releases a live server's reservations.
 import type { ArgumentsCamelCase } from "yargs";
+import { recordCliAction } from "../../audit/settings.js";
 import { loadConfig, type LoadedConfig } from "../../config/load.js";
 import { MoltbotError } from "../../errors.js";
 import { periodOf, type EntrySpend } from "../../ledger/ledger.js";
@@ -47,7 +48,7 @@ export function budgetStatus(args: ArgumentsCamelCase<BudgetStatusArgs>): void {
   console.log(args.json ? JSON.stringify(rows, null, 2) : table(rows));
 }
 
-export function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): void {
+export async function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): Promise<void> {
   if (args.all === true) return budgetResetAll(args);
   const loaded = load(args);
   const names = loaded.config.model_pool.map((e) => e.name);
@@ -69,11 +70,12 @@ export function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): void {
     ledger.close();
   }
   const was = before === undefined ? "nothing spent or reserved" : `was spent ${money(before.spent)}, reserved ${money(before.reserved)} in ${before.reservations} reservation(s)`;
+  await recordCliAction(loaded, { action: "budget.reset", user: actor, target: args.name, outcome: "ok", detail: `${period}: ${was}` });
   console.log(`Reset the ${period} budget of "${args.name}" by '${actor}' (${was})`);
 }
 
 /** Every entry the config or this month's ledger names; a lost ledger is replaced by a new one. */
-function budgetResetAll(args: ArgumentsCamelCase<BudgetResetArgs>): void {
+async function budgetResetAll(args: ArgumentsCamelCase<BudgetResetArgs>): Promise<void> {
   const loaded = load(args);
   const actor = currentActor();
   const ledger = openLedger(loaded, true);
@@ -90,6 +92,7 @@ function budgetResetAll(args: ArgumentsCamelCase<BudgetResetArgs>): void {
   } finally {
     ledger.close();
   }
+  await recordCliAction(loaded, { action: "budget.reset", user: actor, target: "--all", outcome: "ok", detail: `${period}: ${names.join(", ") || "nothing to reset"}${ledger.replaced === undefined ? "" : `; accepted new ledger ${ledger.id}`}` });
   console.log(names.length === 0 ? "No pool entries in the config and no spend recorded this month: nothing to reset." : `Reset the ${period} budget of ${names.map((n) => `"${n}"`).join(", ")} by '${actor}'`);
 }
 

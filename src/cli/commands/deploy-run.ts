@@ -78,7 +78,7 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
     throw err;
   }
   // The file as resolved at start; flags and environment keep their precedence over it.
-  reloader = new ConfigReloader({ load: { ...loadOptions, file: loaded.file }, started: cfg, pool: server.models, repository: server.repository, log, certificates: cfg.security.tls === undefined ? undefined : server });
+  reloader = new ConfigReloader({ load: { ...loadOptions, file: loaded.file }, started: cfg, pool: server.models, repository: server.repository, log, certificates: cfg.security.tls === undefined ? undefined : server, audit: server.audit });
   if (reloadPending) reloader.reload();
 
   const stop = (signal: NodeJS.Signals) => {

@@ -11,6 +11,7 @@
 // subject; without auth it is the `x-moltbot-user` header the CLI sends (the local user).
 import { Type, type Static } from "@sinclair/typebox";
 import type { FastifyInstance, FastifyRequest } from "fastify";
+import type { AuditAction, AuditSink } from "../../audit/events.js";
 import { MoltbotError } from "../../errors.js";
 import { MODEL_NAME_PATTERN } from "../../repository/model-config.js";
 import type { VersionedModel } from "../../versions/versioned-model.js";
@@ -35,7 +36,27 @@ function requester(req: FastifyRequest): string {
   return `an unnamed client at ${req.ip}`;
 }
 
-export function registerModelAdminRoutes(app: FastifyInstance, models: ReadonlyMap<string, VersionedModel>): void {
+/**
+ * Runs an admin action and records it in the audit log, with its outcome ("ok" or the error
+ * code; a validation that ran but did not pass: validation_failed) and the version. The user is the authenticated principal once auth sets one;
+ * the CLI's x-moltbot-user header is only a claim, kept in `detail`.
+ */
+async function audited<T extends { version?: string; passed?: boolean }>(audit: AuditSink | undefined, req: FastifyRequest, action: AuditAction, model: string, asked: string | undefined, run: () => Promise<T>): Promise<T> {
+  if (audit === undefined) return run();
+  const user = (req as { principal?: { subject: string } }).principal?.subject ?? "anonymous";
+  const record = (outcome: string, version: string | undefined) =>
+    audit.record({ action, user, target: version === undefined ? model : `${model} ${version}`, outcome, detail: `requested as ${requester(req)}`, request_id: req.id, ip: req.ip });
+  try {
+    const result = await run();
+    record(result.passed === false ? "validation_failed" : "ok", result.version ?? asked);
+    return result;
+  } catch (err) {
+    record(err instanceof MoltbotError ? err.code : "internal_error", asked);
+    throw err;
+  }
+}
+
+export function registerModelAdminRoutes(app: FastifyInstance, models: ReadonlyMap<string, VersionedModel>, audit?: AuditSink): void {
   const modelNamed = (name: string): VersionedModel => {
     const m = models.get(name);
     if (!m) throw new MoltbotError("model_not_found", `no served model named '${name}' (served: ${[...models.keys()].join(", ")})`, { param: "name" });
@@ -45,12 +66,14 @@ export function registerModelAdminRoutes(app: FastifyInstance, models: ReadonlyM
   app.get("/admin/models", async () => ({ models: await Promise.all([...models.values()].map((m) => m.listing())) }));
 
   app.post<{ Params: NameParams; Body: ValidateBody }>("/admin/models/:name/validate", { schema: { params: NameParams, body: ValidateBody } }, async (req) =>
-    modelNamed(req.params.name).validate(req.body.version, requester(req)),
+    audited(audit, req, "model.validate", req.params.name, req.body.version, () => modelNamed(req.params.name).validate(req.body.version, requester(req))),
   );
 
   app.post<{ Params: NameParams; Body: ActivateBody }>("/admin/models/:name/activate", { schema: { params: NameParams, body: ActivateBody } }, async (req) =>
-    modelNamed(req.params.name).activate(req.body.version, requester(req)),
+    audited(audit, req, "model.activate", req.params.name, req.body.version, () => modelNamed(req.params.name).activate(req.body.version, requester(req))),
   );
 
-  app.post<{ Params: NameParams }>("/admin/models/:name/rollback", { schema: { params: NameParams, body: RollbackBody } }, async (req) => modelNamed(req.params.name).rollback(requester(req)));
+  app.post<{ Params: NameParams }>("/admin/models/:name/rollback", { schema: { params: NameParams, body: RollbackBody } }, async (req) =>
+    audited(audit, req, "model.rollback", req.params.name, undefined, () => modelNamed(req.params.name).rollback(requester(req))),
+  );
 }
