@@ -3,6 +3,7 @@
 // running server would).
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { userInfo } from "node:os";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
@@ -17,7 +18,7 @@ const BIN = path.join(ROOT, "bin", "moltbot");
 
 function cli(args: string[], env: Record<string, string | undefined> = {}) {
   const base: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of ["SUDO_USER", "USER", "MOLTBOT_CONFIG", "MOLTBOT_DATA_DIR"]) delete base[k];
+  for (const k of ["SUDO_USER", "USER", "LOGNAME", "MOLTBOT_CONFIG", "MOLTBOT_DATA_DIR"]) delete base[k];
   for (const [k, v] of Object.entries(env)) if (v !== undefined) base[k] = v;
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: "utf8", env: base, timeout: 60_000 });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -109,14 +110,15 @@ test("budget reset starts an entry over, records the actor, and refuses a name o
     assert.equal(byUser.code, 0, byUser.stderr);
     assert.match(byUser.stdout, /by 'alice' \(nothing spent or reserved\)/);
     const byNobody = cli(["budget", "reset", "embeddings", "--config", config]);
-    assert.match(byNobody.stdout, /by 'cli'/);
+    // Without SUDO_USER, USER or LOGNAME: the OS account.
+    assert.match(byNobody.stdout, new RegExp(`by '${userInfo().username}'`));
 
     assert.deepEqual(
       adminLog(file).map((r) => [r.actor, r.action, r.entry, JSON.parse(r.detail) as unknown]),
       [
         ["ops", "reset", "text-generation", { spent: 40, reserved: 10, reservations: 1 }],
         ["alice", "reset", "embeddings", { spent: 0, reserved: 0, reservations: 0 }],
-        ["cli", "reset", "embeddings", { spent: 0, reserved: 0, reservations: 0 }],
+        [userInfo().username, "reset", "embeddings", { spent: 0, reserved: 0, reservations: 0 }],
       ],
     );
   } finally {

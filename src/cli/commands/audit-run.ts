@@ -2,7 +2,6 @@
 // Reading needs no lock: records are appended whole and a torn tail is skipped. `erase`
 // appends its own record through AuditLog, under the same lock file the server takes.
 import { existsSync } from "node:fs";
-import os from "node:os";
 import type { ArgumentsCamelCase } from "yargs";
 import { AuditLog } from "../../audit/audit-log.js";
 import { AuditKeys } from "../../audit/keys.js";
@@ -13,6 +12,7 @@ import { parseDuration } from "../../config/units.js";
 import { MoltbotError } from "../../errors.js";
 import { createLogger } from "../../observe/logger.js";
 import type { AuditCommonArgs, AuditEraseArgs, AuditQueryArgs } from "./audit.js";
+import { operatorName } from "../operator.js";
 
 function usage(message: string): MoltbotError {
   return new MoltbotError("cli_usage", message);
@@ -113,7 +113,7 @@ export function auditVerify(args: ArgumentsCamelCase<AuditCommonArgs>): void {
 
 export async function auditErase(args: ArgumentsCamelCase<AuditEraseArgs>): Promise<void> {
   const { loaded, file } = setup(args);
-  const operator = process.env.SUDO_USER || process.env.USER || os.userInfo().username || "cli";
+  const operator = operatorName();
   const log = createLogger({ level: "WARNING", format: "text", stdout: false, ...(loaded.config.log.file === undefined ? {} : { file: loaded.config.log.file }) });
   const audit = await AuditLog.open({ ...auditOptions(loaded, log), file });
   let erased: boolean;

@@ -2,6 +2,7 @@
 // budget command runs. Safe beside a running server: the ledger is transactional across
 // processes, and opening it never releases a live server's reservations.
 import type { ArgumentsCamelCase } from "yargs";
+import { operatorName } from "../operator.js";
 import { recordCliAction } from "../../audit/settings.js";
 import { loadConfig, type LoadedConfig } from "../../config/load.js";
 import { MoltbotError } from "../../errors.js";
@@ -57,7 +58,7 @@ export async function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): Pr
     const known = names.length > 0 ? `pool entries: ${names.join(", ")}` : "its model_pool is empty";
     throw new MoltbotError("cli_usage", `budget reset: "${args.name}" is not a model_pool entry in ${where} (${known})`);
   }
-  const actor = currentActor();
+  const actor = operatorName();
   const ledger = openLedger(loaded);
   let before: EntrySpend | undefined;
   let period: string;
@@ -77,7 +78,7 @@ export async function budgetReset(args: ArgumentsCamelCase<BudgetResetArgs>): Pr
 /** Every entry the config or this month's ledger names; a lost ledger is replaced by a new one. */
 async function budgetResetAll(args: ArgumentsCamelCase<BudgetResetArgs>): Promise<void> {
   const loaded = load(args);
-  const actor = currentActor();
+  const actor = operatorName();
   const ledger = openLedger(loaded, true);
   let names: string[];
   let period: string;
@@ -94,10 +95,6 @@ async function budgetResetAll(args: ArgumentsCamelCase<BudgetResetArgs>): Promis
   }
   await recordCliAction(loaded, { action: "budget.reset", user: actor, target: "--all", outcome: "ok", detail: `${period}: ${names.join(", ") || "nothing to reset"}${ledger.replaced === undefined ? "" : `; accepted new ledger ${ledger.id}`}` });
   console.log(names.length === 0 ? "No pool entries in the config and no spend recorded this month: nothing to reset." : `Reset the ${period} budget of ${names.map((n) => `"${n}"`).join(", ")} by '${actor}'`);
-}
-
-function currentActor(): string {
-  return nonEmpty(process.env.SUDO_USER) ?? nonEmpty(process.env.USER) ?? "cli";
 }
 
 /** Every configured entry (zero when the ledger has not seen it), then ledger-only entries. */
@@ -155,6 +152,3 @@ function micros(x: number): number {
   return Math.round(x * 1e6);
 }
 
-function nonEmpty(v: string | undefined): string | undefined {
-  return v === undefined || v === "" ? undefined : v;
-}

@@ -1,9 +1,9 @@
 // `moltbot models`, the implementation: loaded by commands/models.ts only when a command runs.
 // Each command is one request to the server's admin API, sent with the operator's user name
 // (x-moltbot-user: the server logs who asked until it has auth).
-import os from "node:os";
 import type { ArgumentsCamelCase } from "yargs";
 import { ERRORS, MoltbotError, type ErrorCode } from "../../errors.js";
+import { operatorName } from "../operator.js";
 import { authHeader, endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
 import { readActivation, readModels, readReport, renderActivation, renderModels, renderReport } from "../models-view.js";
 import { parseRef, type ActivateArgs, type ModelsArgs, type RollbackArgs, type ValidateArgs } from "./models.js";
@@ -90,15 +90,6 @@ function serverError(status: number, body: unknown, text: string, url: string): 
   return new MoltbotError("internal_error", `${url}: HTTP ${status}: ${text.replace(/\s+/g, " ").trim().slice(0, 200)}`);
 }
 
-/** Who asks: the OS account; os.userInfo() throws where the uid has no passwd entry (containers). */
-function user(): string {
-  try {
-    return os.userInfo().username;
-  } catch {
-    return process.env.USER ?? process.env.LOGNAME ?? String(process.getuid?.() ?? "unknown");
-  }
-}
-
 /**
  * One request with node:http(s) rather than fetch, as status-run.ts does: fetch's implementation
  * (undici) loads on the first call and its keep-alive timer holds the process after the answer.
@@ -107,7 +98,7 @@ function user(): string {
 async function request(url: string, method: string, payload: string | undefined, signal: AbortSignal, auth: Record<string, string>): Promise<{ status: number; body: string }> {
   const u = new URL(url);
   const { request: send } = u.protocol === "https:" ? await import("node:https") : await import("node:http");
-  const headers: Record<string, string> = { accept: "application/json", "content-type": "application/json", "x-moltbot-user": user(), ...auth };
+  const headers: Record<string, string> = { accept: "application/json", "content-type": "application/json", "x-moltbot-user": operatorName(), ...auth };
   if (payload !== undefined) headers["content-length"] = String(Buffer.byteLength(payload));
   return await new Promise((resolve, reject) => {
     const req = send(u, { method, agent: false, signal, headers, ...httpsOptions() }, (res) => {

@@ -7,6 +7,8 @@ import { parseDuration } from "../../config/units.js";
 import { MoltbotError } from "../../errors.js";
 import { ApiKeyStore, apiKeyStorePath, type ApiKeyRecord } from "../../auth/api-keys.js";
 import { SCOPES } from "../../auth/principal.js";
+import { recordCliAction } from "../../audit/settings.js";
+import { operatorName } from "../operator.js";
 import type { TokenCommonArgs, TokenCreateArgs, TokenIssueArgs, TokenRevokeArgs } from "./token.js";
 
 function load(args: TokenCommonArgs): LoadedConfig {
@@ -51,6 +53,7 @@ export async function create(args: ArgumentsCamelCase<TokenCreateArgs>): Promise
   const { store, loaded } = openStore(args);
   try {
     const { key, record } = store.create({ name: args.name, scopes, models: list_(args.models), costLimit: costLimitOf(args["cost-limit"]), ttlMs });
+    await recordCliAction(loaded, { action: "token.create", user: operatorName(), target: record.name, outcome: "ok", detail: `scopes ${record.scopes.join(" ")}${record.expiresAt ? `, expires ${record.expiresAt}` : ""}` });
     if (args.json) return void console.log(JSON.stringify({ key, ...record }));
     console.log(key);
     console.error(`Created API key '${record.name}' (${record.scopes.join(" ")}${record.expiresAt ? `, expires ${record.expiresAt}` : ""}). It is shown once: store it now; only its hash is kept in ${store.file}.`);
@@ -81,9 +84,10 @@ function row(k: ApiKeyRecord): string[] {
 }
 
 export async function revoke(args: ArgumentsCamelCase<TokenRevokeArgs>): Promise<void> {
-  const { store } = openStore(args);
+  const { store, loaded } = openStore(args);
   try {
     if (!store.revoke(args.name)) throw new MoltbotError("cli_usage", `no live API key named '${args.name}' in ${store.file} (see moltbot token list)`);
+    await recordCliAction(loaded, { action: "token.revoke", user: operatorName(), target: args.name, outcome: "ok" });
     console.log(`Revoked API key '${args.name}'; a running server refuses it from its next request.`);
   } finally {
     store.close();
