@@ -1,5 +1,5 @@
-// Which server a client command (`status`, `models`) talks to: --url, else $MOLTBOT_URL, else
-// the config's server.host/port. Light on purpose: the config loader (TypeBox, YAML) is imported
+// Which server a client command (`status`, `models`) talks to (--url, else $MOLTBOT_URL, else
+// the config's server.host/port), and how: its token, its CA, one request. Light on purpose: the config loader (TypeBox, YAML) is imported
 // only when the URL has to come from the config.
 import { readFileSync } from "node:fs";
 import { rootCertificates } from "node:tls";
@@ -80,4 +80,27 @@ export async function serverUrl(args: { url?: string; config?: string }): Promis
 /** `path` (no leading slash) under the server's base URL, which may itself carry a path. */
 export function endpoint(base: string, path: string): string {
   return new URL(path, base.endsWith("/") ? base : `${base}/`).toString();
+}
+
+/**
+ * One request to the server, answered with its status and body text. node:http(s) rather than
+ * fetch: fetch's implementation (undici) loads on the first call and its keep-alive timer holds
+ * the process after the answer. No agent: one connection per request, closed after it, so
+ * nothing outlives the command. HTTPS trusts `--ca-file`.
+ */
+export async function requestServer(url: string, opts: { method: "GET" | "POST"; headers: Record<string, string>; payload?: string | undefined; signal: AbortSignal }): Promise<{ status: number; body: string }> {
+  const u = new URL(url);
+  const { request: send } = u.protocol === "https:" ? await import("node:https") : await import("node:http");
+  const headers = { ...opts.headers, ...(opts.payload === undefined ? {} : { "content-length": String(Buffer.byteLength(opts.payload)) }) };
+  return await new Promise((resolve, reject) => {
+    const req = send(u, { method: opts.method, agent: false, signal: opts.signal, headers, ...httpsOptions() }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (chunk: string) => (body += chunk));
+      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    req.end(opts.payload);
+  });
 }

@@ -4,7 +4,7 @@
 import type { ArgumentsCamelCase } from "yargs";
 import { ERRORS, MoltbotError, type ErrorCode } from "../../errors.js";
 import { operatorName } from "../operator.js";
-import { authHeader, endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
+import { authHeader, endpoint, requestServer, serverUrl, useCaFile } from "../server-url.js";
 import { readActivation, readModels, readReport, renderActivation, renderModels, renderReport } from "../models-view.js";
 import { parseRef, type ActivateArgs, type ModelsArgs, type RollbackArgs, type ValidateArgs } from "./models.js";
 
@@ -59,7 +59,12 @@ async function call(args: ModelsArgs, method: "GET" | "POST", path: string, payl
   useCaFile(args);
   let res: { status: number; body: string };
   try {
-    res = await request(url, method, payload === undefined ? undefined : JSON.stringify(payload), AbortSignal.timeout(timeoutMs), authHeader(args));
+    res = await requestServer(url, {
+      method,
+      headers: { accept: "application/json", "content-type": "application/json", "x-moltbot-user": operatorName(), ...authHeader(args) },
+      payload: payload === undefined ? undefined : JSON.stringify(payload),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
   } catch (err) {
     const timedOut = err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
     const why = timedOut ? `no answer within ${timeoutMs / 1000} s` : err instanceof Error ? err.message : String(err);
@@ -90,25 +95,3 @@ function serverError(status: number, body: unknown, text: string, url: string): 
   return new MoltbotError("internal_error", `${url}: HTTP ${status}: ${text.replace(/\s+/g, " ").trim().slice(0, 200)}`);
 }
 
-/**
- * One request with node:http(s) rather than fetch, as status-run.ts does: fetch's implementation
- * (undici) loads on the first call and its keep-alive timer holds the process after the answer.
- * No agent: the connection closes with the answer, so nothing outlives the command.
- */
-async function request(url: string, method: string, payload: string | undefined, signal: AbortSignal, auth: Record<string, string>): Promise<{ status: number; body: string }> {
-  const u = new URL(url);
-  const { request: send } = u.protocol === "https:" ? await import("node:https") : await import("node:http");
-  const headers: Record<string, string> = { accept: "application/json", "content-type": "application/json", "x-moltbot-user": operatorName(), ...auth };
-  if (payload !== undefined) headers["content-length"] = String(Buffer.byteLength(payload));
-  return await new Promise((resolve, reject) => {
-    const req = send(u, { method, agent: false, signal, headers, ...httpsOptions() }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => (body += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-    req.end(payload);
-  });
-}

@@ -6,7 +6,7 @@ import type { ArgumentsCamelCase } from "yargs";
 import { MoltbotError } from "../../errors.js";
 import { readStatusDoc, type StatusDoc } from "../status-doc.js";
 import { modelRates, renderStatus, renderUnreachable, type Sample } from "../status-view.js";
-import { authHeader, endpoint, httpsOptions, serverUrl, useCaFile } from "../server-url.js";
+import { authHeader, endpoint, requestServer, serverUrl, useCaFile } from "../server-url.js";
 import type { StatusArgs } from "./status.js";
 
 const HIDE_CURSOR = "\x1b[?25l";
@@ -48,7 +48,7 @@ async function fetchStatus(url: string, timeoutMs: number, cancel?: AbortSignal)
   let res: { status: number; body: string };
   try {
     const timeout = AbortSignal.timeout(timeoutMs);
-    res = await get(url, cancel === undefined ? timeout : AbortSignal.any([timeout, cancel]));
+    res = await requestServer(url, { method: "GET", headers: { accept: "application/json", ...auth }, signal: cancel === undefined ? timeout : AbortSignal.any([timeout, cancel]) });
   } catch (err) {
     const timedOut = err instanceof Error && err.name === "AbortError";
     return { ok: false, error: timedOut ? `no answer within ${timeoutMs / 1000} s` : err instanceof Error ? err.message : String(err) };
@@ -66,27 +66,6 @@ async function fetchStatus(url: string, timeoutMs: number, cancel?: AbortSignal)
   const doc = readStatusDoc(body);
   if ("invalid" in doc) return { ok: false, error: doc.invalid };
   return { ok: true, doc, raw: body as Record<string, unknown>, atMs: performance.now() };
-}
-
-/**
- * GET with node:http(s) rather than fetch: Node 20 loads fetch's implementation (undici) on the
- * first call, which measured as long as the rest of the command's start-up together, and its
- * keep-alive timer then holds the process for a further ~0.4 s (docs/benchmarks.md, CLI start-up).
- * No agent: one connection per refresh, closed after it, so nothing outlives the command.
- */
-async function get(url: string, signal: AbortSignal): Promise<{ status: number; body: string }> {
-  const u = new URL(url);
-  const { get: httpGet } = u.protocol === "https:" ? await import("node:https") : await import("node:http");
-  return await new Promise((resolve, reject) => {
-    const req = httpGet(u, { agent: false, signal, headers: { accept: "application/json", ...auth }, ...httpsOptions() }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (chunk: string) => (body += chunk));
-      res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      res.on("error", reject);
-    });
-    req.on("error", reject);
-  });
 }
 
 /** The server's document as it sent it, each model with the rates derived here added. */
