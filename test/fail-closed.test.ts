@@ -5,13 +5,11 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { NOT_YET_ENFORCED, loadConfig } from "../src/config/load.js";
 import { authConfigured, isLoopbackHost } from "../src/config/security.js";
 import { makeRepository, startServer, until } from "./helpers/fixtures.js";
+import { BIN } from "./helpers/cli.js";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BIN = path.join(ROOT, "bin", "moltbot");
 
 let repo: string;
 before(async () => {

@@ -10,18 +10,7 @@ import { checkGgufIntegrity, fileTypeName, KNOWN_GGML_TYPES } from "../src/gguf/
 import { readGgufLayout } from "../src/gguf/reader.js";
 import { gv, writeGguf } from "../src/gguf/writer.js";
 import { locateLlamaBinaries } from "../src/engine/libllama.js";
-import { MoltbotError } from "../src/errors.js";
-import { tempDir, tinyModelPath } from "./helpers/fixtures.js";
-
-async function rejectsWith(p: Promise<unknown>, re: RegExp) {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof MoltbotError, "a MoltbotError");
-    assert.equal(err.code, "repository_invalid");
-    assert.match(err.message, re);
-    assert.ok(!err.message.includes("\n"), "one line");
-    return true;
-  });
-}
+import { tempDir, tinyModelPath, rejectsWithLine } from "./helpers/fixtures.js";
 
 test("a whole file passes with its tensor count, quantization and size", async () => {
   const tiny = await tinyModelPath();
@@ -44,11 +33,11 @@ test("a truncated copy names the tensor cut short and the sizes", async () => {
   const full = (await readFile(tiny)).length;
   await truncate(cut, full - 1000);
   const last = (await readGgufLayout(tiny)).tensors.reduce((a, b) => (b.offset > a.offset ? b : a));
-  await rejectsWith(checkGgufIntegrity(cut), new RegExp(`cut\\.gguf: truncated GGUF: tensor ${last.name.replaceAll(".", "\\.")} ends at byte ${full} but the file has ${full - 1000} bytes$`));
+  await rejectsWithLine(checkGgufIntegrity(cut), new RegExp(`cut\\.gguf: truncated GGUF: tensor ${last.name.replaceAll(".", "\\.")} ends at byte ${full} but the file has ${full - 1000} bytes$`));
 
   // Cut inside the header (the vocabulary): the header itself is short.
   await truncate(cut, 2000);
-  await rejectsWith(checkGgufIntegrity(cut), /cut\.gguf: truncated GGUF header/);
+  await rejectsWithLine(checkGgufIntegrity(cut), /cut\.gguf: truncated GGUF header/);
 });
 
 test("bad magic, an unsupported version and a file without tensors are one line each", async () => {
@@ -56,16 +45,16 @@ test("bad magic, an unsupported version and a file without tensors are one line 
   const tiny = await readFile(await tinyModelPath());
   const magic = path.join(dir, "magic.gguf");
   await writeFile(magic, Buffer.concat([Buffer.from("GGML"), tiny.subarray(4)]));
-  await rejectsWith(checkGgufIntegrity(magic), /magic\.gguf: not a GGUF file \(bad magic\)/);
+  await rejectsWithLine(checkGgufIntegrity(magic), /magic\.gguf: not a GGUF file \(bad magic\)/);
 
   const v9 = Buffer.from(tiny);
   v9.writeUInt32LE(9, 4);
   await writeFile(path.join(dir, "v9.gguf"), v9);
-  await rejectsWith(checkGgufIntegrity(path.join(dir, "v9.gguf")), /v9\.gguf: unsupported GGUF version 9/);
+  await rejectsWithLine(checkGgufIntegrity(path.join(dir, "v9.gguf")), /v9\.gguf: unsupported GGUF version 9/);
 
   const empty = path.join(dir, "empty.gguf");
   await writeGguf(empty, { metadata: [["general.architecture", gv.str("llama")]], tensors: [] });
-  await rejectsWith(checkGgufIntegrity(empty), /empty\.gguf: GGUF has no tensors/);
+  await rejectsWithLine(checkGgufIntegrity(empty), /empty\.gguf: GGUF has no tensors/);
 });
 
 test("the block sizes of ggml types match the shipped libggml", () => {

@@ -6,16 +6,14 @@ import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, existsSync, readFileSync, rmSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import type { DeepPartial } from "../src/config/load.js";
 import type { MoltbotConfig } from "../src/config/schema.js";
 import type { LedgerMarker } from "../src/ledger/ledger-marker.js";
 import { ledgerPath, openSqliteLedger } from "../src/ledger/sqlite-ledger.js";
 import { makeRepository, startServer, tempDir } from "./helpers/fixtures.js";
+import { BIN } from "./helpers/cli.js";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BIN = path.join(ROOT, "bin", "moltbot");
 const CONFIG: DeepPartial<MoltbotConfig> = { model_pool: [{ name: "tiny", budget: { cost_limit: 1000 }, pricing: { input_per_1k: 0, output_per_1k: 1 } }] };
 
 let repo: string;

@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import OpenAI from "openai";
-import { makeRepository, sleep, startServer, type RunningServer, until } from "./helpers/fixtures.js";
+import { makeRepository, startServer, type RunningServer, until } from "./helpers/fixtures.js";
 import { hasPromtool, parseSamples, promtoolCheck, total, type Sample } from "./helpers/prometheus.js";
 import type { AdminStatus } from "../src/server/routes/admin.js";
 

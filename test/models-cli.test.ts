@@ -3,17 +3,12 @@
 // in advance). What the CLI sends (method, path, body, headers) is checked on the server side.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { mkdtemp, writeFile } from "node:fs/promises";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { runCli } from "./helpers/cli.js";
+import { heavyModulesOf, runCli } from "./helpers/cli.js";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-const BIN = path.join(ROOT, "bin", "moltbot");
 
 const cli = runCli;
 
@@ -238,21 +233,13 @@ test("models against an unreachable server: one line naming the URL, exit 1; the
 });
 
 test("models --help and models list load none of the server's dependencies", async () => {
-  // A module resolve hook records every module the CLI loads (as in status-cli.test.ts).
-  const dir = await mkdtemp(path.join(os.tmpdir(), "moltbot-imports-"));
-  const log = path.join(dir, "imports.log");
-  await writeFile(path.join(dir, "hooks.mjs"), `import { appendFileSync } from "node:fs";\nexport async function resolve(s, c, next) { const r = await next(s, c); appendFileSync(${JSON.stringify(log)}, r.url + "\\n"); return r; }\n`);
-  await writeFile(path.join(dir, "register.mjs"), `import { register } from "node:module";\nregister("./hooks.mjs", import.meta.url);\n`);
-  const heavy = /node_modules\/(fastify|@sinclair\/typebox|yaml|better-sqlite3|koffi|node-llama-cpp)\/|dist\/src\/(server|pool|workers|engine|ledger)\/|dist\/src\/config\/(load|schema|template)\.js/;
   const { server, url } = await fakeAdminServer();
   try {
     for (const args of [["models", "--help"], ["models", "list", "--url", url]]) {
-      await writeFile(log, "");
-      const r = await cli(args, {}, ["--import", path.join(dir, "register.mjs")]);
+      const r = await heavyModulesOf(args);
       assert.equal(r.code, 0, r.stderr);
-      const loaded = readFileSync(log, "utf8").split("\n");
-      assert.ok(loaded.some((u) => u.includes("dist/src/cli/main.js")), "the hook saw the CLI load");
-      assert.deepEqual(loaded.filter((u) => heavy.test(u)), [], `moltbot ${args.join(" ")}`);
+      assert.ok(r.sawCli, "the hook saw the CLI load");
+      assert.deepEqual(r.heavy, [], `moltbot ${args.join(" ")}`);
     }
   } finally {
     await stop(server);

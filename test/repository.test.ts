@@ -6,7 +6,7 @@ import path from "node:path";
 import { listModelVersions, loadModelVersion, openRepository } from "../src/repository/repository.js";
 import { compareVersions } from "../src/repository/versions.js";
 import { MoltbotError } from "../src/errors.js";
-import { tempDir, tinyModelPath } from "./helpers/fixtures.js";
+import { tempDir, tinyModelPath, rejectsWithLine } from "./helpers/fixtures.js";
 
 async function version(root: string, rel: string, config: unknown = { type: "llm" }, weightsName = "weights.bin") {
   const dir = path.join(root, rel);
@@ -14,16 +14,6 @@ async function version(root: string, rel: string, config: unknown = { type: "llm
   await copyFile(await tinyModelPath(), path.join(dir, weightsName));
   if (config !== undefined) await writeFile(path.join(dir, "config.json"), typeof config === "string" ? config : JSON.stringify(config));
   return dir;
-}
-
-async function rejectsWith(p: Promise<unknown>, re: RegExp) {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof MoltbotError, "a MoltbotError");
-    assert.equal(err.code, "repository_invalid");
-    assert.match(err.message, re);
-    assert.ok(!err.message.includes("\n"), "one line");
-    return true;
-  });
 }
 
 test("versions order semantically", () => {
@@ -70,33 +60,33 @@ test("multi-model repositories serve each model; name:version pins one", async (
 
 test("bad repositories fail with one line naming the path and the problem", async () => {
   const root = await tempDir();
-  await rejectsWith(openRepository(path.join(root, "missing")), /missing: model path does not exist/);
+  await rejectsWithLine(openRepository(path.join(root, "missing")), /missing: model path does not exist/);
 
   const noWeights = path.join(root, "a", "v1.0");
   await mkdir(noWeights, { recursive: true });
   await writeFile(path.join(noWeights, "config.json"), "{}");
-  await rejectsWith(openRepository(path.join(root, "a")), /a\/v1\.0: no weights/);
+  await rejectsWithLine(openRepository(path.join(root, "a")), /a\/v1\.0: no weights/);
 
   const notGguf = path.join(root, "b", "v1.0");
   await mkdir(notGguf, { recursive: true });
   await writeFile(path.join(notGguf, "weights.bin"), "PK\u0003\u0004 this is a zip, not a model");
-  await rejectsWith(openRepository(path.join(root, "b")), /b\/v1\.0\/weights\.bin: not a GGUF file/);
+  await rejectsWithLine(openRepository(path.join(root, "b")), /b\/v1\.0\/weights\.bin: not a GGUF file/);
 
   await version(root, "c/v1.0", "{ name: oops");
-  await rejectsWith(openRepository(path.join(root, "c")), /c\/v1\.0\/config\.json: malformed JSON/);
+  await rejectsWithLine(openRepository(path.join(root, "c")), /c\/v1\.0\/config\.json: malformed JSON/);
 
   await version(root, "d/v1.0", { type: "vision" });
-  await rejectsWith(openRepository(path.join(root, "d")), /d\/v1\.0\/config\.json: type: /);
+  await rejectsWithLine(openRepository(path.join(root, "d")), /d\/v1\.0\/config\.json: type: /);
 
   await version(root, "e/v1.0", { parallel: "four" });
-  await rejectsWith(openRepository(path.join(root, "e")), /config\.json: parallel: .*got "four"/);
+  await rejectsWithLine(openRepository(path.join(root, "e")), /config\.json: parallel: .*got "four"/);
 
   await version(root, "f/v1.0", { contxt_size: 512 });
-  await rejectsWith(openRepository(path.join(root, "f")), /config\.json: contxt_size: /);
+  await rejectsWithLine(openRepository(path.join(root, "f")), /config\.json: contxt_size: /);
 
   // A folder name becomes the model name, which is sent in headers: CR LF there is refused.
   await version(root, "g/bad\r\nname/v1.0", { type: "llm" });
-  await rejectsWith(openRepository(path.join(root, "g")), /model name "bad\\r\\nname" is not allowed \(expected a name of letters.*set "name" in config\.json/);
+  await rejectsWithLine(openRepository(path.join(root, "g")), /model name "bad\\r\\nname" is not allowed \(expected a name of letters.*set "name" in config\.json/);
   await version(root, "h/my model/v1.0", { name: "my-model" });
   assert.deepEqual((await openRepository(path.join(root, "h"))).map((m) => m.name), ["my-model"], "config.json's name is used instead");
 });
@@ -108,7 +98,7 @@ test("a truncated GGUF fails at start with one line, and through loadModelVersio
   const size = (await stat(path.join(cut, "weights.bin"))).size;
   await truncate(path.join(cut, "weights.bin"), size - 100);
   const truncated = new RegExp(`v2\\.0/weights\\.bin: truncated GGUF: tensor \\S+ ends at byte ${size} but the file has ${size - 100} bytes`);
-  await rejectsWith(openRepository(root), truncated);
+  await rejectsWithLine(openRepository(root), truncated);
 
   const [m] = await openRepository(root, { modelVersion: "v1.0" });
   assert.equal(m!.dir, root);
@@ -163,7 +153,7 @@ test("loadModelVersion reloads from disk: a new version, another name, a bad con
 test("a bad regex in config.json is one clear error at start", async () => {
   const root = await tempDir();
   await version(root, "v1.0", { validation: [{ prompt: "hi", expect_regex: "a[" }] });
-  await rejectsWith(openRepository(root), /v1\.0\/config\.json: validation\[0\]\.expect_regex: invalid regular expression: \/a\[\/: Unterminated character class$/);
+  await rejectsWithLine(openRepository(root), /v1\.0\/config\.json: validation\[0\]\.expect_regex: invalid regular expression: \/a\[\/: Unterminated character class$/);
 });
 
 test("listModelVersions rescans: an added version appears, a removed one disappears, a broken one shows its error", async () => {

@@ -9,23 +9,9 @@
 // server that another process erased a key, so its cache is dropped.
 import { createHmac, randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
+import { Sqlite, type Statement, type Database } from "../storage/sqlite.js";
 
-// The subset of better-sqlite3's API used here (it ships no types; see ledger/sqlite-ledger.ts).
-interface Statement {
-  run(...params: unknown[]): { changes: number };
-  get(...params: unknown[]): unknown;
-  all(...params: unknown[]): unknown[];
-}
-interface Database {
-  pragma(source: string, options?: { simple: boolean }): unknown;
-  exec(source: string): void;
-  prepare(source: string): Statement;
-  close(): void;
-}
-type DatabaseConstructor = new (file: string, options?: { timeout?: number }) => Database;
-const Sqlite = createRequire(import.meta.url)("better-sqlite3") as DatabaseConstructor;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS user_keys (user TEXT PRIMARY KEY, key BLOB NOT NULL, created TEXT NOT NULL);

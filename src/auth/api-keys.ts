@@ -12,11 +12,11 @@
 // - The secret is 32 random bytes: a plain SHA-256 is enough (no slow KDF needed, unlike passwords).
 import crypto from "node:crypto";
 import { mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
 import { MoltbotError } from "../errors.js";
 import { API_KEY_PREFIX, type ApiKeyVerifier } from "./jwt.js";
 import type { Principal } from "./principal.js";
+import { Sqlite, type Statement, type Database } from "../storage/sqlite.js";
 
 export interface ApiKeyRecord {
   id: string;
@@ -63,19 +63,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE UNIQUE INDEX IF NOT EXISTS api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
 `;
 
-// The subset of better-sqlite3 used here (it ships no types; see sqlite-ledger.ts).
-interface Statement {
-  run(...params: unknown[]): { changes: number };
-  all(...params: unknown[]): unknown[];
-}
-interface Database {
-  pragma(source: string, options?: { simple: boolean }): unknown;
-  exec(source: string): void;
-  prepare(source: string): Statement;
-  close(): void;
-}
-type DatabaseConstructor = new (file: string, options?: { timeout?: number; readonly?: boolean; fileMustExist?: boolean }) => Database;
-const Sqlite = createRequire(import.meta.url)("better-sqlite3") as DatabaseConstructor;
 
 interface Row {
   id: string;

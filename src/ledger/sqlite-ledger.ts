@@ -23,12 +23,12 @@
 
 import { randomUUID } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { MoltbotError } from "../errors.js";
 import { ledgerFileState, ledgerLost, markerPath, readMarker, writeMarker, type LedgerMarker } from "./ledger-marker.js";
 import { PERIOD_PATTERN, periodOf, type BudgetLedger, type EntrySpend, type Reservation } from "./ledger.js";
+import { Sqlite, type Statement, type Database, type Transaction } from "../storage/sqlite.js";
 
 export interface SqliteLedgerOptions {
   /** Source of "now" for periods, TTLs and log times (tests move it across months). */
@@ -137,25 +137,6 @@ CREATE TABLE IF NOT EXISTS admin_log (
 );
 `;
 
-// The subset of better-sqlite3's API used here. The package ships no type declarations and
-// @types/better-sqlite3 is not a dependency, so it is loaded through require and typed here.
-interface Statement {
-  run(...params: unknown[]): { changes: number };
-  get(...params: unknown[]): unknown;
-  all(...params: unknown[]): unknown[];
-}
-interface Transaction<A extends unknown[], R> {
-  immediate(...args: A): R;
-}
-interface Database {
-  pragma(source: string, options?: { simple: boolean }): unknown;
-  exec(source: string): void;
-  prepare(source: string): Statement;
-  transaction<A extends unknown[], R>(fn: (...args: A) => R): Transaction<A, R>;
-  close(): void;
-}
-type DatabaseConstructor = new (file: string, options?: { timeout?: number }) => Database;
-const Sqlite = createRequire(import.meta.url)("better-sqlite3") as DatabaseConstructor;
 
 interface Owner {
   host: string;

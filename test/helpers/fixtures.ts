@@ -1,10 +1,12 @@
 // Test fixtures: real model repositories made of generated GGUF files, and a real server
 // on an ephemeral port. Generated models are cached per test run in the OS temp dir.
+import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile, copyFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig, type DeepPartial } from "../../src/config/load.js";
+import { MoltbotError, type ErrorCode } from "../../src/errors.js";
 import type { MoltbotConfig } from "../../src/config/schema.js";
 import { createLogger, type Logger } from "../../src/observe/logger.js";
 import { MoltbotServer } from "../../src/server/server.js";
@@ -114,4 +116,15 @@ export async function until(what: string, cond: () => boolean | Promise<boolean>
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await sleep(2);
   }
+}
+
+/** Rejects with a MoltbotError of `code` (repository_invalid by default) whose message is one line matching `re`. */
+export async function rejectsWithLine(p: Promise<unknown>, re: RegExp, code: ErrorCode = "repository_invalid"): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof MoltbotError, "a MoltbotError");
+    assert.equal(err.code, code);
+    assert.match(err.message, re);
+    assert.ok(!err.message.includes("\n"), "one line");
+    return true;
+  });
 }
