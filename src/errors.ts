@@ -16,6 +16,8 @@ export const ERRORS = {
   body_timeout: { status: 408, type: "invalid_request_error" },
   model_not_embedding: { status: 400, type: "invalid_request_error" },
   token_limit_exceeded: { status: 400, type: "invalid_request_error" },
+  invalid_grammar: { status: 400, type: "invalid_request_error" },
+  invalid_schema: { status: 400, type: "invalid_request_error" },
   // model versions (the admin API)
   version_not_found: { status: 404, type: "invalid_request_error" },
   switch_in_progress: { status: 409, type: "invalid_request_error" },

@@ -20,6 +20,7 @@ import { MoltbotError } from "../errors.js";
 import { HostPromptCache } from "./host-prompt-cache.js";
 import { KvPrefixCache } from "./kv-prefix-cache.js";
 import {
+  captureNativeErrors,
   floatView,
   LLAMA_FLASH_ATTN_AUTO,
   LLAMA_POOLING_MEAN,
@@ -133,6 +134,8 @@ interface Job {
   completion: number[];
   seq: number;
   sampler: SamplerPtr | null;
+  /** The compiled grammar until the sampler chain takes it over at admission. */
+  grammar: SamplerPtr | null;
   drafter: NgramDrafter | null;
   /** Draft tokens put into the current batch after `next`. */
   draft: number[];
@@ -329,9 +332,15 @@ class FfiEngine implements Engine {
       if (!Number.isInteger(t) || t < 0 || t >= this.nVocab) return Promise.reject(new MoltbotError("invalid_request", `token id ${t} is outside the vocabulary (0..${this.nVocab - 1})`));
     }
     if (request.signal?.aborted) return Promise.resolve(this.result(prompt.length, "aborted", 0, 0, 0, 0));
+    let grammar: SamplerPtr | null = null;
+    try {
+      grammar = this.compileGrammar(request.params);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return new Promise<GenerateResult>((resolve, reject) => {
       const job: Job = {
-        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, drafter: null, draft: [],
+        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, grammar, drafter: null, draft: [],
         outIndex: -1, pending: null, pendingRow: null, cached: 0, admitted: false, drafted: 0, accepted: 0, cancelled: false, resolve, reject, onAbort: null,
       };
       if (request.signal) {
@@ -341,6 +350,25 @@ class FfiEngine implements Engine {
       this.queue.push(job);
       this.wake();
     });
+  }
+
+  /**
+   * The request's grammar as a sampler, compiled when the request arrives so that a grammar
+   * that does not parse is refused before it queues, with llama.cpp's reason. Compiling per
+   * request is cheap next to a generation (docs/benchmarks.md, bench/grammar.ts).
+   */
+  private compileGrammar(p: GenerateRequest["params"]): SamplerPtr | null {
+    if (p.grammar === undefined || p.grammar.length === 0) return null;
+    // With the end-of-generation token masked, a completed grammar leaves no token to sample,
+    // and llama.cpp throws (aborting the process) when it is made to accept a token the grammar refuses.
+    if (p.ignoreEos || p.minTokens > 0) {
+      throw new MoltbotError("unsupported_parameter", `'${p.ignoreEos ? "ignore_eos" : "min_tokens"}' cannot be combined with a grammar or response_format: the model must be able to stop when the grammar is complete`);
+    }
+    // Under capture: the parser says why it refused only on stderr (about 0.1 ms a request).
+    const grammar = p.grammar;
+    const { result, text } = captureNativeErrors(() => nullable(this.lib.llama_sampler_init_grammar(this.vocab, grammar, "root")));
+    if (result !== null) return result;
+    throw new MoltbotError("invalid_grammar", `the grammar is not valid GBNF: ${grammarProblem(text)}`, { param: "grammar" });
   }
 
   private result(promptTokens: number, reason: EngineFinishReason, completionTokens: number, cached: number, drafted: number, accepted: number): GenerateResult {
@@ -474,6 +502,14 @@ class FfiEngine implements Engine {
     const L = this.lib;
     const p = job.request.params;
     const chain = L.llama_sampler_chain_init({ no_perf: true });
+    // The grammar masks the logits first, so the samplers after it only see tokens it allows;
+    // llama_sampler_sample then accepts the token drawn into every sampler of the chain. Each
+    // token drawn is kept (sampleNext emits every token it samples, drafts only decide whether
+    // another row follows), so the grammar advances by exactly the completion, drafts or not.
+    if (job.grammar !== null) {
+      L.llama_sampler_chain_add(chain, job.grammar);
+      job.grammar = null; // owned by the chain now
+    }
     if (p.temperature <= 0) {
       L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy());
     } else {
@@ -765,6 +801,10 @@ class FfiEngine implements Engine {
       this.lib.llama_sampler_free(job.sampler);
       job.sampler = null;
     }
+    if (job.grammar !== null) {
+      this.lib.llama_sampler_free(job.grammar);
+      job.grammar = null;
+    }
   }
 
   private finish(job: Job, reason: EngineFinishReason): true {
@@ -903,6 +943,18 @@ class FfiEngine implements Engine {
 /** koffi returns NULL as null (or 0n for some pointer shapes): normalise to null. */
 function nullable<T>(p: T | null): T | null {
   return p === null || p === undefined || (p as unknown) === 0n || (p as unknown) === 0 ? null : p;
+}
+
+/**
+ * The useful line of what llama.cpp said about a grammar it refused: the parser's "error
+ * parsing grammar: expecting name at ..." (without the grammar it echoes after it), else the
+ * first logged error ("undefined rule", "left recursion", "does not contain a 'root' symbol").
+ */
+function grammarProblem(text: string): string {
+  const parse = /error parsing grammar: ([^\n]*)/.exec(text);
+  const line = parse?.[1] ?? text.split("\n").map((l) => l.trim()).find((l) => l.length > 0 && l !== "failed to parse grammar");
+  if (line === undefined) return "llama.cpp refused it";
+  return line.length > 200 ? `${line.slice(0, 200)}...` : line;
 }
 
 /** Length of the longest prefix of `b` that does not end inside a UTF-8 sequence. */
