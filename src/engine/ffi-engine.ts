@@ -193,6 +193,8 @@ class FfiEngine implements Engine {
   private readonly tuner: StepThreadTuner | null;
   private currentThreads: number;
   private readonly draftGate = new DraftGate();
+  /** Tokens whose piece is not whole, valid UTF-8 (byte tokens, partial byte-level pieces); built on first use. */
+  private irregular: { token: number; bytes: Buffer }[] | null = null;
 
   constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number, threading: { threads: number; threadpool: ThreadpoolPtr | null; adaptive: boolean }) {
     this.lib = lib;
@@ -710,7 +712,8 @@ class FfiEngine implements Engine {
   private sampleAt(job: Job, row: number): number {
     const p = job.request.params;
     const suppress = p.ignoreEos || job.completion.length < p.minTokens;
-    if (suppress || p.topLogprobs !== null) {
+    const constrained = job.request.params.grammar !== undefined && job.request.params.grammar.length > 0;
+    if (suppress || constrained || p.topLogprobs !== null) {
       const ptr = nullable(this.lib.llama_get_logits_ith(this.ctx, row));
       if (ptr === null) {
         this.fail(job, new MoltbotError("engine_error", "no logits for a sequence"));
@@ -719,9 +722,24 @@ class FfiEngine implements Engine {
       const logits = floatView(ptr, this.nVocab);
       // The sampler reads this same row, so -inf here keeps it from ever picking an EOG token.
       if (suppress) for (const t of this.eogTokens) logits[t] = -Infinity;
+      // llama.cpp's grammar decodes UTF-8 leniently (an overlong or out-of-range sequence
+      // counts as one character), so constrained text could hold bytes that are not UTF-8
+      // (not JSON, and lengths off): keep the text valid, a few hundred checks per token.
+      if (constrained) for (const { token, bytes } of this.irregularPieces()) if (!continuesUtf8(job.pending, bytes)) logits[token] = -Infinity;
       job.pendingRow = logits;
     }
     return this.lib.llama_sampler_sample(job.sampler!, this.ctx, row);
+  }
+
+  private irregularPieces(): { token: number; bytes: Buffer }[] {
+    if (this.irregular !== null) return this.irregular;
+    const out: { token: number; bytes: Buffer }[] = [];
+    for (let t = 0; t < this.nVocab; t++) {
+      const bytes = this.pieceBytes(t);
+      if (bytes.length > 0 && !continuesUtf8(null, bytes, true)) out.push({ token: t, bytes: Buffer.from(bytes) });
+    }
+    this.irregular = out;
+    return out;
   }
 
   /** Report one sampled token; the finish reason when the sequence ends with it, else null. */
@@ -955,6 +973,41 @@ function grammarProblem(text: string): string {
   const line = parse?.[1] ?? text.split("\n").map((l) => l.trim()).find((l) => l.length > 0 && l !== "failed to parse grammar");
   if (line === undefined) return "llama.cpp refused it";
   return line.length > 200 ? `${line.slice(0, 200)}...` : line;
+}
+
+/**
+ * Whether `pending` (an incomplete UTF-8 sequence held back, or null) followed by `piece` is
+ * well-formed UTF-8 (Unicode table 3-7: no overlong forms, surrogates or code points past
+ * U+10FFFF), allowed to end inside a sequence unless `whole`.
+ */
+export function continuesUtf8(pending: Uint8Array | null, piece: Uint8Array, whole = false): boolean {
+  let need = 0; // continuation bytes still expected
+  let lo = 0x80;
+  let hi = 0xbf;
+  const step = (b: number): boolean => {
+    if (need > 0) {
+      if (b < lo || b > hi) return false;
+      need--;
+      lo = 0x80;
+      hi = 0xbf;
+      return true;
+    }
+    if (b < 0x80) return true;
+    if (b >= 0xc2 && b <= 0xdf) need = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      need = 2;
+      if (b === 0xe0) lo = 0xa0;
+      if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      need = 3;
+      if (b === 0xf0) lo = 0x90;
+      if (b === 0xf4) hi = 0x8f;
+    } else return false;
+    return true;
+  };
+  if (pending !== null) for (const b of pending) if (!step(b)) return false;
+  for (const b of piece) if (!step(b)) return false;
+  return !whole || need === 0;
 }
 
 /** Length of the longest prefix of `b` that does not end inside a UTF-8 sequence. */
