@@ -97,6 +97,19 @@ export const LlamaLogitBias = koffi.struct("llama_logit_bias", {
   bias: "float",
 });
 
+export const LlamaTokenData = koffi.struct("llama_token_data", {
+  id: "int32_t",
+  logit: "float",
+  p: "float",
+});
+
+export const LlamaTokenDataArray = koffi.struct("llama_token_data_array", {
+  data: "void *",
+  size: "size_t",
+  selected: "int64_t",
+  sorted: "bool",
+});
+
 export const LlamaChatMessage = koffi.struct("llama_chat_message", {
   role: "const char *",
   content: "const char *",
@@ -123,6 +136,8 @@ export const LLAMA_STRUCTS = {
   llama_sampler_chain_params: LlamaSamplerChainParams,
   llama_chat_message: LlamaChatMessage,
   llama_logit_bias: LlamaLogitBias,
+  llama_token_data: LlamaTokenData,
+  llama_token_data_array: LlamaTokenDataArray,
   ggml_threadpool_params: GgmlThreadpoolParams,
 } as const;
 
@@ -237,6 +252,8 @@ export interface LibLlama {
   /** NULL when the GBNF does not parse (the detail goes to stderr: see captureNativeStderr). */
   llama_sampler_init_grammar(vocab: VocabPtr, grammar: string, root: string): SamplerPtr | null;
   llama_sampler_sample(smpl: SamplerPtr, ctx: ContextPtr, idx: number): number;
+  /** `candidates`: a llama_token_data_array in native memory (NativeCandidates). */
+  llama_sampler_apply(smpl: SamplerPtr, candidates: unknown): void;
   llama_sampler_accept(smpl: SamplerPtr, token: number): void;
   llama_sampler_reset(smpl: SamplerPtr): void;
   llama_sampler_free(smpl: SamplerPtr): void;
@@ -376,6 +393,7 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_sampler_init_logit_bias: f("void *llama_sampler_init_logit_bias(int32_t n_vocab, int32_t n_logit_bias, const llama_logit_bias *logit_bias)"),
     llama_sampler_init_grammar: f("void *llama_sampler_init_grammar(void *vocab, const char *grammar_str, const char *grammar_root)"),
     llama_sampler_sample: f("int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)"),
+    llama_sampler_apply: f("void llama_sampler_apply(void *smpl, void *cur_p)"),
     llama_sampler_accept: f("void llama_sampler_accept(void *smpl, int32_t token)"),
     llama_sampler_reset: f("void llama_sampler_reset(void *smpl)"),
     llama_sampler_free: f("void llama_sampler_free(void *smpl)"),
@@ -515,6 +533,65 @@ export class NativeBatch {
     if (this.freed) return;
     this.freed = true;
     for (const p of this.allocations) koffi.free(p);
+  }
+}
+
+/**
+ * A llama_token_data_array and its entries in native memory, written through typed-array
+ * views (the entries' int32 id and float logit share one buffer), so a sampler can be applied
+ * to a chosen set of candidates without per-element FFI calls.
+ */
+export class NativeCandidates {
+  readonly capacity: number;
+  private readonly ids: Int32Array;
+  private readonly logits: Float32Array;
+  private readonly size: BigUint64Array;
+  private readonly header: unknown;
+  private readonly data: unknown;
+  private readonly stride: number;
+  private freed = false;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    const entry = koffi.sizeof(LlamaTokenData);
+    this.stride = entry / 4;
+    this.data = koffi.alloc(LlamaTokenData, capacity);
+    this.header = koffi.alloc(LlamaTokenDataArray, 1);
+    const bytes = koffi.view(this.data, capacity * entry);
+    this.ids = new Int32Array(bytes);
+    this.logits = new Float32Array(bytes);
+    const head = koffi.view(this.header, koffi.sizeof(LlamaTokenDataArray));
+    new BigUint64Array(head, koffi.offsetof(LlamaTokenDataArray, "data"), 1)[0] = koffi.address(this.data);
+    this.size = new BigUint64Array(head, koffi.offsetof(LlamaTokenDataArray, "size"), 1);
+    new BigInt64Array(head, koffi.offsetof(LlamaTokenDataArray, "selected"), 1)[0] = -1n;
+    new Uint8Array(head, koffi.offsetof(LlamaTokenDataArray, "sorted"), 1)[0] = 0;
+  }
+
+  token(i: number): number {
+    return this.ids[i * this.stride]!;
+  }
+
+  /** Entry i := (token, logit). Call `pointer(n)` after writing entries 0..n-1. */
+  set(i: number, token: number, logit: number): void {
+    this.ids[i * this.stride] = token;
+    this.logits[i * this.stride + 1] = logit;
+  }
+
+  logit(i: number): number {
+    return this.logits[i * this.stride + 1]!;
+  }
+
+  /** The array holding the first `n` entries, for llama_sampler_apply. */
+  pointer(n: number): unknown {
+    this.size[0] = BigInt(n);
+    return this.header;
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    koffi.free(this.data);
+    koffi.free(this.header);
   }
 }
 
