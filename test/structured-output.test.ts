@@ -167,6 +167,15 @@ describe("refusals", () => {
     assert.ok(ok.choices[0]);
   });
 
+  test("a grammar no token can follow fails that request, not the worker", async () => {
+    // U+D800 is a surrogate: its bytes are not UTF-8, which constrained text never holds.
+    const e = await refused({ grammar: "root ::= [\\uD800]" });
+    assert.equal(e.code, "invalid_grammar");
+    assert.match(e.message, /allows no token/);
+    const ok = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 2 });
+    assert.ok(ok.choices[0]);
+  });
+
   test("keywords a grammar cannot enforce are a 400 naming them", async () => {
     const e = await refused(withSchema({ type: "object", properties: { a: { type: "string", pattern: "^x" }, b: { type: "object", patternProperties: { "^y": { type: "string" } } }, n: { type: "number", minimum: 0 } } }));
     assert.equal(e.code, "unsupported_parameter");

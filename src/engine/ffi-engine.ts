@@ -757,6 +757,12 @@ class FfiEngine implements Engine {
     // The chain's samplers keep no state across an accept (greedy, top-p, temperature, dist),
     // so drawing again from the masked row is drawing once from the constrained distribution.
     const allowed = L.llama_sampler_sample(job.sampler!, this.ctx, row);
+    // Nothing left (a grammar that wants bytes no token of this vocabulary gives as valid
+    // UTF-8): llama.cpp aborts the process when its grammar accepts a token it refuses.
+    if (logits[allowed] === -Infinity) {
+      this.fail(job, new MoltbotError("invalid_grammar", `the grammar allows no token of this model's vocabulary after ${job.completion.length} tokens`));
+      return -1;
+    }
     L.llama_sampler_accept(grammar, allowed);
     return allowed;
   }

@@ -68,8 +68,11 @@ export async function requestGrammar(body: StructuredOutputInput): Promise<strin
 
 const cache = new Map<string, string>();
 
-/** GBNF for a JSON Schema (checked, normalized, converted; cached by the schema's hash). */
-export async function grammarForSchema(schema: Schema): Promise<string> {
+/**
+ * GBNF for a JSON Schema (checked, normalized, converted; cached by the schema's hash).
+ * `param`: the body field that holds the schema, named by refusals (tool calling passes its own).
+ */
+export async function grammarForSchema(schema: Schema, param = SCHEMA_PARAM): Promise<string> {
   const key = createHash("sha256").update(JSON.stringify(schema)).digest("hex");
   const hit = cache.get(key);
   if (hit !== undefined) {
@@ -77,14 +80,14 @@ export async function grammarForSchema(schema: Schema): Promise<string> {
     cache.set(key, hit);
     return hit;
   }
-  checkJsonSchema(schema);
+  checkJsonSchema(schema, param);
   const unsupported: string[] = [];
   const defs = rootDefs(schema, unsupported);
   const normalized = normalize(schema, "", defs, unsupported, true);
   if (unsupported.length > 0) {
-    throw new MoltbotError("unsupported_parameter", `${SCHEMA_PARAM} uses what constrained decoding cannot enforce: ${unsupported.slice(0, 10).join("; ")}`, { param: SCHEMA_PARAM });
+    throw new MoltbotError("unsupported_parameter", `${param} uses what constrained decoding cannot enforce: ${unsupported.slice(0, 10).join("; ")}`, { param });
   }
-  checkTerminates(normalized);
+  checkTerminates(normalized, param);
   const convert = await loadConverter();
   const grammar = convert(normalized);
   cache.set(key, grammar);
@@ -95,12 +98,12 @@ export async function grammarForSchema(schema: Schema): Promise<string> {
 let ajv: Ajv2020 | undefined;
 
 /** Is it JSON Schema at all (draft 2020-12, which OpenAI's structured outputs follow)? */
-function checkJsonSchema(schema: Schema): void {
+function checkJsonSchema(schema: Schema, param: string): void {
   ajv ??= new Ajv2020({ strict: false, validateFormats: false });
   if (!ajv.validateSchema(schema)) {
     const e = ajv.errors?.[0];
     const where = e?.instancePath ? e.instancePath.slice(1).replaceAll("/", ".") : "";
-    throw new MoltbotError("invalid_schema", `${SCHEMA_PARAM}${where ? "." + where : ""} is not valid JSON Schema: ${e?.message ?? "rejected"}`, { param: SCHEMA_PARAM });
+    throw new MoltbotError("invalid_schema", `${param}${where ? "." + where : ""} is not valid JSON Schema: ${e?.message ?? "rejected"}`, { param });
   }
 }
 
@@ -236,7 +239,7 @@ function jsonType(v: unknown): string {
  * a branch that can end (another oneOf alternative, an array that may be empty), would make the
  * model write forever. Least fixed point of "this schema has a finite instance".
  */
-function checkTerminates(root: Schema): void {
+function checkTerminates(root: Schema, param: string): void {
   const defs = (root.$defs ?? {}) as Record<string, Schema>;
   const finite = new Map<string, boolean>(Object.keys(defs).map((k) => [k, false]));
   const ends = (s: Schema): boolean => {
@@ -261,7 +264,7 @@ function checkTerminates(root: Schema): void {
   }
   if (!ends(root)) {
     const cyclic = [...finite].filter(([, f]) => !f).map(([k]) => `'#/$defs/${k.replace(/^definitions__/, "")}'`);
-    throw new MoltbotError("invalid_schema", `${SCHEMA_PARAM}: the $ref cycle through ${cyclic.join(", ")} has no finite instance (every property is required: end it with a nullable alternative or an array that may be empty)`, { param: SCHEMA_PARAM });
+    throw new MoltbotError("invalid_schema", `${param}: the $ref cycle through ${cyclic.join(", ")} has no finite instance (every property is required: end it with a nullable alternative or an array that may be empty)`, { param });
   }
 }
 
