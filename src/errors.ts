@@ -16,6 +16,8 @@ export const ERRORS = {
   body_timeout: { status: 408, type: "invalid_request_error" },
   model_not_embedding: { status: 400, type: "invalid_request_error" },
   token_limit_exceeded: { status: 400, type: "invalid_request_error" },
+  invalid_grammar: { status: 400, type: "invalid_request_error" },
+  invalid_schema: { status: 400, type: "invalid_request_error" },
   // authentication and scopes (src/auth/)
   invalid_token: { status: 401, type: "invalid_request_error" },
   insufficient_scope: { status: 403, type: "invalid_request_error" },

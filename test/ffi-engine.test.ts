@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { completeUtf8Length, loadFfiEngine } from "../src/engine/ffi-engine.js";
+import { completeUtf8Length, continuesUtf8, loadFfiEngine } from "../src/engine/ffi-engine.js";
 import type { Engine, GeneratedToken, GenerationParams } from "../src/engine/types.js";
 import { completionLimit } from "../src/workers/generation.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
@@ -46,6 +46,20 @@ before(async () => {
 after(async () => {
   await engine?.close();
   rmSync(dir, { recursive: true, force: true });
+});
+
+test("constrained text stays well-formed UTF-8: which byte pieces may follow", () => {
+  const b = (...xs: number[]) => Uint8Array.from(xs);
+  assert.ok(continuesUtf8(null, b(0xe2, 0x82)), "an incomplete sequence may wait for its end");
+  assert.ok(!continuesUtf8(null, b(0xe2, 0x82), true), "but is not whole");
+  assert.ok(continuesUtf8(b(0xe2, 0x82), b(0xac)), "€ completed");
+  assert.ok(!continuesUtf8(null, b(0x80)), "a lone continuation byte");
+  assert.ok(!continuesUtf8(null, b(0xc0)) && !continuesUtf8(null, b(0xf5)), "bytes never in UTF-8");
+  assert.ok(!continuesUtf8(b(0xe0), b(0x81)), "overlong form");
+  assert.ok(!continuesUtf8(b(0xed), b(0xa0)), "surrogate");
+  assert.ok(!continuesUtf8(b(0xf4), b(0x90)), "past U+10FFFF");
+  assert.ok(!continuesUtf8(b(0xe2), Buffer.from("a")), "ASCII inside a sequence");
+  assert.ok(continuesUtf8(null, Buffer.from("plain €", "utf8"), true));
 });
 
 test("incomplete UTF-8 sequences are held back until complete", () => {

@@ -20,11 +20,13 @@ import { MoltbotError } from "../errors.js";
 import { HostPromptCache } from "./host-prompt-cache.js";
 import { KvPrefixCache } from "./kv-prefix-cache.js";
 import {
+  captureNativeErrors,
   floatView,
   LLAMA_FLASH_ATTN_AUTO,
   LLAMA_POOLING_MEAN,
   loadLibLlama,
   NativeBatch,
+  NativeCandidates,
 } from "./libllama.js";
 import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, ThreadpoolPtr, VocabPtr } from "./libllama.js";
 import { DraftGate } from "./draft-gate.js";
@@ -133,6 +135,8 @@ interface Job {
   completion: number[];
   seq: number;
   sampler: SamplerPtr | null;
+  /** The compiled grammar, applied after the chain draws (constrain); null when unconstrained. */
+  grammar: SamplerPtr | null;
   drafter: NgramDrafter | null;
   /** Draft tokens put into the current batch after `next`. */
   draft: number[];
@@ -190,6 +194,10 @@ class FfiEngine implements Engine {
   private readonly tuner: StepThreadTuner | null;
   private currentThreads: number;
   private readonly draftGate = new DraftGate();
+  /** Candidates for applying a grammar sampler to one token or a whole row; made on first use. */
+  private candidates: NativeCandidates | null = null;
+  /** Tokens whose piece is not whole, valid UTF-8 (byte tokens, partial byte-level pieces); built on first use. */
+  private irregular: { token: number; bytes: Buffer }[] | null = null;
 
   constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number, threading: { threads: number; threadpool: ThreadpoolPtr | null; adaptive: boolean }) {
     this.lib = lib;
@@ -329,9 +337,15 @@ class FfiEngine implements Engine {
       if (!Number.isInteger(t) || t < 0 || t >= this.nVocab) return Promise.reject(new MoltbotError("invalid_request", `token id ${t} is outside the vocabulary (0..${this.nVocab - 1})`));
     }
     if (request.signal?.aborted) return Promise.resolve(this.result(prompt.length, "aborted", 0, 0, 0, 0));
+    let grammar: SamplerPtr | null = null;
+    try {
+      grammar = this.compileGrammar(request.params);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return new Promise<GenerateResult>((resolve, reject) => {
       const job: Job = {
-        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, drafter: null, draft: [],
+        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, grammar, drafter: null, draft: [],
         outIndex: -1, pending: null, pendingRow: null, cached: 0, admitted: false, drafted: 0, accepted: 0, cancelled: false, resolve, reject, onAbort: null,
       };
       if (request.signal) {
@@ -341,6 +355,25 @@ class FfiEngine implements Engine {
       this.queue.push(job);
       this.wake();
     });
+  }
+
+  /**
+   * The request's grammar as a sampler, compiled when the request arrives so that a grammar
+   * that does not parse is refused before it queues, with llama.cpp's reason. Compiling per
+   * request is cheap next to a generation (docs/benchmarks.md, bench/grammar.ts).
+   */
+  private compileGrammar(p: GenerateRequest["params"]): SamplerPtr | null {
+    if (p.grammar === undefined || p.grammar.length === 0) return null;
+    // With the end-of-generation token masked, a completed grammar leaves no token to sample,
+    // and llama.cpp throws (aborting the process) when it is made to accept a token the grammar refuses.
+    if (p.ignoreEos || p.minTokens > 0) {
+      throw new MoltbotError("unsupported_parameter", `'${p.ignoreEos ? "ignore_eos" : "min_tokens"}' cannot be combined with a grammar or response_format: the model must be able to stop when the grammar is complete`);
+    }
+    // Under capture: the parser says why it refused only on stderr (about 0.1 ms a request).
+    const grammar = p.grammar;
+    const { result, text } = captureNativeErrors(() => nullable(this.lib.llama_sampler_init_grammar(this.vocab, grammar, "root")));
+    if (result !== null) return result;
+    throw new MoltbotError("invalid_grammar", `the grammar is not valid GBNF: ${grammarProblem(text)}`, { param: "grammar" });
   }
 
   private result(promptTokens: number, reason: EngineFinishReason, completionTokens: number, cached: number, drafted: number, accepted: number): GenerateResult {
@@ -429,8 +462,13 @@ class FfiEngine implements Engine {
       if (!job.admitted) {
         job.admitted = true;
         job.cached = lease.reused;
+        const constrained = job.grammar !== null;
         job.sampler = this.makeSampler(job);
-        if (this.speculative) {
+        // No drafting under a grammar. Sampling row by row would keep the grammar exact (it
+        // accepts only tokens kept), but JSON's repeated structure makes the drafter propose,
+        // and draft rows widen the step every sequence in the batch waits for: beside one
+        // drafting constrained sequence the others ran at x0.68 (demo, 4 streams, bench/grammar.ts).
+        if (this.speculative && !constrained) {
           job.drafter = new NgramDrafter({ maxDraft: MAX_DRAFT });
           job.drafter.reset(job.tokens);
         }
@@ -674,7 +712,8 @@ class FfiEngine implements Engine {
   private sampleAt(job: Job, row: number): number {
     const p = job.request.params;
     const suppress = p.ignoreEos || job.completion.length < p.minTokens;
-    if (suppress || p.topLogprobs !== null) {
+    const constrained = job.grammar !== null;
+    if (suppress || constrained || p.topLogprobs !== null) {
       const ptr = nullable(this.lib.llama_get_logits_ith(this.ctx, row));
       if (ptr === null) {
         this.fail(job, new MoltbotError("engine_error", "no logits for a sequence"));
@@ -683,9 +722,60 @@ class FfiEngine implements Engine {
       const logits = floatView(ptr, this.nVocab);
       // The sampler reads this same row, so -inf here keeps it from ever picking an EOG token.
       if (suppress) for (const t of this.eogTokens) logits[t] = -Infinity;
+      // llama.cpp's grammar decodes UTF-8 leniently (an overlong or out-of-range sequence
+      // counts as one character), so constrained text could hold bytes that are not UTF-8
+      // (not JSON, and lengths off): keep the text valid, a few hundred checks per token.
+      if (constrained) for (const { token, bytes } of this.irregularPieces()) if (!continuesUtf8(job.pending, bytes)) logits[token] = -Infinity;
       job.pendingRow = logits;
     }
-    return this.lib.llama_sampler_sample(job.sampler!, this.ctx, row);
+    const token = this.lib.llama_sampler_sample(job.sampler!, this.ctx, row);
+    return job.grammar === null ? token : this.constrain(job, token, row);
+  }
+
+  /**
+   * Grammar first-pass check, as llama.cpp's common sampler does: the token drawn without the
+   * grammar is kept when the grammar allows it (one candidate checked instead of the whole
+   * vocabulary); otherwise the grammar masks the row and the chain draws again. The grammar
+   * accepts exactly the token returned, and every token sampled is kept (drafts are off under
+   * a grammar), so it advances by exactly the completion.
+   */
+  private constrain(job: Job, token: number, row: number): number {
+    const L = this.lib;
+    const grammar = job.grammar!;
+    const logits = job.pendingRow!;
+    const c = (this.candidates ??= new NativeCandidates(this.nVocab));
+    c.set(0, token, 0);
+    L.llama_sampler_apply(grammar, c.pointer(1));
+    if (c.logit(0) !== -Infinity) {
+      L.llama_sampler_accept(grammar, token);
+      return token;
+    }
+    const n = this.nVocab;
+    for (let i = 0; i < n; i++) c.set(i, i, logits[i]!);
+    L.llama_sampler_apply(grammar, c.pointer(n));
+    for (let i = 0; i < n; i++) if (c.logit(i) === -Infinity) logits[c.token(i)] = -Infinity;
+    // The chain's samplers keep no state across an accept (greedy, top-p, temperature, dist),
+    // so drawing again from the masked row is drawing once from the constrained distribution.
+    const allowed = L.llama_sampler_sample(job.sampler!, this.ctx, row);
+    // Nothing left (a grammar that wants bytes no token of this vocabulary gives as valid
+    // UTF-8): llama.cpp aborts the process when its grammar accepts a token it refuses.
+    if (logits[allowed] === -Infinity) {
+      this.fail(job, new MoltbotError("invalid_grammar", `the grammar allows no token of this model's vocabulary after ${job.completion.length} tokens`));
+      return -1;
+    }
+    L.llama_sampler_accept(grammar, allowed);
+    return allowed;
+  }
+
+  private irregularPieces(): { token: number; bytes: Buffer }[] {
+    if (this.irregular !== null) return this.irregular;
+    const out: { token: number; bytes: Buffer }[] = [];
+    for (let t = 0; t < this.nVocab; t++) {
+      const bytes = this.pieceBytes(t);
+      if (bytes.length > 0 && !continuesUtf8(null, bytes, true)) out.push({ token: t, bytes: Buffer.from(bytes) });
+    }
+    this.irregular = out;
+    return out;
   }
 
   /** Report one sampled token; the finish reason when the sequence ends with it, else null. */
@@ -764,6 +854,10 @@ class FfiEngine implements Engine {
     if (job.sampler !== null) {
       this.lib.llama_sampler_free(job.sampler);
       job.sampler = null;
+    }
+    if (job.grammar !== null) {
+      this.lib.llama_sampler_free(job.grammar);
+      job.grammar = null;
     }
   }
 
@@ -893,6 +987,7 @@ class FfiEngine implements Engine {
     if (this.freed) return;
     this.freed = true;
     this.batch.free();
+    this.candidates?.free();
     if (this.threadpool !== null) this.lib.llama_detach_threadpool(this.ctx);
     this.lib.llama_free(this.ctx);
     if (this.threadpool !== null) this.lib.ggml_threadpool_free!(this.threadpool);
@@ -903,6 +998,53 @@ class FfiEngine implements Engine {
 /** koffi returns NULL as null (or 0n for some pointer shapes): normalise to null. */
 function nullable<T>(p: T | null): T | null {
   return p === null || p === undefined || (p as unknown) === 0n || (p as unknown) === 0 ? null : p;
+}
+
+/**
+ * The useful line of what llama.cpp said about a grammar it refused: the parser's "error
+ * parsing grammar: expecting name at ..." (without the grammar it echoes after it), else the
+ * first logged error ("undefined rule", "left recursion", "does not contain a 'root' symbol").
+ */
+function grammarProblem(text: string): string {
+  const parse = /error parsing grammar: ([^\n]*)/.exec(text);
+  const line = parse?.[1] ?? text.split("\n").map((l) => l.trim()).find((l) => l.length > 0 && l !== "failed to parse grammar");
+  if (line === undefined) return "llama.cpp refused it";
+  return line.length > 200 ? `${line.slice(0, 200)}...` : line;
+}
+
+/**
+ * Whether `pending` (an incomplete UTF-8 sequence held back, or null) followed by `piece` is
+ * well-formed UTF-8 (Unicode table 3-7: no overlong forms, surrogates or code points past
+ * U+10FFFF), allowed to end inside a sequence unless `whole`.
+ */
+export function continuesUtf8(pending: Uint8Array | null, piece: Uint8Array, whole = false): boolean {
+  let need = 0; // continuation bytes still expected
+  let lo = 0x80;
+  let hi = 0xbf;
+  const step = (b: number): boolean => {
+    if (need > 0) {
+      if (b < lo || b > hi) return false;
+      need--;
+      lo = 0x80;
+      hi = 0xbf;
+      return true;
+    }
+    if (b < 0x80) return true;
+    if (b >= 0xc2 && b <= 0xdf) need = 1;
+    else if (b >= 0xe0 && b <= 0xef) {
+      need = 2;
+      if (b === 0xe0) lo = 0xa0;
+      if (b === 0xed) hi = 0x9f;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      need = 3;
+      if (b === 0xf0) lo = 0x90;
+      if (b === 0xf4) hi = 0x8f;
+    } else return false;
+    return true;
+  };
+  if (pending !== null) for (const b of pending) if (!step(b)) return false;
+  for (const b of piece) if (!step(b)) return false;
+  return !whole || need === 0;
 }
 
 /** Length of the longest prefix of `b` that does not end inside a UTF-8 sequence. */

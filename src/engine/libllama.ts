@@ -5,7 +5,8 @@
 // Calls are synchronous on purpose: the decode loop runs in a dedicated worker process, and
 // koffi's async calls (a libuv worker per call) cost more than a decode step of a small model.
 
-import { readdirSync, existsSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
 import koffi from "koffi";
@@ -96,6 +97,19 @@ export const LlamaLogitBias = koffi.struct("llama_logit_bias", {
   bias: "float",
 });
 
+export const LlamaTokenData = koffi.struct("llama_token_data", {
+  id: "int32_t",
+  logit: "float",
+  p: "float",
+});
+
+export const LlamaTokenDataArray = koffi.struct("llama_token_data_array", {
+  data: "void *",
+  size: "size_t",
+  selected: "int64_t",
+  sorted: "bool",
+});
+
 export const LlamaChatMessage = koffi.struct("llama_chat_message", {
   role: "const char *",
   content: "const char *",
@@ -122,6 +136,8 @@ export const LLAMA_STRUCTS = {
   llama_sampler_chain_params: LlamaSamplerChainParams,
   llama_chat_message: LlamaChatMessage,
   llama_logit_bias: LlamaLogitBias,
+  llama_token_data: LlamaTokenData,
+  llama_token_data_array: LlamaTokenDataArray,
   ggml_threadpool_params: GgmlThreadpoolParams,
 } as const;
 
@@ -233,7 +249,11 @@ export interface LibLlama {
   llama_sampler_init_top_p(p: number, minKeep: number): SamplerPtr;
   llama_sampler_init_temp(t: number): SamplerPtr;
   llama_sampler_init_logit_bias(nVocab: number, nLogitBias: number, biases: { token: number; bias: number }[]): SamplerPtr;
+  /** NULL when the GBNF does not parse (the detail goes to stderr: see captureNativeStderr). */
+  llama_sampler_init_grammar(vocab: VocabPtr, grammar: string, root: string): SamplerPtr | null;
   llama_sampler_sample(smpl: SamplerPtr, ctx: ContextPtr, idx: number): number;
+  /** `candidates`: a llama_token_data_array in native memory (NativeCandidates). */
+  llama_sampler_apply(smpl: SamplerPtr, candidates: unknown): void;
   llama_sampler_accept(smpl: SamplerPtr, token: number): void;
   llama_sampler_reset(smpl: SamplerPtr): void;
   llama_sampler_free(smpl: SamplerPtr): void;
@@ -284,6 +304,8 @@ export interface LlamaLogOptions {
 let logCallbackHandle: bigint | undefined;
 let logOptions: LlamaLogOptions = { minLevel: GGML_LOG_LEVEL.error, sink: (_l, text) => process.stderr.write(text) };
 let lastLogLevel: number = GGML_LOG_LEVEL.none;
+/** Warnings and errors logged while captureNativeErrors runs. */
+let logCapture: string[] | null = null;
 
 /** Route llama.cpp/ggml logs. Default: errors only, to stderr. */
 export function setLlamaLogging(options: LlamaLogOptions): void {
@@ -369,7 +391,9 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_sampler_init_top_p: f("void *llama_sampler_init_top_p(float p, size_t min_keep)"),
     llama_sampler_init_temp: f("void *llama_sampler_init_temp(float t)"),
     llama_sampler_init_logit_bias: f("void *llama_sampler_init_logit_bias(int32_t n_vocab, int32_t n_logit_bias, const llama_logit_bias *logit_bias)"),
+    llama_sampler_init_grammar: f("void *llama_sampler_init_grammar(void *vocab, const char *grammar_str, const char *grammar_root)"),
     llama_sampler_sample: f("int32_t llama_sampler_sample(void *smpl, void *ctx, int32_t idx)"),
+    llama_sampler_apply: f("void llama_sampler_apply(void *smpl, void *cur_p)"),
     llama_sampler_accept: f("void llama_sampler_accept(void *smpl, int32_t token)"),
     llama_sampler_reset: f("void llama_sampler_reset(void *smpl)"),
     llama_sampler_free: f("void llama_sampler_free(void *smpl)"),
@@ -384,7 +408,9 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
       // CONT continues the previous line at the previous line's level.
       const effective = level === GGML_LOG_LEVEL.cont ? lastLogLevel : level;
       if (level !== GGML_LOG_LEVEL.cont) lastLogLevel = level;
-      if (effective >= logOptions.minLevel && effective !== GGML_LOG_LEVEL.none) logOptions.sink(effective, text);
+      if (logCapture !== null) {
+        if (effective >= GGML_LOG_LEVEL.warn) logCapture.push(text);
+      } else if (effective >= logOptions.minLevel && effective !== GGML_LOG_LEVEL.none) logOptions.sink(effective, text);
     }, koffi.pointer(LogCallback));
   }
   bindings.llama_log_set(logCallbackHandle, null);
@@ -399,6 +425,70 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
   b.ggml_threadpool_free = tpNew === null || tpFree === null ? null : koffi.decode(tpFree, ThreadpoolFreeFn);
   loaded.set(kind, bindings);
   return bindings;
+}
+
+// ---- native stderr ----------------------------------------------------------------------
+
+interface Libc {
+  dup(fd: number): number;
+  dup2(from: number, to: number): number;
+  close(fd: number): number;
+  fflush(stream: null): number;
+}
+let libc: Libc | null | undefined;
+
+function loadLibc(): Libc | null {
+  if (libc !== undefined) return libc;
+  try {
+    const c = koffi.load(process.platform === "darwin" ? "libSystem.B.dylib" : "libc.so.6");
+    libc = { dup: c.func("int dup(int)"), dup2: c.func("int dup2(int, int)"), close: c.func("int close(int)"), fflush: c.func("int fflush(void *)") };
+  } catch {
+    libc = null;
+  }
+  return libc;
+}
+
+/**
+ * Run `fn` and return what llama.cpp said meanwhile (its warnings and errors, which then reach
+ * no log: the caller reports them), and what native code wrote to fd 2 (pointed at a
+ * temporary file for the call). llama.cpp's
+ * grammar parser reports *why* a GBNF does not parse only with fprintf(stderr) (its log gets
+ * "failed to parse grammar" and nothing more), and a client deserves the reason. Synchronous:
+ * nothing else writes to fd 2 meanwhile (the worker logs over IPC). Without libc (not Linux or
+ * macOS) only the log lines are returned.
+ */
+export function captureNativeErrors<T>(fn: () => T): { result: T; text: string } {
+  logCapture = [];
+  try {
+    const { result, text } = captureFd2(fn);
+    return { result, text: text + logCapture.join("") };
+  } finally {
+    logCapture = null;
+  }
+}
+
+function captureFd2<T>(fn: () => T): { result: T; text: string } {
+  const c = loadLibc();
+  if (c === null) return { result: fn(), text: "" };
+  const file = path.join(tmpdir(), `moltbot-stderr-${process.pid}-${Date.now()}`);
+  const fd = openSync(file, "w+");
+  const saved = c.dup(2);
+  let result: T;
+  try {
+    c.fflush(null);
+    c.dup2(fd, 2);
+    try {
+      result = fn();
+    } finally {
+      c.fflush(null);
+      c.dup2(saved, 2);
+      c.close(saved);
+    }
+    return { result, text: readFileSync(file, "utf8") };
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
 }
 
 // ---- native scratch memory ----------------------------------------------------------------
@@ -443,6 +533,65 @@ export class NativeBatch {
     if (this.freed) return;
     this.freed = true;
     for (const p of this.allocations) koffi.free(p);
+  }
+}
+
+/**
+ * A llama_token_data_array and its entries in native memory, written through typed-array
+ * views (the entries' int32 id and float logit share one buffer), so a sampler can be applied
+ * to a chosen set of candidates without per-element FFI calls.
+ */
+export class NativeCandidates {
+  readonly capacity: number;
+  private readonly ids: Int32Array;
+  private readonly logits: Float32Array;
+  private readonly size: BigUint64Array;
+  private readonly header: unknown;
+  private readonly data: unknown;
+  private readonly stride: number;
+  private freed = false;
+
+  constructor(capacity: number) {
+    this.capacity = capacity;
+    const entry = koffi.sizeof(LlamaTokenData);
+    this.stride = entry / 4;
+    this.data = koffi.alloc(LlamaTokenData, capacity);
+    this.header = koffi.alloc(LlamaTokenDataArray, 1);
+    const bytes = koffi.view(this.data, capacity * entry);
+    this.ids = new Int32Array(bytes);
+    this.logits = new Float32Array(bytes);
+    const head = koffi.view(this.header, koffi.sizeof(LlamaTokenDataArray));
+    new BigUint64Array(head, koffi.offsetof(LlamaTokenDataArray, "data"), 1)[0] = koffi.address(this.data);
+    this.size = new BigUint64Array(head, koffi.offsetof(LlamaTokenDataArray, "size"), 1);
+    new BigInt64Array(head, koffi.offsetof(LlamaTokenDataArray, "selected"), 1)[0] = -1n;
+    new Uint8Array(head, koffi.offsetof(LlamaTokenDataArray, "sorted"), 1)[0] = 0;
+  }
+
+  token(i: number): number {
+    return this.ids[i * this.stride]!;
+  }
+
+  /** Entry i := (token, logit). Call `pointer(n)` after writing entries 0..n-1. */
+  set(i: number, token: number, logit: number): void {
+    this.ids[i * this.stride] = token;
+    this.logits[i * this.stride + 1] = logit;
+  }
+
+  logit(i: number): number {
+    return this.logits[i * this.stride + 1]!;
+  }
+
+  /** The array holding the first `n` entries, for llama_sampler_apply. */
+  pointer(n: number): unknown {
+    this.size[0] = BigInt(n);
+    return this.header;
+  }
+
+  free(): void {
+    if (this.freed) return;
+    this.freed = true;
+    koffi.free(this.data);
+    koffi.free(this.header);
   }
 }
 

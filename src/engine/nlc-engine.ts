@@ -266,6 +266,9 @@ class NlcEngine implements Engine {
       acceptedDraftTokens: 0,
     });
     if (signal?.aborted) return result("aborted", 0);
+    if (params.grammar !== undefined && params.grammar.length > 0) {
+      throw new MoltbotError("unsupported_parameter", "grammars and response_format need the default engine (ffi); this worker runs node-llama-cpp", { param: "grammar" });
+    }
     if (limit <= 0) return result("length", 0);
 
     const sequence = await this.acquireSequence(signal);

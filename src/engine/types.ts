@@ -68,6 +68,12 @@ export interface GenerationParams {
   topLogprobs: number | null;
   /** Reuse KV cells of a cached prompt prefix (default true). */
   cachePrompt: boolean;
+  /**
+   * A GBNF grammar (root rule `root`) every completion token must keep the text inside;
+   * absent = unconstrained. The HTTP layer builds it from `response_format` or takes the
+   * body's `grammar`; the engine refuses one that does not parse (`invalid_grammar`).
+   */
+  grammar?: string;
 }
 
 export interface TokenLogprob {

@@ -21,6 +21,20 @@ const Stop = Nullable(Type.Union([Type.String(), Type.Array(Type.String(), { max
 /** Seconds this request may take (queued and generating), capped by server.request_timeout_ms. */
 const RequestTimeout = { timeout: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0 }))) };
 
+// The schema itself is checked by structured-output.ts (JSON Schema's meta-schema, then what a
+// grammar can enforce), with messages naming the keyword.
+const ResponseFormat = Type.Object({
+  type: Type.String(),
+  json_schema: Type.Optional(
+    Type.Object({
+      name: Type.String({ minLength: 1, maxLength: 64 }),
+      description: Type.Optional(Type.String()),
+      schema: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+      strict: Type.Optional(Nullable(Type.Boolean())),
+    }),
+  ),
+});
+
 /** Sampling fields shared by both generation routes. */
 const SamplingFields = {
   model: Type.Optional(Type.String({ minLength: 1 })),
@@ -41,6 +55,9 @@ const SamplingFields = {
   presence_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
   frequency_penalty: Type.Optional(Nullable(Type.Number({ minimum: -2, maximum: 2 }))),
   user: Type.Optional(Type.String()),
+  // Structured outputs (structured-output.ts): OpenAI's response_format, llama.cpp server's grammar.
+  response_format: Type.Optional(Nullable(ResponseFormat)),
+  grammar: Type.Optional(Nullable(Type.String({ maxLength: 65536 }))),
   ...RequestTimeout,
 };
 

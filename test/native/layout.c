@@ -99,6 +99,19 @@ int main(void) {
     FIELD(llama_logit_bias, bias);
     END();
 
+    BEGIN(llama_token_data);
+    FIELD(llama_token_data, id);
+    FIELD(llama_token_data, logit);
+    FIELD(llama_token_data, p);
+    END();
+
+    BEGIN(llama_token_data_array);
+    FIELD(llama_token_data_array, data);
+    FIELD(llama_token_data_array, size);
+    FIELD(llama_token_data_array, selected);
+    FIELD(llama_token_data_array, sorted);
+    END();
+
     BEGIN(ggml_threadpool_params);
     FIELD(ggml_threadpool_params, cpumask);
     FIELD(ggml_threadpool_params, n_threads);

@@ -11,6 +11,7 @@ import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js
 import { failedStatus, modelVersionHeader, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
 import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 import type { Principal } from "../../auth/principal.js";
+import { requestGrammar } from "../structured-output.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -169,6 +170,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       throw new MoltbotError("invalid_request", "'top_logprobs' requires 'logprobs': true", { param: "top_logprobs" });
     }
     const params = samplingParams(body, body.max_completion_tokens ?? body.max_tokens ?? null, topLogprobs);
+    const grammar = await requestGrammar(body);
+    if (grammar !== undefined) params.grammar = grammar;
     await serveGeneration(req, reply, {
       pool,
       model: body.model,
@@ -193,6 +196,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     const prompt = typeof body.prompt === "string" ? body.prompt : body.prompt[0]!;
     // OpenAI's legacy completions default to 16 tokens.
     const params = samplingParams(body, body.max_tokens === undefined ? 16 : body.max_tokens, body.logprobs ?? null);
+    const grammar = await requestGrammar(body);
+    if (grammar !== undefined) params.grammar = grammar;
     await serveGeneration(req, reply, {
       pool,
       model: body.model,
