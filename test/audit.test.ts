@@ -11,7 +11,7 @@ import { AuditKeys } from "../src/audit/keys.js";
 import { chainFiles, checkpointPath, readRecords, segmentFiles, verifyChain } from "../src/audit/segments.js";
 import { loadConfig } from "../src/config/load.js";
 import { ConfigReloader } from "../src/server/reload.js";
-import { startServer, tempDir, tinyModelPath } from "./helpers/fixtures.js";
+import { startServer, tempDir, tinyModelPath, until } from "./helpers/fixtures.js";
 import { cli, cliAsync, dirs, lines, options } from "./helpers/audit.js";
 
 test("10,000 concurrent records and three CLI processes appending at once: the chain verifies", async () => {
@@ -174,6 +174,23 @@ test("the real server records each of 5,000 concurrent requests (model, version,
     await Promise.all(Array.from({ length: 8 }, (_, i) => client.completions.create({ model: "tiny", prompt: `Hello ${i}`, max_tokens: 4, temperature: 0 })));
     const stream = await client.completions.create({ model: "tiny", prompt: "Streamed", max_tokens: 3, stream: true });
     for await (const _ of stream) void _;
+    // A client that leaves mid-stream: recorded as 499 with what was generated before it left.
+    const ac = new AbortController();
+    const left = await client.chat.completions.create({ model: "tiny", messages: [{ role: "user", content: "go on" }], max_tokens: 4000, ignore_eos: true, stream: true } as OpenAI.ChatCompletionCreateParamsStreaming, { signal: ac.signal });
+    let seen = 0;
+    try {
+      for await (const _ of left) if (++seen === 3) ac.abort();
+    } catch {
+      // the abort surfaces from the iterator
+    }
+    // A whole request abandoned while it runs: one record too.
+    await until("the abandoned stream's end", () => srv.server.models.entries[0]!.served.worker.inflight === 0);
+    const whole = new AbortController();
+    const pending = fetch(`${srv.url}/infer`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ input: "go on", max_tokens: 4000, ignore_eos: true }), signal: whole.signal });
+    await until("the request in the worker", () => srv.server.models.entries[0]!.served.worker.inflight === 1);
+    whole.abort();
+    await assert.rejects(pending);
+    await until("the abandoned request's end", () => srv.server.models.entries[0]!.served.worker.inflight === 0);
     // 5,000 requests, 100 at a time, through the real listener (10,000 records go through AuditLog directly above).
     await Promise.all(
       Array.from({ length: 100 }, async () => {
@@ -202,6 +219,14 @@ test("the real server records each of 5,000 concurrent requests (model, version,
     assert.equal(r.ip, "127.0.0.1");
     assert.equal(r.content, undefined);
   }
+  const abandoned = recs.filter((r) => r.route === "/v1/chat/completions");
+  assert.equal(abandoned.length, 1, JSON.stringify(abandoned));
+  assert.equal(abandoned[0]!.status, 499);
+  assert.equal(abandoned[0]!.model, "tiny");
+  assert.ok((abandoned[0]!.completion_tokens as number) >= 2 && (abandoned[0]!.completion_tokens as number) < 4000, JSON.stringify(abandoned[0]));
+  const abandonedWhole = recs.filter((r) => r.route === "/infer");
+  assert.equal(abandonedWhole.length, 1, JSON.stringify(abandonedWhole));
+  assert.equal(abandonedWhole[0]!.status, 499);
   assert.equal(recs.filter((r) => r.route === "/healthz").length, 5_000);
   const admin = recs.find((r) => r.action === "model.activate")!;
   assert.deepEqual([admin.target, admin.outcome], ["tiny v9", "version_not_found"]);

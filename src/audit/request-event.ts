@@ -23,7 +23,25 @@ declare module "fastify" {
     auditInference: InferenceAudit | null;
     /** audit.include_content: inference routes keep prompt and completion text for the record. */
     auditContent: boolean;
+    /** An inference route is running: a client that leaves now is recorded when the route ends. */
+    auditPending: boolean;
+    /** The record a client's leaving deferred until the route ends (inferenceEnded). */
+    auditDeferred: (() => void) | null;
   }
+}
+
+/** Inference routes call this first: if the client leaves, its record waits for what the route did. */
+export function inferenceStarted(req: FastifyRequest): void {
+  req.auditPending = true;
+}
+
+/** The inference route's end: what it did (null: it named no served model), and a deferred record made now. */
+export function inferenceEnded(req: FastifyRequest, inf: InferenceAudit | null): void {
+  req.auditInference = inf;
+  req.auditPending = false;
+  const deferred = req.auditDeferred;
+  req.auditDeferred = null;
+  deferred?.();
 }
 
 /** The request's event; `status`: the reply's (499 when the client left before it was finished). */

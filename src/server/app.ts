@@ -89,9 +89,21 @@ export function buildApp(opts: AppOptions): FastifyInstance {
     log.info(`${req.method} ${shortUrl(req.url)} ${reply.statusCode} ${reply.elapsedTime.toFixed(1)}ms`, { request_id: req.id });
     audit?.record(requestEvent(req, reply.statusCode));
   });
-  // A client that leaves before the response is finished gets no onResponse: recorded here,
-  // with nginx's 499 (client closed) unless the route already knew how it ended.
-  if (audit !== undefined) app.addHook("onRequestAbort", async (req) => audit.record(requestEvent(req, 499)));
+  // A client that leaves before the response is finished gets no onResponse (nor, once its
+  // request was read, an onRequestAbort: a stream it abandons ends no other way): recorded when
+  // the connection closes, with nginx's 499 (client closed); during an inference route, once the
+  // route has ended, so the record has the model, version, tokens and cost of what was done.
+  app.decorateRequest("auditPending", false);
+  app.decorateRequest("auditDeferred", null);
+  if (audit !== undefined) {
+    app.addHook("onRequest", async (req, reply) => {
+      reply.raw.once("close", () => {
+        if (reply.raw.writableFinished) return; // onResponse recorded it
+        if (req.auditPending) req.auditDeferred = () => audit.record(requestEvent(req, 499));
+        else audit.record(requestEvent(req, 499));
+      });
+    });
+  }
 
   app.setErrorHandler(async (err, req, reply) => {
     const { status, body } = errorReply(err);

@@ -18,6 +18,7 @@ import { costOf } from "../ledger/sqlite-ledger.js";
 import { errorReply, shortUrl } from "./errors-http.js";
 import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
+import { inferenceEnded, inferenceStarted } from "../audit/request-event.js";
 
 export interface Usage {
   prompt_tokens: number;
@@ -118,10 +119,11 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
     try {
       entry = pool.resolve(named, type);
     } catch {
+      inferenceEnded(request, null);
       return;
     }
   }
-  request.auditInference = {
+  inferenceEnded(request, {
     model: entry.name,
     version: o.version,
     status: o.status,
@@ -130,7 +132,7 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
     cost: o.entry === undefined ? undefined : auditCost(o, entry),
     prompt: o.prompt,
     completion: o.completion,
-  };
+  });
   const metrics = pool.metrics;
   if (!metrics) return;
   const latencyMs = reply.elapsedTime;
@@ -157,6 +159,7 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
 const WORKER_LOSS: ReadonlySet<string> = new Set(["worker_crashed", "worker_unavailable"]);
 
 export async function serveGeneration(request: FastifyRequest, reply: FastifyReply, call: GenerateCall): Promise<void> {
+  inferenceStarted(request);
   const life = new RequestLifetime(reply, call.deadlineMs);
   const res = reply.raw;
   const requestId = String(request.id);

@@ -12,6 +12,7 @@ import { failedStatus, modelVersionHeader, recordInference, serveGeneration, typ
 import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 import type { Principal } from "../../auth/principal.js";
 import { requestGrammar } from "../structured-output.js";
+import { inferenceStarted } from "../../audit/request-event.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -213,6 +214,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
   app.post<{ Body: EmbeddingBody }>("/v1/embeddings", { schema: { body: EmbeddingBody } }, async (req, reply) => {
     const body = req.body;
     const outcome: InferenceOutcome = { entry: undefined, status: 200, promptTokens: 0, completionTokens: 0, cachedTokens: 0, firstTextMs: -1, doneMs: 0 };
+    inferenceStarted(req);
     try {
       return await embeddings(body, reply, outcome, req.principal ?? undefined);
     } catch (err) {
