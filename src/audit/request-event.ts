@@ -46,8 +46,8 @@ export function inferenceEnded(req: FastifyRequest, inf: InferenceAudit | null):
 
 /** The request's event; `status`: the reply's (499 when the client left before it was finished). */
 export function requestEvent(req: FastifyRequest, status: number): AuditEvent {
-  // `principal` comes with the auth hook; read defensively so this compiles and runs without it.
-  const user = (req as { principal?: { subject: string } }).principal?.subject ?? "anonymous";
+  // No principal: auth is on and the request's token was missing or refused.
+  const user = req.principal?.subject ?? "unauthenticated";
   const url = req.url;
   const q = url.indexOf("?");
   const inf = req.auditInference;

@@ -100,8 +100,9 @@ export function authHook(server: ServerAuth | undefined, metricsPath: string | u
     }
     try {
       const principal = await server.auth.verify(bearerToken(req));
-      if (scope !== "") requireScopes(principal, [scope]);
+      // Known before the scope check: a refusal for want of a scope is audited under its subject.
       req.principal = principal;
+      if (scope !== "") requireScopes(principal, [scope]);
     } catch (err) {
       challenge(reply, err);
       throw err;

@@ -43,7 +43,7 @@ function requester(req: FastifyRequest): string {
  */
 async function audited<T extends { version?: string; passed?: boolean }>(audit: AuditSink | undefined, req: FastifyRequest, action: AuditAction, model: string, asked: string | undefined, run: () => Promise<T>): Promise<T> {
   if (audit === undefined) return run();
-  const user = (req as { principal?: { subject: string } }).principal?.subject ?? "anonymous";
+  const user = req.principal?.subject ?? "unauthenticated";
   const record = (outcome: string, version: string | undefined) =>
     audit.record({ action, user, target: version === undefined ? model : `${model} ${version}`, outcome, detail: `requested as ${requester(req)}`, request_id: req.id, ip: req.ip });
   try {
