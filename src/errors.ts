@@ -48,6 +48,7 @@ export const ERRORS = {
   security_unenforceable: { status: 500, type: "server_error" },
   tls_invalid: { status: 500, type: "server_error" },
   ledger_lost: { status: 500, type: "server_error" },
+  key_store_lost: { status: 500, type: "server_error" },
   audit_log_invalid: { status: 500, type: "server_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 

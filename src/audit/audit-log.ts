@@ -50,6 +50,7 @@ const COMPONENT: Record<AuditAction, string> = {
   "budget.reset": "budget",
   "token.create": "auth",
   "token.revoke": "auth",
+  "token.reset-store": "auth",
   "config.reload": "config",
   "audit.erase": "audit",
 };
@@ -62,6 +63,7 @@ const VERB: Record<AuditAction, string> = {
   "budget.reset": "reset",
   "token.create": "created",
   "token.revoke": "revoked",
+  "token.reset-store": "accepted as the API key store",
   "config.reload": "reloaded",
   "audit.erase": "erased",
 };

@@ -9,6 +9,7 @@ export type AuditAction =
   | "budget.reset"
   | "token.create"
   | "token.revoke"
+  | "token.reset-store"
   | "config.reload"
   | "audit.erase";
 

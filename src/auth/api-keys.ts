@@ -10,13 +10,18 @@
 //   another connection has committed, and reloads the cache then: one cheap statement per request
 //   instead of a query and no stale cache after a revoke.
 // - The secret is 32 random bytes: a plain SHA-256 is enough (no slow KDF needed, unlike passwords).
+// - A store deleted, emptied or replaced by an older copy must not bring revoked keys back:
+//   key-store-marker.ts keeps a marker beside it naming this store's id (table `meta`) and its
+//   counts, and open refuses a store that is not the one the marker names, or older, unless told
+//   to accept it.
 import crypto from "node:crypto";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import { MoltbotError } from "../errors.js";
 import { API_KEY_PREFIX, type ApiKeyVerifier } from "./jwt.js";
 import type { Principal } from "./principal.js";
 import { Sqlite, type Statement, type Database } from "../storage/sqlite.js";
+import { keyStoreFileState, keyStoreLost, keyStoreMarkerPath, olderThan, readKeyStoreMarker, writeKeyStoreMarker, type KeyStoreMarker, type KeyStoreState } from "./key-store-marker.js";
 
 export interface ApiKeyRecord {
   id: string;
@@ -61,6 +66,7 @@ CREATE TABLE IF NOT EXISTS api_keys (
   revoked_at TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS api_keys_live_name ON api_keys (name) WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
 
@@ -78,6 +84,10 @@ interface Row {
 
 export class ApiKeyStore implements ApiKeyVerifier {
   readonly file: string;
+  /** This store's id (its `meta` table; the marker names it). */
+  readonly id: string;
+  /** The marker of the store that reset-store replaced (for its message). */
+  replaced: KeyStoreMarker | undefined;
   readonly #db: Database;
   readonly #clock: () => Date;
   readonly #all: Statement;
@@ -94,22 +104,70 @@ export class ApiKeyStore implements ApiKeyVerifier {
     if (version > SCHEMA_VERSION) throw new MoltbotError("config_invalid", `${file}: API key store schema v${version} was written by a newer moltbot`);
     db.exec(SCHEMA);
     if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
+    db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)").run(crypto.randomUUID());
+    this.id = (db.prepare("SELECT value FROM meta WHERE key = 'store_id'").get() as { value: string }).value;
     this.#all = db.prepare("SELECT * FROM api_keys ORDER BY created_at, name");
   }
 
-  /** Open (creating if needed) the store; a file that cannot be opened is one clear error. */
-  static open(file: string, opts: { clock?: () => Date } = {}): ApiKeyStore {
+  /**
+   * Open (creating if needed) the store; a file that cannot be opened is one clear error, and
+   * one that is not the store its marker records (gone, another, older) is key_store_lost unless
+   * `acceptStore` (then a missing or empty one starts new, a present one is taken as it is).
+   */
+  static open(file: string, opts: { clock?: () => Date; acceptStore?: boolean } = {}): ApiKeyStore {
     const absolute = path.resolve(file);
+    const markerFile = keyStoreMarkerPath(absolute);
+    const prior = readKeyStoreMarker(markerFile);
+    let replaced: KeyStoreMarker | undefined;
+    const state = keyStoreFileState(absolute);
+    if (prior !== undefined && state !== "present") {
+      if (opts.acceptStore !== true) throw keyStoreLost(absolute, state === "missing" ? "is missing" : "is empty", prior);
+      // What is left of the old file (a stale WAL) must not be replayed into the new one.
+      for (const f of [absolute, `${absolute}-wal`, `${absolute}-shm`]) rmSync(f, { force: true });
+      replaced = prior;
+    }
     let db: Database | undefined;
+    let store: ApiKeyStore;
     try {
       mkdirSync(path.dirname(absolute), { recursive: true });
       db = new Sqlite(absolute, { timeout: 5000 });
-      return new ApiKeyStore(db, absolute, opts.clock ?? (() => new Date()));
+      store = new ApiKeyStore(db, absolute, opts.clock ?? (() => new Date()));
     } catch (err) {
       db?.close();
       if (err instanceof MoltbotError) throw err;
       throw new MoltbotError("config_invalid", `${absolute}: cannot open the API key store (${(err as Error).message})`, { cause: err });
     }
+    if (prior !== undefined && replaced === undefined) {
+      const what = prior.store_id !== store.id ? `holds another store (${store.id})` : olderThan(store.state(), prior);
+      if (what !== undefined) {
+        if (opts.acceptStore !== true) {
+          store.close();
+          throw keyStoreLost(absolute, what, prior);
+        }
+        replaced = prior;
+      }
+    }
+    store.replaced = replaced;
+    try {
+      store.writeMarker();
+    } catch (err) {
+      store.close();
+      throw new MoltbotError("internal_error", `${markerFile}: cannot write the API key store marker (${(err as Error).message})`, { cause: err });
+    }
+    return store;
+  }
+
+  /** How many keys, how many revoked, the latest change: what the marker records. */
+  state(): KeyStoreState {
+    const r = this.#db
+      .prepare("SELECT count(*) AS keys, count(revoked_at) AS revoked, max(max(created_at), coalesce(max(revoked_at), '')) AS last FROM api_keys")
+      .get() as { keys: number; revoked: number; last: string | null };
+    return { keys: r.keys, revoked: r.revoked, last_change: r.last === null || r.last === "" ? null : r.last };
+  }
+
+  /** Write the marker now: this store's id and state. */
+  writeMarker(): void {
+    writeKeyStoreMarker(keyStoreMarkerPath(this.file), { store_id: this.id, file: path.basename(this.file), written_at: this.#clock().toISOString(), ...this.state() });
   }
 
   /** A new key: the only time its text exists outside the client. */
@@ -129,6 +187,7 @@ export class ApiKeyStore implements ApiKeyVerifier {
       throw err;
     }
     this.#version = -1;
+    this.writeMarker();
     return { key, record: this.list().find((r) => r.id === id)! };
   }
 
@@ -141,6 +200,7 @@ export class ApiKeyStore implements ApiKeyVerifier {
   revoke(nameOrId: string): boolean {
     const r = this.#db.prepare("UPDATE api_keys SET revoked_at = ? WHERE revoked_at IS NULL AND (name = ? OR id = ?)").run(this.#clock().toISOString(), nameOrId, nameOrId);
     this.#version = -1;
+    if (r.changes > 0) this.writeMarker();
     return r.changes > 0;
   }
 

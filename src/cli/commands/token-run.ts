@@ -6,6 +6,7 @@ import { loadConfig, type LoadedConfig } from "../../config/load.js";
 import { parseDuration } from "../../config/units.js";
 import { MoltbotError } from "../../errors.js";
 import { ApiKeyStore, apiKeyStorePath, type ApiKeyRecord } from "../../auth/api-keys.js";
+import { describeKeyStoreMarker } from "../../auth/key-store-marker.js";
 import { SCOPES } from "../../auth/principal.js";
 import { recordCliAction } from "../../audit/settings.js";
 import { operatorName } from "../operator.js";
@@ -89,6 +90,23 @@ export async function revoke(args: ArgumentsCamelCase<TokenRevokeArgs>): Promise
     if (!store.revoke(args.name)) throw new MoltbotError("cli_usage", `no live API key named '${args.name}' in ${store.file} (see moltbot token list)`);
     await recordCliAction(loaded, { action: "token.revoke", user: operatorName(), target: args.name, outcome: "ok" });
     console.log(`Revoked API key '${args.name}'; a running server refuses it from its next request.`);
+  } finally {
+    store.close();
+  }
+}
+
+/** The operator's explicit acceptance of the store as it is now (logged in the audit log). */
+export async function resetStore(args: ArgumentsCamelCase<TokenCommonArgs>): Promise<void> {
+  const loaded = load(args);
+  const store = ApiKeyStore.open(apiKeyStorePath(loaded.dataDir), { acceptStore: true });
+  try {
+    const now = store.state();
+    const lost = store.replaced;
+    const what = `${now.keys} keys, ${now.revoked} revoked`;
+    await recordCliAction(loaded, { action: "token.reset-store", user: operatorName(), target: store.id, outcome: "ok", detail: lost === undefined ? what : `${what}; replaced ${describeKeyStoreMarker(lost)}` });
+    if (lost === undefined) return void console.log(`The API key store ${store.id} in ${store.file} matches its marker (${what}); nothing to accept.`);
+    console.log(`Accepted the API key store ${store.id} in ${store.file} (${what}) by '${operatorName()}'; the marker recorded ${describeKeyStoreMarker(lost)}.`);
+    if (now.keys > 0) console.error("Revoke again (moltbot token revoke NAME) any key revoked since this copy was made: see moltbot token list.");
   } finally {
     store.close();
   }

@@ -1,4 +1,4 @@
-// `moltbot token create|list|revoke|issue`: API keys for machines (hashed in
+// `moltbot token create|list|revoke|issue|reset-store`: API keys for machines (hashed in
 // <data_dir>/tokens.sqlite; a revoke takes effect at once on a running server) and JWTs signed
 // with the configured HS key for operators without an identity provider. The definitions only;
 // the store and the config load when a command runs (token-run.ts).
@@ -65,6 +65,13 @@ const revokeCommand: CommandModule<object, TokenRevokeArgs> = {
   handler: async (args: ArgumentsCamelCase<TokenRevokeArgs>) => (await import("./token-run.js")).revoke(args),
 };
 
+const resetStoreCommand: CommandModule<object, TokenCommonArgs> = {
+  command: "reset-store",
+  describe: "Accept the API key store as it is now when it no longer matches tokens.marker.json (deleted or emptied: a new, empty one; an older copy: kept, revoke again what was revoked since)",
+  builder: (y: Argv) => common(y) as Argv<TokenCommonArgs>,
+  handler: async (args: ArgumentsCamelCase<TokenCommonArgs>) => (await import("./token-run.js")).resetStore(args),
+};
+
 const issueCommand: CommandModule<object, TokenIssueArgs> = {
   command: "issue",
   describe: "Sign a JWT with the configured HS key (security.jwt.secret or secret_file)",
@@ -81,9 +88,9 @@ const issueCommand: CommandModule<object, TokenIssueArgs> = {
 
 export const tokenCommand: CommandModule<object, object> = {
   command: "token",
-  describe: "API keys and signed tokens: create, list, revoke, issue",
+  describe: "API keys and signed tokens: create, list, revoke, issue, reset-store",
   builder: (y: Argv) =>
-    y.command(createCommand).command(listCommand).command(revokeCommand).command(issueCommand).demandCommand(1, "name a token command: create, list, revoke or issue"),
+    y.command(createCommand).command(listCommand).command(revokeCommand).command(issueCommand).command(resetStoreCommand).demandCommand(1, "name a token command: create, list, revoke, issue or reset-store"),
   handler: () => {
     // Only reached through a subcommand, whose handler runs instead.
   },
