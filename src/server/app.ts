@@ -18,6 +18,7 @@ import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
 import { registerMetricsRoute } from "./routes/metrics.js";
 import { registerOpenAIRoutes } from "./routes/openai.js";
+import { registerResponsesRoute } from "./routes/responses.js";
 import { authHook, type ServerAuth } from "../auth/server-auth.js";
 
 export interface AppOptions {
@@ -126,6 +127,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
 
   registerHealthRoutes(app, opts.pool, opts.isClosing);
   registerOpenAIRoutes(app, opts.pool, opts.requestTimeoutMs);
+  registerResponsesRoute(app, opts.pool, opts.requestTimeoutMs);
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
   registerAdminRoutes(app, opts.metrics, opts.info);
   registerModelAdminRoutes(app, opts.versions, audit);

@@ -16,6 +16,7 @@ import type { PromptInput, TokenLogprobEntry } from "../workers/protocol.js";
 import type { GenerationDone } from "../workers/model-worker.js";
 import { costOf } from "../ledger/sqlite-ledger.js";
 import { errorReply, shortUrl } from "./errors-http.js";
+type OpenAIErrorBody = ReturnType<typeof errorReply>["body"];
 import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
 import { inferenceEnded, inferenceStarted } from "../audit/request-event.js";
@@ -37,6 +38,11 @@ export interface ResponseFormatter {
   usageChunk(usage: Usage): unknown;
   /** The whole non-streamed body. */
   whole(text: string, logprobs: TokenLogprobEntry[] | undefined, done: GenerationDone, usage: Usage): unknown;
+  /**
+   * Event-typed streams (the Responses API) shape their own error event and end without
+   * `data: [DONE]`; without this, a failed stream ends with OpenAI's `{"error": ...}` and [DONE].
+   */
+  streamError?(error: OpenAIErrorBody["error"]): unknown;
 }
 
 export interface GenerateCall {
@@ -176,6 +182,8 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
   };
   /** The stream's writer once the reply is hijacked (Fastify no longer answers for it). */
   let hijacked: SseStream | undefined;
+  /** The formatter of the stream under way (it shapes the stream's error event). */
+  let streamFormat: ResponseFormatter | undefined;
   /**
    * A streamed reply's end on failure: the error's status and body when nothing was written yet,
    * else a last error event and [DONE].
@@ -191,6 +199,9 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
     if (!sse.started) {
       res.writeHead(status, { "content-type": "application/json; charset=utf-8", "x-request-id": requestId, ...retryAfter(err) });
       res.end(JSON.stringify(body));
+    } else if (streamFormat?.streamError) {
+      sse.send(streamFormat.streamError(body.error));
+      sse.end(false);
     } else {
       sse.send(body);
       sse.end();
@@ -267,6 +278,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       reply.hijack();
       const sse = new SseStream(res, { "x-request-id": requestId, ...servedHeaders });
       hijacked = sse;
+      streamFormat = format;
       let first = true;
       try {
         const done = await admission.run(
@@ -291,7 +303,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
         const usage = usageOf(done);
         sse.send(format.lastChunk(done, usage));
         if (call.includeUsage) sse.send(format.usageChunk(usage));
-        sse.end();
+        sse.end(format.streamError === undefined);
         return;
       } catch (caught) {
         if (!sse.started && (await retryAfterLoss(caught))) continue;

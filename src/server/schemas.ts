@@ -103,3 +103,44 @@ export const InferBody = Type.Object({
   ...RequestTimeout,
 });
 export type InferBody = Static<typeof InferBody>;
+
+// The Responses API (/v1/responses), for what maps onto chat. Item and part types it does not
+// support pass the schema so the route refuses them by name (unsupported_parameter).
+const InputTextPart = Type.Object({ type: Type.Union([Type.Literal("input_text"), Type.Literal("output_text")]), text: Type.String() });
+const OtherInputPart = Type.Object({ type: Type.String({ not: { enum: ["input_text", "output_text"] } }) });
+const InputMessage = Type.Object({
+  type: Type.Optional(Type.Literal("message")),
+  role: Type.Union([Type.Literal("user"), Type.Literal("assistant"), Type.Literal("system"), Type.Literal("developer")]),
+  content: Type.Union([Type.String(), Type.Array(Type.Union([InputTextPart, OtherInputPart]))]),
+});
+const OtherInputItem = Type.Object({ type: Type.String({ not: { const: "message" } }) });
+
+const TextFormat = Type.Union([
+  Type.Object({ type: Type.Literal("text") }),
+  Type.Object({ type: Type.Literal("json_object") }),
+  Type.Object({
+    type: Type.Literal("json_schema"),
+    name: Type.String({ minLength: 1, maxLength: 64 }),
+    description: Type.Optional(Type.String()),
+    schema: Type.Record(Type.String(), Type.Unknown()),
+    strict: Type.Optional(Nullable(Type.Boolean())),
+  }),
+]);
+
+export const ResponsesBody = Type.Object({
+  model: Type.Optional(Type.String({ minLength: 1 })),
+  input: Type.Union([Type.String(), Type.Array(Type.Union([InputMessage, OtherInputItem]), { minItems: 1 })]),
+  instructions: Type.Optional(Nullable(Type.String())),
+  max_output_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
+  temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
+  top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
+  text: Type.Optional(Nullable(Type.Object({ format: Type.Optional(TextFormat) }))),
+  stream: Type.Optional(Nullable(Type.Boolean())),
+  // Nothing is ever stored: `false` or absent; `true` is refused by the route, by name.
+  store: Type.Optional(Nullable(Type.Boolean())),
+  // Accepted and ignored: nothing is stored for them to label.
+  metadata: Type.Optional(Nullable(Type.Record(Type.String(), Type.String()))),
+  user: Type.Optional(Nullable(Type.String())),
+  ...RequestTimeout,
+});
+export type ResponsesBody = Static<typeof ResponsesBody>;

@@ -2,6 +2,14 @@
 // failure before any token (unknown model, worker down) still gets a proper status code.
 import type { ServerResponse } from "node:http";
 
+/**
+ * Named events (`event: <name>` before each `data:`), as the Responses API streams them; a
+ * formatter returns one of these where chat and completions return a bare payload.
+ */
+export class SseEvents {
+  constructor(readonly events: ReadonlyArray<{ event: string; data: unknown }>) {}
+}
+
 export class SseStream {
   private opened = false;
   /** Events held while the socket is full; written as one chunk on 'drain'. */
@@ -36,17 +44,20 @@ export class SseStream {
 
   send(data: unknown): void {
     this.open();
-    this.write(`data: ${JSON.stringify(data)}\n\n`);
+    if (data instanceof SseEvents) this.write(data.events.map((e) => `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`).join(""));
+    else this.write(`data: ${JSON.stringify(data)}\n\n`);
   }
 
-  end(): void {
+  /** `doneMarker`: end with OpenAI's `data: [DONE]` (chat, completions); the Responses API sends none. */
+  end(doneMarker = true): void {
     this.open();
     if (this.closed) return;
+    const last = doneMarker ? "data: [DONE]\n\n" : "";
     if (this.waitingDrain) {
-      this.backlog += "data: [DONE]\n\n";
+      this.backlog += last;
       this.endAfterDrain = true;
     } else {
-      this.res.end("data: [DONE]\n\n");
+      this.res.end(last);
     }
   }
 
