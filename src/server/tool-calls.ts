@@ -204,8 +204,9 @@ function safeParse(s: string): unknown {
 /** A streamed call's events: its start (index, id, name), then its arguments in pieces. */
 export type CallEvent = { index: number; id: string; name: string } | { index: number; args: string };
 
-// The head of one call as the grammar writes it (`name` before `arguments`), possibly inside an array.
-const CALL_HEAD = /^\s*[[,]?\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*/;
+// The head of one call as the grammar writes it (`name` before `arguments`), after what may
+// come before it: an array's `[`, or the end of the call before (`}`) and a comma.
+const CALL_HEAD = /^[\s[,}]*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*/;
 
 /**
  * Follows a forced call's text as it is generated: holds it until a call's name is known, then
@@ -256,8 +257,8 @@ export class CallStreamer {
         this.pending = "";
         return events;
       }
-      // The rest of the call object (`}`), then perhaps the next call of an array.
-      this.pending = this.pending.slice(end).replace(/^\s*\}/, "");
+      // The rest (the call's `}`, perhaps the next call of an array) is matched by CALL_HEAD.
+      this.pending = this.pending.slice(end);
       this.inArgs = false;
     }
   }
