@@ -29,6 +29,10 @@ export interface Usage {
   prompt_tokens_details: { cached_tokens: number };
 }
 
+/**
+ * Streamed chunks may also be an array of several chunks or undefined (none): tool calls hold
+ * text back and later send several chunks at once (tool-calls.ts).
+ */
 export interface ResponseFormatter {
   /** One streamed chunk for a text delta (with its tokens' logprobs when asked). */
   chunk(text: string, logprobs: TokenLogprobEntry[] | undefined, first: boolean): unknown;
@@ -57,6 +61,11 @@ export interface GenerateCall {
   format: (entry: PoolEntry, version: string) => ResponseFormatter;
   /** Milliseconds from the request's arrival to its 504; undefined: none (see ./deadline.ts). */
   deadlineMs: number | undefined;
+}
+
+function sendChunks(sse: SseStream, chunks: unknown): void {
+  if (chunks === undefined) return;
+  for (const c of Array.isArray(chunks) ? chunks : [chunks]) sse.send(c);
 }
 
 /** Names the version of the model that served an inference response (the fallback's, after one). */
@@ -286,14 +295,14 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
             onStart(n) {
               outcome.promptTokens = n;
               // Role chunk first, as OpenAI does, so clients see the stream open before the first token.
-              sse.send(format.chunk("", undefined, true));
+              sendChunks(sse, format.chunk("", undefined, true));
               first = false;
             },
             onText(delta, lp, n) {
               if (outcome.firstTextMs < 0) outcome.firstTextMs = reply.elapsedTime;
               outcome.completionTokens = n;
               if (keepText) outcome.completion = (outcome.completion ?? "") + delta;
-              sse.send(format.chunk(delta, lp, first));
+              sendChunks(sse, format.chunk(delta, lp, first));
               first = false;
             },
           },
@@ -301,7 +310,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
         );
         ended(done);
         const usage = usageOf(done);
-        sse.send(format.lastChunk(done, usage));
+        sendChunks(sse, format.lastChunk(done, usage));
         if (call.includeUsage) sse.send(format.usageChunk(usage));
         sse.end(format.streamError === undefined);
         return;

@@ -10,11 +10,38 @@ const TextPart = Type.Object({ type: Type.Literal("text"), text: Type.String() }
 // route can refuse it by name as unsupported, instead of a 400 about a missing `text`.
 const OtherPart = Type.Object({ type: Type.String({ not: { const: "text" } }) });
 
+// Tool calling (tool-calls.ts). `arguments` is a JSON string, as OpenAI sends it.
+const ToolCall = Type.Object({
+  id: Type.String({ minLength: 1 }),
+  type: Type.Literal("function"),
+  function: Type.Object({ name: Type.String({ minLength: 1 }), arguments: Type.String() }),
+});
+
 const ChatMessage = Type.Object({
   role: Type.Union([Type.Literal("system"), Type.Literal("developer"), Type.Literal("user"), Type.Literal("assistant"), Type.Literal("tool")]),
-  content: Nullable(Type.Union([Type.String(), Type.Array(Type.Union([TextPart, OtherPart]))])),
+  content: Type.Optional(Nullable(Type.Union([Type.String(), Type.Array(Type.Union([TextPart, OtherPart]))]))),
   name: Type.Optional(Type.String()),
+  tool_calls: Type.Optional(Nullable(Type.Array(ToolCall))),
+  tool_call_id: Type.Optional(Type.String()),
 });
+
+const FunctionTool = Type.Object({
+  type: Type.Literal("function"),
+  function: Type.Object({
+    name: Type.String({ minLength: 1, maxLength: 64, pattern: "^[a-zA-Z0-9_-]+$" }),
+    description: Type.Optional(Type.String()),
+    // Checked as JSON Schema (and for what a grammar can enforce) by tool-calls.ts.
+    parameters: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+    strict: Type.Optional(Nullable(Type.Boolean())),
+  }),
+});
+
+const ToolChoice = Type.Union([
+  Type.Literal("none"),
+  Type.Literal("auto"),
+  Type.Literal("required"),
+  Type.Object({ type: Type.Literal("function"), function: Type.Object({ name: Type.String({ minLength: 1 }) }) }),
+]);
 
 const Stop = Nullable(Type.Union([Type.String(), Type.Array(Type.String(), { maxItems: 16 })]));
 
@@ -67,6 +94,9 @@ export const ChatCompletionBody = Type.Object({
   max_completion_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
   logprobs: Type.Optional(Nullable(Type.Boolean())),
   top_logprobs: Type.Optional(Nullable(Type.Integer({ minimum: 0, maximum: 20 }))),
+  tools: Type.Optional(Nullable(Type.Array(FunctionTool, { maxItems: 128 }))),
+  tool_choice: Type.Optional(Nullable(ToolChoice)),
+  parallel_tool_calls: Type.Optional(Nullable(Type.Boolean())),
 });
 export type ChatCompletionBody = Static<typeof ChatCompletionBody>;
 

@@ -7,12 +7,14 @@ import type { ChatTurn } from "../../engine/types.js";
 import type { ModelPool } from "../../pool/model-pool.js";
 import type { GenerationParams } from "../../engine/types.js";
 import type { TokenLogprobEntry } from "../../workers/protocol.js";
+import type { GenerationDone } from "../../workers/model-worker.js";
 import { ChatCompletionBody, CompletionBody, EmbeddingBody } from "../schemas.js";
 import { failedStatus, modelVersionHeader, recordInference, serveGeneration, type InferenceOutcome, type ResponseFormatter } from "../generate.js";
 import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 import type { Principal } from "../../auth/principal.js";
 import { requestGrammar } from "../structured-output.js";
 import { inferenceStarted } from "../../audit/request-event.js";
+import { CallStreamer, historyTurn, parseCalls, toolPlan, withToolPrompt, type ParsedCall, type ToolPlan } from "../tool-calls.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -62,10 +64,12 @@ function partsText(parts: Array<{ type: string; text?: string }>, i: number): st
 }
 
 function chatTurns(messages: ChatCompletionBody["messages"]): ChatTurn[] {
+  /** Call ids of the assistant messages so far -> function names, for `role: "tool"` results. */
+  const calls = new Map<string, string>();
   return messages.map((m, i) => {
-    const content = m.content === null ? "" : typeof m.content === "string" ? m.content : partsText(m.content, i);
-    if (m.content === null && m.role !== "assistant") throw new MoltbotError("invalid_request", `messages[${i}].content is null`, { param: `messages[${i}].content` });
-    return { role: m.role, content };
+    const content = m.content === null || m.content === undefined ? "" : typeof m.content === "string" ? m.content : partsText(m.content, i);
+    if ((m.content === null || m.content === undefined) && m.role !== "assistant") throw new MoltbotError("invalid_request", `messages[${i}].content is null`, { param: `messages[${i}].content` });
+    return historyTurn(m, i, content, calls) ?? { role: m.role, content };
   });
 }
 
@@ -119,6 +123,71 @@ function chatFormatter(id: string, model: string): ResponseFormatter {
   };
 }
 
+/** OpenAI's tool_calls of a whole message. */
+const toolCallsOf = (calls: ParsedCall[]) => calls.map((c) => ({ id: c.id, type: "function" as const, function: { name: c.name, arguments: c.arguments } }));
+
+/**
+ * The chat formatter with tools offered. A forced call streams as OpenAI streams one (each call's
+ * id and name, then its arguments in pieces); with `auto`, output that starts with `{` or `[` is
+ * held to its end and sent as calls if it parses as calls, else as text.
+ */
+function toolChatFormatter(id: string, model: string, plan: ToolPlan): ResponseFormatter {
+  const plain = chatFormatter(id, model);
+  if (plan.mode === "none") return plain;
+  const base = { id, object: "chat.completion.chunk", created: now(), model, system_fingerprint: "moltbot" } as const;
+  const delta = (d: Record<string, unknown>, finish: string | null = null) => ({ ...base, choices: [{ index: 0, delta: d, logprobs: null, finish_reason: finish }] });
+  const streamer = new CallStreamer();
+  let called = false;
+  // auto: "undecided" until the first non-space character, then "text" (streamed) or "held".
+  let auto: "undecided" | "text" | "held" = "undecided";
+  let held = "";
+  const finish = (done: GenerationDone) => (called && done.finishReason === "stop" ? "tool_calls" : done.finishReason);
+  return {
+    chunk: (text, lp, first) => {
+      if (first && text === "") return delta({ role: "assistant", content: plan.mode === "forced" ? null : "" });
+      if (plan.mode === "forced") {
+        return streamer.push(text).map((e) => {
+          if ("name" in e) {
+            called = true;
+            return delta({ tool_calls: [{ index: e.index, id: e.id, type: "function", function: { name: e.name, arguments: "" } }] });
+          }
+          return delta({ tool_calls: [{ index: e.index, function: { arguments: e.args } }] });
+        });
+      }
+      if (auto === "text") return plain.chunk(text, lp, first);
+      held += text;
+      const start = held.trimStart();
+      if (auto === "undecided" && start.length > 0) auto = start.startsWith("{") || start.startsWith("[") ? "held" : "text";
+      if (auto !== "text") return undefined;
+      const out = plain.chunk(held, lp, first);
+      held = "";
+      return out;
+    },
+    lastChunk: (done, usage) => {
+      const out: unknown[] = [];
+      if (plan.mode === "auto" && held !== "") {
+        const calls = done.finishReason === "stop" ? parseCalls(held, plan) : undefined;
+        if (calls) {
+          called = true;
+          calls.forEach((c, index) => out.push(delta({ tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }] })));
+        } else {
+          out.push(delta({ content: held }));
+        }
+      }
+      out.push({ ...delta({}, finish(done)), usage });
+      return out;
+    },
+    usageChunk: plain.usageChunk,
+    whole: (text, lp, done, usage) => {
+      const calls = done.finishReason === "stop" ? parseCalls(text, plan) : undefined;
+      if (!calls) return plain.whole(text, lp, done, usage);
+      const body = plain.whole(text, lp, done, usage) as { choices: Array<Record<string, unknown>> };
+      body.choices[0] = { index: 0, message: { role: "assistant", content: null, tool_calls: toolCallsOf(calls) }, logprobs: null, finish_reason: "tool_calls" };
+      return body;
+    },
+  };
+}
+
 function completionFormatter(id: string, model: string, echo: string): ResponseFormatter {
   const created = now();
   const base = { id, object: "text_completion", created, model, system_fingerprint: "moltbot" } as const;
@@ -153,6 +222,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       version: e.model.active.version,
       versions: e.model.versions,
       context_length: e.served.worker.info?.contextSize ?? null,
+      // Every model gets the generic tool prompt for now (tool-calls.ts), none its template's own.
+      tools_native: false,
       ready: e.served.worker.isReady(),
     })),
   }));
@@ -171,16 +242,21 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       throw new MoltbotError("invalid_request", "'top_logprobs' requires 'logprobs': true", { param: "top_logprobs" });
     }
     const params = samplingParams(body, body.max_completion_tokens ?? body.max_tokens ?? null, topLogprobs);
-    const grammar = await requestGrammar(body);
+    const tools = await toolPlan(body);
+    const grammar = tools?.grammar ?? (await requestGrammar(body));
     if (grammar !== undefined) params.grammar = grammar;
+    const turns = chatTurns(body.messages);
     await serveGeneration(req, reply, {
       pool,
       model: body.model,
-      prompt: { kind: "chat", turns: chatTurns(body.messages) },
+      prompt: { kind: "chat", turns: tools ? withToolPrompt(turns, tools) : turns },
       params,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
-      format: (entry) => chatFormatter(`chatcmpl-${randomUUID()}`, entry.name),
+      format: (entry) => {
+        const id = `chatcmpl-${randomUUID()}`;
+        return tools ? toolChatFormatter(id, entry.name, tools) : chatFormatter(id, entry.name);
+      },
       deadlineMs: requestDeadlineMs(requestTimeoutMs, body.timeout),
     });
   });
