@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { NOT_YET_ENFORCED, loadConfig } from "../src/config/load.js";
-import { authConfigured, isLoopbackHost } from "../src/config/security.js";
+import { authConfigured, checkSecurity, isLoopbackHost } from "../src/config/security.js";
 import { makeRepository, startServer, until } from "./helpers/fixtures.js";
 import { BIN } from "./helpers/cli.js";
 
@@ -56,14 +56,14 @@ test("security.allow_insecure: true accepts the public bind, with a warning", as
   await srv.close();
 });
 
-test("a configured security feature this version does not enforce stops the start", async (t) => {
-  const unbuilt = NOT_YET_ENFORCED.filter((k) => k.startsWith("security."));
-  if (!unbuilt.includes("security.jwt")) return t.skip("security.jwt is enforced by this version");
-  await assert.rejects(startServer(repo, { config: { security: { jwt: { secret: "s3cret-enough-for-a-test" } } } }), (err: Error & { code?: string }) => {
+test("a security setting the version cannot enforce stops the start (every one is enforced today: the rule, on a listed one)", async () => {
+  const loaded = loadConfig({ env: {} });
+  await assert.rejects(checkSecurity({ ...loaded, notEnforced: ["security.jwt"] }), (err: Error & { code?: string }) => {
     assert.equal(err.code, "security_unenforceable", err.message);
     assert.match(err.message, /^security\.jwt is configured but this version of moltbot cannot enforce it: refusing to start rather than serve without it/);
     return true;
   });
+  assert.deepEqual(NOT_YET_ENFORCED.filter((k) => k.startsWith("security")), [], "no security setting goes unenforced");
 });
 
 test("moltbot deploy --host 0.0.0.0 exits 1 with the reason on one line", async () => {
