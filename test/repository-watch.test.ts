@@ -56,5 +56,6 @@ test("without auto_activate a new version is validated, not activated", async ()
   const l = await listing(srv);
   assert.equal(l.active_version, "v1.0");
   assert.equal(l.versions.find((v) => v.version === "v2.0")!.state, "available");
-  assert.ok(srv.lines().some((line) => /demo v2\.0 passed validation .*moltbot models activate demo v2\.0/.test(line)));
+  // The report is kept before the watcher logs its verdict: wait for the line, not just the report.
+  await until("the watcher's verdict in the log", () => srv.lines().some((line) => /demo v2\.0 passed validation .*moltbot models activate demo v2\.0/.test(line)), 10_000);
 });
