@@ -2,8 +2,8 @@
 // activation) and draws them as text. Read leniently by hand, like status-doc.ts: the CLI does not
 // load TypeBox (a test checks the modules it loads), and a field this CLI does not know, or one a
 // newer server left out, shows as "-" instead of failing the command.
+import { isObject, num, str } from "./lenient-json.js";
 
-type Json = Record<string, unknown>;
 
 export interface Check {
   name: string;
@@ -193,14 +193,5 @@ function table(head: string[], rows: string[][], right: number[] = []): string[]
   return [line(head), ...rows.map(line)];
 }
 
-function isObject(v: unknown): v is Json {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
-function num(v: unknown): number | null {
-  return typeof v === "number" && Number.isFinite(v) ? v : null;
-}
 
-function str(v: unknown): string | null {
-  return typeof v === "string" ? v : null;
-}

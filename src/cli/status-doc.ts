@@ -3,6 +3,7 @@
 // command's start-up (bench/cli-startup.ts), and the reader is deliberately lenient field by
 // field (a missing or mistyped figure shows as "-") so that a CLI and a server of neighbouring
 // versions still work together. Only the overall shape is required.
+import { isObject, obj, num, str, type Json } from "./lenient-json.js";
 
 export interface StatusDoc {
   server: {
@@ -38,7 +39,6 @@ export interface EntryStatus {
   budget: { spent: number | null; limit: number | null; month: string | null } | null;
 }
 
-type Json = Record<string, unknown>;
 
 /** The parsed document, or a reason why `body` is not one. */
 export function readStatusDoc(body: unknown): StatusDoc | { invalid: string } {
@@ -80,18 +80,6 @@ function readEntry(e: Json): EntryStatus {
   return { name: str(e.name) ?? "?", model: str(e.model) ?? "?", priority: str(e.priority) ?? "?", budget };
 }
 
-function isObject(v: unknown): v is Json {
-  return typeof v === "object" && v !== null && !Array.isArray(v);
-}
 
-function obj(v: unknown): Json {
-  return isObject(v) ? v : {};
-}
 
-function num(v: unknown): number | null {
-  return typeof v === "number" && Number.isFinite(v) ? v : null;
-}
 
-function str(v: unknown): string | null {
-  return typeof v === "string" ? v : null;
-}
