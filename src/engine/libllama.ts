@@ -115,6 +115,25 @@ export const LlamaChatMessage = koffi.struct("llama_chat_message", {
   content: "const char *",
 });
 
+/** llama.h's llama_model_quantize_params (passed by pointer to llama_model_quantize). */
+export const LlamaModelQuantizeParams = koffi.struct("llama_model_quantize_params", {
+  nthread: "int32_t",
+  ftype: "int32_t",
+  output_tensor_type: "int32_t",
+  token_embedding_type: "int32_t",
+  allow_requantize: "bool",
+  quantize_output_tensor: "bool",
+  only_copy: "bool",
+  pure: "bool",
+  keep_split: "bool",
+  dry_run: "bool",
+  imatrix: "void *",
+  kv_overrides: "void *",
+  tt_overrides: "void *",
+  prune_layers: "void *",
+  max_buf_size: "size_t",
+});
+
 /** ggml.h's GGML_MAX_N_THREADS: the length of ggml_threadpool_params.cpumask. */
 export const GGML_MAX_N_THREADS = 512;
 
@@ -139,6 +158,7 @@ export const LLAMA_STRUCTS = {
   llama_token_data: LlamaTokenData,
   llama_token_data_array: LlamaTokenDataArray,
   ggml_threadpool_params: GgmlThreadpoolParams,
+  llama_model_quantize_params: LlamaModelQuantizeParams,
 } as const;
 
 export const LLAMA_POOLING_MEAN = 1;
@@ -186,6 +206,25 @@ export interface LlamaBatchValue {
 }
 
 export type LlamaContextParamsValue = Record<string, number | boolean | unknown>;
+
+/** The JS shape of llama_model_quantize_params (the pointers stay null: no imatrix or overrides). */
+export interface LlamaModelQuantizeParamsValue {
+  nthread: number;
+  ftype: number;
+  output_tensor_type: number;
+  token_embedding_type: number;
+  allow_requantize: boolean;
+  quantize_output_tensor: boolean;
+  only_copy: boolean;
+  pure: boolean;
+  keep_split: boolean;
+  dry_run: boolean;
+  imatrix: unknown;
+  kv_overrides: unknown;
+  tt_overrides: unknown;
+  prune_layers: unknown;
+  max_buf_size: number | bigint;
+}
 
 /** The functions of libllama (and two of libggml) that Moltbot calls. */
 export interface LibLlama {
@@ -257,6 +296,9 @@ export interface LibLlama {
   llama_sampler_accept(smpl: SamplerPtr, token: number): void;
   llama_sampler_reset(smpl: SamplerPtr): void;
   llama_sampler_free(smpl: SamplerPtr): void;
+  llama_model_quantize_default_params(): LlamaModelQuantizeParamsValue;
+  /** 0 on success; on failure llama.cpp logs the reason (at ERROR) and returns non-zero. */
+  llama_model_quantize(input: string, output: string, params: LlamaModelQuantizeParamsValue): number;
 }
 
 // ---- locating the shipped binaries --------------------------------------------------------
@@ -397,6 +439,8 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_sampler_accept: f("void llama_sampler_accept(void *smpl, int32_t token)"),
     llama_sampler_reset: f("void llama_sampler_reset(void *smpl)"),
     llama_sampler_free: f("void llama_sampler_free(void *smpl)"),
+    llama_model_quantize_default_params: f("llama_model_quantize_params llama_model_quantize_default_params(void)"),
+    llama_model_quantize: f("uint32_t llama_model_quantize(const char *fname_inp, const char *fname_out, const llama_model_quantize_params *params)"),
   };
   const bindings = b as unknown as LibLlama;
 
