@@ -892,6 +892,57 @@ class FfiEngine implements Engine {
     job.onAbort = null;
   }
 
+  // ---- offline scoring -------------------------------------------------------------------
+
+  /**
+   * Evaluate `tokens` as one new sequence (position 0 on, nothing reused from the cache) and
+   * hand every position's logits row to `onRow`; the row is a view valid only during the call.
+   * For offline measurement (`moltbot quantize --eval`: perplexity, KL divergence against
+   * another model), so it refuses to run beside generations instead of queueing with them.
+   */
+  async evaluateLogits(tokens: number[], onRow: (position: number, logits: Float32Array) => void): Promise<void> {
+    this.assertOpen();
+    const cache = this.cache;
+    if (cache === null) throw new MoltbotError("engine_error", "this model was loaded for embeddings, which have no logits");
+    if (!this.idle) throw new MoltbotError("engine_error", "logits can be evaluated only while the engine runs nothing else");
+    if (tokens.length === 0 || tokens.length > this.info.contextSize) {
+      throw new MoltbotError("context_length_exceeded", `evaluateLogits takes 1 to ${this.info.contextSize} tokens, got ${tokens.length}`);
+    }
+    cache.makeRoom(tokens.length);
+    const lease = cache.acquire(tokens, false);
+    if (lease === null) throw new MoltbotError("engine_error", "no free sequence to evaluate logits on");
+    const seq = lease.seq;
+    const L = this.lib;
+    const b = this.batch;
+    this.embedsRunning++; // keeps the engine busy (close() waits, generations queue)
+    try {
+      this.useThreads(this.threads); // whole chunks: large steps, where all threads pay
+      for (let start = 0; start < tokens.length; start += b.capacity) {
+        const n = Math.min(b.capacity, tokens.length - start);
+        for (let k = 0; k < n; k++) {
+          b.token[k] = tokens[start + k]!;
+          b.pos[k] = start + k;
+          b.seq[k] = seq;
+          b.logits[k] = 1;
+        }
+        b.value.n_tokens = n;
+        const rc = L.llama_decode(this.ctx, b.value);
+        if (rc !== 0) throw new MoltbotError("engine_error", `llama_decode failed while evaluating logits (${rc})`);
+        for (let k = 0; k < n; k++) {
+          const ptr = nullable(L.llama_get_logits_ith(this.ctx, k));
+          if (ptr === null) throw new MoltbotError("engine_error", "llama.cpp returned no logits row");
+          onRow(start + k, floatView(ptr, this.nVocab));
+          cache.append(seq, tokens[start + k]!);
+        }
+        await yieldToEventLoop();
+      }
+    } finally {
+      cache.release(seq, false);
+      this.embedsRunning--;
+      if (this.idle) this.wakeIdle();
+    }
+  }
+
   // ---- embeddings -------------------------------------------------------------------------
 
   async embed(inputs: number[][]): Promise<number[][]> {
@@ -1070,7 +1121,10 @@ function sequenceIds(parallel: number): number {
  * `kvCacheTokens` cells (default contextSize x min(parallel, 4)) shared by every sequence, each
  * sequence holding at most `contextSize` of them. Embeddings: `parallel` inputs per batch.
  */
-export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptions = {}): Promise<Engine> {
+/** The FFI engine as loadFfiEngine returns it: an Engine, and offline logits for measurement. */
+export type FfiEngineHandle = Engine & Pick<FfiEngine, "evaluateLogits">;
+
+export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptions = {}): Promise<FfiEngineHandle> {
   if (!Number.isInteger(opts.parallel) || opts.parallel < 1) throw new MoltbotError("engine_error", `parallel must be a positive integer, got ${opts.parallel}`);
   if (!Number.isInteger(opts.contextSize) || opts.contextSize < 1) throw new MoltbotError("engine_error", `contextSize must be a positive integer, got ${opts.contextSize}`);
   const kvCells = opts.kvCacheTokens ?? opts.contextSize * Math.min(opts.parallel, 4);
