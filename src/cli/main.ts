@@ -13,6 +13,7 @@ import { initCommand } from "./commands/init.js";
 import { serviceCommand } from "./commands/service.js";
 import { logsCommand } from "./commands/logs.js";
 import { modelsCommand } from "./commands/models.js";
+import { quantizeCommand } from "./commands/quantize.js";
 import { statusCommand } from "./commands/status.js";
 import { tokenCommand } from "./commands/token.js";
 
@@ -25,6 +26,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   serviceCommand,
   logsCommand,
   modelsCommand,
+  quantizeCommand,
   tokenCommand,
   auditCommand,
 ];

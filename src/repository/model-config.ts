@@ -53,6 +53,10 @@ export const ModelConfigSchema = Type.Object(
     /** SHA-256 of the weights file (hex), checked when the version is validated. */
     sha256: Type.Optional(Type.String({ pattern: "^[0-9a-fA-F]{64}$" })),
     description: Type.Optional(Type.String()),
+    /** Written by `moltbot quantize`: the file type it made (`Q8_0`), and what it was made from. */
+    quantization: Type.Optional(Type.String({ minLength: 1 })),
+    source_version: Type.Optional(Type.String({ minLength: 1 })),
+    source_sha256: Type.Optional(Type.String({ pattern: "^[0-9a-fA-F]{64}$" })),
   },
   { additionalProperties: false },
 );
