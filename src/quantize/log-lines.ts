@@ -25,6 +25,11 @@ export class LogLineParser {
 
   /** One piece of log text at its level (CONT pieces already carry their line's level). */
   push(level: number, piece: string): void {
+    // An error cuts into a tensor's unfinished line ("... converting to f16 .. "): it is a line of its own.
+    if (level >= GGML_LOG_LEVEL.error && this.level < GGML_LOG_LEVEL.error && this.text !== "") {
+      this.line(this.text, this.level);
+      this.text = "";
+    }
     if (level > this.level) this.level = level;
     this.text += piece;
     let nl: number;

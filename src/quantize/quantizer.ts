@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { rename, rm, stat, statfs } from "node:fs/promises";
+import { readFile, rename, rm, stat, statfs } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -90,6 +90,13 @@ async function quantizedTypes(file: string): Promise<string[]> {
     if (!FLOAT_TYPES.has(name)) types.add(name);
   }
   return [...types];
+}
+
+/** RLIMIT_FSIZE in bytes (a child inherits it), from /proc; undefined when unlimited or unknown. */
+async function fileSizeLimit(): Promise<number | undefined> {
+  const text = await readFile("/proc/self/limits", "utf8").catch(() => "");
+  const m = /^Max file size\s+(\d+)/m.exec(text);
+  return m === null ? undefined : Number(m[1]);
 }
 
 /** SHA-256 of a file, streamed. */
@@ -213,7 +220,11 @@ export class Quantizer {
     }).finally(() => opts.signal?.removeEventListener("abort", onAbort));
     opts.signal?.throwIfAborted();
     if (code === 0) return fallbacks;
-    if (signal === "SIGXFSZ") fail(`the output ${opts.outputPath} grew past this process's file size limit (ulimit -f); no output written`);
+    const written = (await stat(tmp).catch(() => undefined))?.size ?? 0;
+    const limit = await fileSizeLimit();
+    if (signal === "SIGXFSZ" || (limit !== undefined && written >= limit)) {
+      fail(`the output ${opts.outputPath} grew past this process's file size limit (ulimit -f: ${limit ?? "?"} bytes); no output written`);
+    }
     const free = await statfs(path.dirname(tmp)).then((s) => s.bavail * s.bsize).catch(() => undefined);
     const why = errors.map((e) => e.replace(/^llama_model_quantize: failed to quantize: /, "")).join("; ");
     if (free !== undefined && free < 1 << 20 && (why === "" || /iostream|write|space/i.test(why))) {
