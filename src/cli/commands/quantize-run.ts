@@ -78,7 +78,6 @@ export async function quantize(args: ArgumentsCamelCase<QuantizeArgs>): Promise<
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
   }
-  if (controller.signal.aborted) process.exitCode = 130;
   let evaluation: unknown;
   if (args.eval) {
     const { evaluateQuantization, renderEvaluation } = await import("../../quantize/evaluate.js");
