@@ -7,6 +7,7 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import type { ArgumentsCamelCase } from "yargs";
 import { loadConfig } from "../../config/load.js";
+import { ensureDemoModel } from "../../demo/ensure-demo-model.js";
 import { MoltbotError } from "../../errors.js";
 import { findPrecision, seedName } from "../../quantize/precisions.js";
 import { Quantizer, sha256File, type ConvertResult, type QuantizeProgress } from "../../quantize/quantizer.js";
@@ -24,9 +25,12 @@ const exists = (p: string) => stat(p).then(() => true, () => false);
 /** The repository version `--model NAME[:VERSION]` names. */
 async function resolveVersion(args: QuantizeArgs): Promise<ModelVersion & { modelDir: string | undefined }> {
   const loaded = loadConfig({ file: args.config, env: process.env, overrides: { model_path: args["model-path"] } });
-  const modelPath = loaded.config.model_path;
-  if (modelPath === undefined) fail("no model repository: set model_path in the config or pass --model-path (or convert a file with --input)");
   const ref = parseRef(String(args.model)) as { name: string; version?: string };
+  let modelPath = loaded.config.model_path;
+  // Without a repository `deploy` serves the built-in demo model; its cache folder is a folder of
+  // versions (demo/v1.0), so the demo's quantized version lands beside it.
+  if (modelPath === undefined && ref.name === "demo") modelPath = path.dirname(path.dirname(await ensureDemoModel()));
+  if (modelPath === undefined) fail("no model repository: set model_path in the config or pass --model-path (or convert a file with --input)");
   const models = await openRepository(modelPath);
   const model = models.find((m) => m.name === ref.name);
   if (model === undefined) fail(`no model named '${ref.name}' in ${modelPath} (found: ${models.map((m) => m.name).join(", ")})`);
