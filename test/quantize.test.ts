@@ -13,6 +13,7 @@ import { checkGgufIntegrity, KNOWN_GGML_TYPES } from "../src/gguf/integrity.js";
 import { readGgufLayout } from "../src/gguf/reader.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { Quantizer, sha256File, type QuantizeProgress } from "../src/quantize/index.js";
+import { evaluateQuantization, renderEvaluation } from "../src/quantize/evaluate.js";
 import { ROOT } from "./helpers/cli.js";
 import { rejectsWithLine, tempDir } from "./helpers/fixtures.js";
 
@@ -151,4 +152,23 @@ test("a full disk mid-write: one line naming the device's folder, no partial out
   } finally {
     spawnSync("umount", [mnt]);
   }
+});
+
+test("--eval's evaluation: both files through the engine; an F16 copy agrees with its F32 source", async () => {
+  const out = path.join(dir, "eval-f16.gguf");
+  await new Quantizer({ modelPath: f32 }).convert({ precision: "fp16", outputPath: out });
+  const r = await evaluateQuantization({ sourcePath: f32, outputPath: out, threads: 1, tokens: 512 });
+  await rm(out);
+  assert.equal(r.source.bytes, (await stat(f32)).size);
+  assert.ok(r.output.bytes < r.source.bytes * 0.6);
+  for (const s of [r.source, r.output]) {
+    for (const v of [s.promptTokensPerSecond, s.tokensPerSecond1, s.tokensPerSecond8]) assert.ok(Number.isFinite(v) && v > 0, JSON.stringify(s));
+  }
+  const a = r.accuracy;
+  assert.equal(a.tokens, 511); // one window of 512 held-out tokens: 511 next-token predictions
+  assert.ok(a.meanKl >= 0 && a.meanKl < 1e-3, `mean KL ${a.meanKl}`);
+  assert.ok(a.top1Agreement > 0.97, `top-1 ${a.top1Agreement}`);
+  assert.ok(Math.abs(a.perplexityOutput / a.perplexitySource - 1) < 0.01);
+  const table = renderEvaluation(r).join("\n");
+  for (const row of ["size", "prompt tokens/s", "tokens/s, 1 stream", "tokens/s, 8 streams", "perplexity", "mean KL", "top-1 agreement"]) assert.match(table, new RegExp(`^${row}`, "m"));
 });
