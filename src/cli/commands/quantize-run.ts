@@ -10,7 +10,7 @@ import { loadConfig } from "../../config/load.js";
 import { ensureDemoModel } from "../../demo/ensure-demo-model.js";
 import { MoltbotError } from "../../errors.js";
 import { findPrecision, seedName } from "../../quantize/precisions.js";
-import { Quantizer, sha256File, type ConvertResult, type QuantizeProgress } from "../../quantize/quantizer.js";
+import { Quantizer, sha256File, type ConvertOptions, type ConvertResult, type QuantizeProgress } from "../../quantize/quantizer.js";
 import { loadModelVersion, openRepository, type ModelVersion } from "../../repository/repository.js";
 import { isVersionName } from "../../repository/versions.js";
 import { parseRef } from "./models.js";
@@ -102,7 +102,7 @@ export async function quantize(args: ArgumentsCamelCase<QuantizeArgs>): Promise<
 async function writeVersion(
   source: ModelVersion,
   versionDir: string,
-  common: Parameters<Quantizer["convert"]>[0] extends infer O ? Omit<O, "outputPath" | "force"> : never,
+  common: Omit<ConvertOptions, "outputPath" | "force">,
   force: boolean,
 ): Promise<ConvertResult> {
   if (!force && (await exists(versionDir))) fail(`${versionDir}: version exists (pass --force to replace it)`);
@@ -113,6 +113,7 @@ async function writeVersion(
   try {
     const weightsName = path.basename(source.weightsPath);
     const quantizer = new Quantizer({ modelPath: source.weightsPath });
+    // Refuse bad input before hashing a source of gigabytes.
     await quantizer.check({ ...common, outputPath: path.join(tmpDir, weightsName) });
     const sourceSha = await sha256File(source.weightsPath);
     const result = await quantizer.convert({ ...common, outputPath: path.join(tmpDir, weightsName) });
