@@ -26,6 +26,9 @@ export class MemoryStore {
       ttl: opts.ttlMs,
       // An expired entry is dropped when read, not kept past its TTL for a stale answer.
       allowStale: false,
+      // Read the clock at every check: the default caches it for 1 ms behind a timer, which an
+      // injected clock would outrun.
+      ttlResolution: 0,
       updateAgeOnGet: false,
       ...(now === undefined ? {} : { perf: { now } }),
       dispose: (_v, _k, reason) => {
