@@ -145,8 +145,11 @@ export async function admitCached(request: FastifyRequest, reply: FastifyReply, 
       return { admission, status: "hit-l1", hit: true, charged: () => charged };
     }
   }
-  cache.missed();
-  decide("miss");
+  // no-cache: the cache answered nothing (bypass), but the fresh answer is stored.
+  const status: CacheStatus = policy === "refresh" ? "bypass" : "miss";
+  if (policy === "refresh") cache.bypassed();
+  else cache.missed();
+  decide(status);
   const flight = new Flight<PoolEntry>((s) => call.pool.admit(call.model, call.prompt, call.params, s, requestId, who), call.params.topLogprobs !== null);
   const store = (r: FlightResult<PoolEntry>) => {
     const a = r.admission;
@@ -162,5 +165,5 @@ export async function admitCached(request: FastifyRequest, reply: FastifyReply, 
   // no-cache: this request runs alone (others do not join a run they did not ask to refresh), then stores.
   if (policy === "use") cache.startFlight(key, flight, store);
   else flight.result.then(store, () => undefined);
-  return { admission: await flight.join(signal), status: "miss", hit: false, charged: free };
+  return { admission: await flight.join(signal), status, hit: false, charged: free };
 }
