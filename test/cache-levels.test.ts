@@ -19,6 +19,7 @@ const response = (text: string, entry = "chat"): CachedResponse => ({
   entry,
   version: "v1",
   text,
+  deltas: [[text, 2, 0]],
   done: { finishReason: "stop", promptTokens: 3, completionTokens: 2, cachedTokens: 0 },
   cost: 0.001,
 });

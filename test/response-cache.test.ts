@@ -85,6 +85,7 @@ test("a streamed hit is replayed as SSE: role chunk, content, finish_reason, usa
   assert.equal(miss.header, "miss");
   assert.equal(hit.header, "hit-l1");
   assert.equal(hit.text, miss.text);
+  assert.equal(hit.chunks.length, miss.chunks.length, "replayed in the pieces the run streamed");
   assert.ok(hit.text.length > 0);
   const last = hit.chunks.at(-1)!;
   assert.deepEqual(last.choices, [], "the usage chunk comes last");

@@ -8,6 +8,11 @@ export interface CachedResponse {
   entry: string;
   version: string;
   text: string;
+  /**
+   * The text as the run streamed it: [delta, completion tokens so far, logprob entries in it],
+   * so a streamed hit comes in the same pieces (a forced tool call's arguments stream in pieces).
+   */
+  deltas: Array<[string, number, number]>;
   /** Present when the request asked for logprobs (top_logprobs is part of the key). */
   logprobs?: TokenLogprobEntry[] | undefined;
   done: GenerationDone;

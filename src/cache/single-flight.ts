@@ -20,6 +20,7 @@ export type Participation<E> = FlightAdmission<E>;
 export interface FlightResult<E> {
   admission: FlightAdmission<E>;
   text: string;
+  deltas: Array<[string, number, number]>;
   logprobs: TokenLogprobEntry[] | undefined;
   done: GenerationDone;
 }
@@ -41,6 +42,7 @@ export class Flight<E> {
   private participants = 0;
   private promptTokens: number | undefined;
   private text = "";
+  private readonly deltas: Array<[string, number, number]> = [];
   private readonly logprobs: TokenLogprobEntry[] | undefined;
   private generated = 0;
   private readonly sinks = new Set<GenerationSink>();
@@ -57,13 +59,14 @@ export class Flight<E> {
       },
       onText: (delta, lp, n) => {
         this.text += delta;
+        this.deltas.push([delta, n, lp?.length ?? 0]);
         this.generated = n;
         if (this.logprobs && lp) this.logprobs.push(...lp);
         for (const s of this.sinks) s.onText(delta, lp, n);
       },
     };
     this.admitted = admit(this.controller.signal);
-    this.result = this.admitted.then(async (a) => ({ admission: a, done: await a.run(sink, this.controller.signal), text: this.text, logprobs: this.logprobs }));
+    this.result = this.admitted.then(async (a) => ({ admission: a, done: await a.run(sink, this.controller.signal), text: this.text, deltas: this.deltas, logprobs: this.logprobs }));
     const end = () => {
       this.settled = true;
     };

@@ -82,7 +82,10 @@ function replay(entry: PoolEntry, v: CachedResponse): GenerationAdmission {
     fallbacks: [],
     run: async (sink) => {
       sink.onStart?.(v.done.promptTokens);
-      if (v.text !== "") sink.onText(v.text, v.logprobs, v.done.completionTokens);
+      let at = 0;
+      for (const [text, generated, lps] of v.deltas) {
+        sink.onText(text, v.logprobs?.slice(at, (at += lps)), generated);
+      }
       return v.done;
     },
   };
@@ -110,6 +113,9 @@ export async function admitCached(request: FastifyRequest, reply: FastifyReply, 
   // The entry named (model_not_found, model_not_allowed are refused here as the pool would).
   const entry = call.pool.resolve(call.model, "llm", who);
   const key = keyFor(entry, entry.served.version, call);
+  // A run is admitted against its first requester's own cost limit (a token's cost_limit): a
+  // requester with such a limit shares runs only with itself, so nobody gets another's refusal.
+  const flightKey = who?.costLimit === undefined ? key : `${key} ${who.subject}`;
   /** A hit costs nothing, and the ledger keeps the saving; with charge_hits it is charged as the run was. */
   const settleHit = (cost: number, refuse: boolean): number => {
     if (!cache.chargeHits) {
@@ -127,7 +133,7 @@ export async function admitCached(request: FastifyRequest, reply: FastifyReply, 
       decide(status);
       return { admission: replay(entry, hit.value), status, hit: true, charged: () => charged };
     }
-    const running = cache.flight<PoolEntry>(key);
+    const running = cache.flight<PoolEntry>(flightKey);
     if (running) {
       // Served from memory as the run it joined produces it: reported as an L1 hit.
       cache.joined();
@@ -157,13 +163,14 @@ export async function admitCached(request: FastifyRequest, reply: FastifyReply, 
       entry: a.entry.name,
       version: a.version,
       text: r.text,
+      deltas: r.deltas,
       logprobs: r.logprobs,
       done: { finishReason: r.done.finishReason, promptTokens: r.done.promptTokens, completionTokens: r.done.completionTokens, cachedTokens: r.done.cachedTokens },
       cost: costOf(r.done.promptTokens, r.done.completionTokens, a.entry.pricing, r.done.cachedTokens),
     });
   };
   // no-cache: this request runs alone (others do not join a run they did not ask to refresh), then stores.
-  if (policy === "use") cache.startFlight(key, flight, store);
+  if (policy === "use") cache.startFlight(flightKey, flight, store);
   else flight.result.then(store, () => undefined);
   return { admission: await flight.join(signal), status, hit: false, charged: free };
 }
