@@ -11,6 +11,7 @@ import OpenAI from "openai";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { ledgerPath, openSqliteLedger } from "../src/ledger/sqlite-ledger.js";
 import { parseSamples, total } from "./helpers/prometheus.js";
+import { runCli } from "./helpers/cli.js";
 import { removeDir, startServer, tempDir, until, type RunningServer } from "./helpers/fixtures.js";
 
 let root: string;
@@ -202,5 +203,26 @@ test("the store survives a restart; TTLs run on the injected clock; charge_hits 
   now += 2 * 3_600_000; // past l1.ttl (1h), within l2.ttl (7d)
   assert.equal((await ask(q)).response.headers.get("x-moltbot-cache"), "hit-l2");
   now += 8 * 86_400_000; // past l2.ttl
+  assert.equal((await ask(q)).response.headers.get("x-moltbot-cache"), "miss");
+});
+
+test("moltbot cache stats and clear [--model] drive the admin API", async () => {
+  const q = "What is the capital of France?";
+  await ask(q);
+  assert.equal((await ask(q)).response.headers.get("x-moltbot-cache"), "hit-l1");
+  const stats = await runCli(["cache", "stats", "--url", srv.url, "--json"]);
+  assert.equal(stats.code, 0, stats.stderr);
+  const doc = JSON.parse(stats.stdout) as { mode: string; l1: { entries: number; hits: number }; l2: { enabled: boolean; entries: number; hits: number } };
+  assert.equal(doc.mode, "deterministic");
+  assert.ok(doc.l1.hits >= 1 && doc.l2.hits >= 1 && doc.l2.enabled && doc.l2.entries >= 1, stats.stdout);
+  const table = await runCli(["cache", "stats", "--url", srv.url]);
+  assert.match(table.stdout, /^mode: deterministic {4}hit rate: \d+\.\d% /);
+  assert.match(table.stdout, /\nmemory +\d+ +\d+ +\d+ +\d+\n/);
+  const unknown = await runCli(["cache", "clear", "--model", "nope", "--url", srv.url]);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no pool entry 'nope'/);
+  const cleared = await runCli(["cache", "clear", "--model", "demo", "--url", srv.url]);
+  assert.equal(cleared.code, 0, cleared.stderr);
+  assert.match(cleared.stdout, /^Cleared [1-9]\d* response\(s\) from memory and [1-9]\d* from the store for demo\n$/);
   assert.equal((await ask(q)).response.headers.get("x-moltbot-cache"), "miss");
 });
