@@ -112,6 +112,8 @@ export class SqliteStore implements PersistentStore {
   private db: Database | undefined;
   private readonly stmt: Record<"get" | "touch" | "drop" | "upsert" | "sizeOf" | "oldest" | "sweep" | "total" | "count" | "clearAll" | "clearEntry", Statement>;
   private total: number;
+  /** Rows, kept here so a metrics scrape never counts the table. */
+  private rows: number;
   private lastSweep = 0;
   evictions = 0;
 
@@ -133,6 +135,13 @@ export class SqliteStore implements PersistentStore {
       clearEntry: db.prepare("DELETE FROM responses WHERE entry = ?"),
     };
     this.total = (this.stmt.total.get() as { total: number }).total;
+    this.rows = (this.stmt.count.get() as { n: number }).n;
+  }
+
+  /** Re-read the totals after a bulk delete. */
+  private recount(): void {
+    this.total = (this.stmt.total.get() as { total: number }).total;
+    this.rows = (this.stmt.count.get() as { n: number }).n;
   }
 
   get enabled(): boolean {
@@ -169,9 +178,10 @@ export class SqliteStore implements PersistentStore {
         const before = this.stmt.sizeOf.get(key) as { bytes: number } | undefined;
         this.stmt.upsert.run(key, stored.value.entry, stored.json, digestOf(stored.json), stored.bytes, now + this.opts.ttlMs, now);
         this.total += stored.bytes - (before?.bytes ?? 0);
+        if (before === undefined) this.rows++;
         if (now - this.lastSweep >= SWEEP_EVERY_MS) {
           this.lastSweep = now;
-          if (this.stmt.sweep.run(now).changes > 0) this.total = (this.stmt.total.get() as { total: number }).total;
+          if (this.stmt.sweep.run(now).changes > 0) this.recount();
         }
         while (this.total > this.opts.maxBytes) {
           const rows = this.stmt.oldest.all() as { key: string; bytes: number }[];
@@ -180,6 +190,7 @@ export class SqliteStore implements PersistentStore {
             if (this.total <= this.opts.maxBytes) break;
             this.stmt.drop.run(r.key);
             this.total -= r.bytes;
+            this.rows--;
             this.evictions++;
           }
         }
@@ -191,14 +202,14 @@ export class SqliteStore implements PersistentStore {
     if (!this.db) return 0;
     return this.guard(() => {
       const n = entry === undefined ? this.stmt.clearAll.run().changes : this.stmt.clearEntry.run(entry).changes;
-      this.total = (this.stmt.total.get() as { total: number }).total;
+      this.recount();
       return n;
     }, 0);
   }
 
   stats(): { entries: number; bytes: number; evictions: number } {
     if (!this.db) return { entries: 0, bytes: 0, evictions: this.evictions };
-    return this.guard(() => ({ entries: (this.stmt.count.get() as { n: number }).n, bytes: this.total, evictions: this.evictions }), { entries: 0, bytes: 0, evictions: this.evictions });
+    return { entries: this.rows, bytes: this.total, evictions: this.evictions };
   }
 
   close(): void {
@@ -208,7 +219,10 @@ export class SqliteStore implements PersistentStore {
 
   private remove(key: string): void {
     const row = this.stmt.sizeOf.get(key) as { bytes: number } | undefined;
-    if (row && this.stmt.drop.run(key).changes > 0) this.total -= row.bytes;
+    if (row && this.stmt.drop.run(key).changes > 0) {
+      this.total -= row.bytes;
+      this.rows--;
+    }
   }
 
   /** Runs a step; a full disk or a damaged file turns the level off (warned once) and yields `fallback`. */
