@@ -6,7 +6,7 @@ import type { MoltbotConfig } from "../config/schema.js";
 import { parseBytes, parseDuration } from "../config/units.js";
 import type { BudgetLedger } from "../ledger/ledger.js";
 import type { Logger } from "../observe/logger.js";
-import { serialize, type CachedResponse } from "./entry.js";
+import { serialize, type CachedResponse, type StoredResponse } from "./entry.js";
 import { MemoryStore } from "./memory-store.js";
 import type { Flight, FlightResult } from "./single-flight.js";
 import { cacheStorePath, openSqliteStore, type PersistentStore } from "./sqlite-store.js";
@@ -92,7 +92,7 @@ export class ResponseCache {
       this.counts.l1Hits++;
       return { level: "l1", value: m.value };
     }
-    const d = this.l2?.get(key);
+    const d = this.fromStore(key);
     if (d) {
       this.l1.set(key, d);
       this.counts.l2Hits++;
@@ -115,7 +115,22 @@ export class ResponseCache {
       return;
     }
     this.l1.set(key, stored);
-    this.l2?.put(key, stored);
+    try {
+      this.l2?.put(key, stored);
+    } catch (err) {
+      // A store error other than a full disk or damage (those turn it off) loses this entry only.
+      this.log.warning(`Response cache store: an entry was not written: ${(err as Error).message}`);
+    }
+  }
+
+  /** An L2 read; an unexpected store error is a miss (logged), never a failed request. */
+  private fromStore(key: string): StoredResponse | undefined {
+    try {
+      return this.l2?.get(key);
+    } catch (err) {
+      this.log.warning(`Response cache store: a read failed, answered as a miss: ${(err as Error).message}`);
+      return undefined;
+    }
   }
 
   /** The flight of `key` under way, if any. */

@@ -262,7 +262,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
       const servedHeaders = { ...modelVersionHeader(admission.version), ...fallbackHeader, [CACHE_HEADER]: cached.status };
       // Recorded as a hit also when it fails or its client leaves: the model's work is the run's.
-      if (cached.hit) outcome.cacheHit = { charged: 0 };
+      outcome.cacheHit = cached.hit ? { charged: 0 } : undefined;
       const hitEnded = () => {
         if (cached.hit) outcome.cacheHit = { charged: cached.charged() };
       };
