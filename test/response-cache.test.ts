@@ -5,7 +5,7 @@
 // with TTLs on an injected clock, and what hits cost in the ledger.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import OpenAI from "openai";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
@@ -225,4 +225,18 @@ test("moltbot cache stats and clear [--model] drive the admin API", async () => 
   assert.equal(cleared.code, 0, cleared.stderr);
   assert.match(cleared.stdout, /^Cleared [1-9]\d* response\(s\) from memory and [1-9]\d* from the store for demo\n$/);
   assert.equal((await ask(q)).response.headers.get("x-moltbot-cache"), "miss");
+});
+
+test("a server finding a damaged store sets it aside with a WARNING, starts a new one and serves", async () => {
+  await srv.close();
+  const fresh = path.join(root, "data-damaged");
+  await mkdir(fresh, { recursive: true });
+  await writeFile(path.join(fresh, "response-cache.sqlite"), "this is not a database ".repeat(400));
+  srv = await startServer(path.join(root, "demo"), { dataDir: fresh, config: config(false) });
+  client = new OpenAI({ baseURL: srv.baseURL, apiKey: "unused", maxRetries: 0 });
+  assert.ok(srv.lines().some((l) => /\[WARNING\] \[cache\] Response cache store .*response-cache\.sqlite is damaged .*set aside as .*response-cache\.sqlite\.corrupt-/.test(l)), srv.lines().join("\n"));
+  assert.ok((await readdir(fresh)).some((f) => f.startsWith("response-cache.sqlite.corrupt-")));
+  assert.equal((await ask("After the damage")).response.headers.get("x-moltbot-cache"), "miss");
+  assert.equal((await ask("After the damage")).response.headers.get("x-moltbot-cache"), "hit-l1");
+  assert.ok(srv.server.models.cache!.stats().l2.entries >= 1, "the new store takes entries");
 });
