@@ -96,6 +96,27 @@ test("a streamed hit is replayed as SSE: role chunk, content, finish_reason, usa
   assert.notEqual(hit.chunks[0]!.id, miss.chunks[0]!.id);
 });
 
+test("the Responses API replays a hit in its own shape, whole and streamed", async () => {
+  const body = { model: "demo", input: "Summarize the minutes", max_output_tokens: 10, temperature: 0 } as const;
+  const first = await client.responses.create(body).withResponse();
+  const second = await client.responses.create(body).withResponse();
+  assert.equal(first.response.headers.get("x-moltbot-cache"), "miss");
+  assert.equal(second.response.headers.get("x-moltbot-cache"), "hit-l1");
+  assert.equal(second.data.output_text, first.data.output_text);
+  assert.notEqual(second.data.id, first.data.id);
+  const { data: stream, response } = await client.responses.create({ ...body, stream: true }).withResponse();
+  assert.equal(response.headers.get("x-moltbot-cache"), "hit-l1");
+  const types: string[] = [];
+  let text = "";
+  for await (const e of stream) {
+    types.push(e.type);
+    if (e.type === "response.output_text.delta") text += e.delta;
+  }
+  assert.equal(types[0], "response.created");
+  assert.equal(types.at(-1), `response.${first.data.status}`, "ends as the run ended (10 tokens: incomplete)");
+  assert.equal(text, first.data.output_text);
+});
+
 test("sampled requests, Cache-Control no-store / no-cache and \"cache\": false bypass the cache", async () => {
   const sampled = await ask("Tell me a story", { temperature: 1 });
   assert.equal(sampled.response.headers.get("x-moltbot-cache"), "bypass", "temperature 1 without a seed is not reproducible");
