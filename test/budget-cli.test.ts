@@ -57,17 +57,17 @@ test("budget status lists every pool entry with spend, reservations, limit and r
     assert.equal(json.code, 0, json.stderr);
     assert.equal(json.stderr, "", "a live process's reservation is not released by the CLI");
     assert.deepEqual(JSON.parse(json.stdout), [
-      { entry: "text-generation", period, spent: 1.25, reserved: 0.5, reservations: 1, limit: 50, remaining: 48.25, configured: true },
-      { entry: "embeddings", period, spent: 0, reserved: 0, reservations: 0, limit: null, remaining: null, configured: true },
-      { entry: "retired-model", period, spent: 0.1, reserved: 0, reservations: 0, limit: null, remaining: null, configured: false },
+      { entry: "text-generation", period, spent: 1.25, reserved: 0.5, reservations: 1, limit: 50, remaining: 48.25, cache_hits: 0, saved: 0, configured: true },
+      { entry: "embeddings", period, spent: 0, reserved: 0, reservations: 0, limit: null, remaining: null, cache_hits: 0, saved: 0, configured: true },
+      { entry: "retired-model", period, spent: 0.1, reserved: 0, reservations: 0, limit: null, remaining: null, cache_hits: 0, saved: 0, configured: false },
     ]);
 
     const table = cli(["budget", "status", "--config", config]);
     assert.equal(table.code, 0, table.stderr);
     const lines = table.stdout.trim().split("\n");
-    assert.match(lines[0]!, /^ENTRY\s+PERIOD\s+SPENT\s+RESERVED\s+OPEN\s+LIMIT\s+REMAINING$/);
-    assert.match(lines[1]!, new RegExp(`^text-generation\\s+${period}\\s+1\\.25\\s+0\\.50\\s+1\\s+50\\.00\\s+48\\.25$`));
-    assert.match(lines[2]!, new RegExp(`^embeddings\\s+${period}\\s+0\\.00\\s+0\\.00\\s+0\\s+unlimited\\s+unlimited$`));
+    assert.match(lines[0]!, /^ENTRY\s+PERIOD\s+SPENT\s+RESERVED\s+OPEN\s+LIMIT\s+REMAINING\s+CACHE HITS\s+SAVED$/);
+    assert.match(lines[1]!, new RegExp(`^text-generation\\s+${period}\\s+1\\.25\\s+0\\.50\\s+1\\s+50\\.00\\s+48\\.25\\s+0\\s+0\\.00$`));
+    assert.match(lines[2]!, new RegExp(`^embeddings\\s+${period}\\s+0\\.00\\s+0\\.00\\s+0\\s+unlimited\\s+unlimited\\s+0\\s+0\\.00$`));
     assert.match(lines[3]!, /^retired-model \(not in config\)\s/);
 
     // --data-dir points at another (empty) state directory: it is created, and all is zero.

@@ -191,13 +191,13 @@ test("notEnforced lists set, non-default keys of unbuilt features", () => {
       "    strategy: { priority: high }",
       "  - name: spare",
       "    strategy: { priority: normal, fallback: false }",
-      "cache: { enabled: true }",
+      "cache: { mode: all }",
       "resource_limits:",
       "  memory: { limit: 4GiB }",
     ].join("\n"),
   );
   // Budgets and priorities are enforced now: only the unbuilt features are listed.
-  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["resource_limits", "cache"]);
+  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["resource_limits"]);
 });
 
 test("the template loads back to exactly the defaults and shows every key", () => {

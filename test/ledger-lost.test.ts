@@ -30,7 +30,8 @@ async function spend(dataDir: string, opts: { acceptNewLedger?: boolean } = {}):
   const srv = await startServer(repo, { config: CONFIG, dataDir, ...opts });
   try {
     const client = new OpenAI({ baseURL: srv.baseURL, apiKey: "unused", maxRetries: 0 });
-    const r = await client.completions.create({ model: "tiny", prompt: "money", max_tokens: 8, temperature: 0, ignore_eos: true } as OpenAI.CompletionCreateParamsNonStreaming);
+    // `cache: false`: each call spends (a repeat would be a free response-cache hit).
+    const r = await client.completions.create({ model: "tiny", prompt: "money", max_tokens: 8, temperature: 0, ignore_eos: true, cache: false } as OpenAI.CompletionCreateParamsNonStreaming);
     assert.equal(r.usage!.completion_tokens, 8);
   } finally {
     await srv.close();

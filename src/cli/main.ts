@@ -8,6 +8,7 @@ import { usageError } from "./usage-error.js";
 import { withoutGlobalVersion } from "./command-version.js";
 import { auditCommand } from "./commands/audit.js";
 import { budgetCommand } from "./commands/budget.js";
+import { cacheCommand } from "./commands/cache.js";
 import { deployCommand } from "./commands/deploy.js";
 import { initCommand } from "./commands/init.js";
 import { serviceCommand } from "./commands/service.js";
@@ -23,6 +24,7 @@ const COMMANDS: ReadonlyArray<CommandModule<any, any>> = [
   initCommand,
   statusCommand,
   budgetCommand,
+  cacheCommand,
   serviceCommand,
   logsCommand,
   modelsCommand,

@@ -47,7 +47,6 @@ export interface LoadedConfig {
  */
 export const NOT_YET_ENFORCED: readonly string[] = [
   "resource_limits",
-  "cache",
 ];
 
 interface EnvVar {

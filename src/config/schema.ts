@@ -190,17 +190,21 @@ export const ConfigSchema = Type.Object(
       path: Type.String({ pattern: "^/", default: "/metrics", expected: 'URL path starting with "/"', description: "URL path of the metrics" }),
       auth: Type.Boolean({ default: true, description: "when auth is on, metrics need a token with scope `metrics` (false: open like /healthz)" }),
     }),
-    cache: section("response cache: memory LRU (L1) in front of a persistent store (L2)", {
-      // Off by default: a cached answer to a sampled (temperature > 0) request surprises clients.
-      enabled: Type.Boolean({ default: false, description: "cache responses of identical requests" }),
+    cache: section("response cache: memory LRU (L1) in front of a persistent store (L2); identical requests in flight run once", {
+      // A cached answer to a sampled (temperature > 0, no seed) request would surprise clients:
+      // by default only requests whose answer is reproducible are cached.
+      mode: oneOf(["off", "deterministic", "all"] as const, { default: "deterministic", description: "off | deterministic (temperature 0 or an explicit seed) | all" }),
+      charge_hits: Type.Boolean({ default: false, description: "charge a hit what the original answer cost (false: hits are free, the ledger records the saving)" }),
+      max_entry_bytes: bytes({ default: "1MiB", description: "larger responses are not stored" }),
       l1: section("in-memory LRU", {
         max_entries: positiveInt({ default: 1000, description: "entries kept in memory" }),
+        max_bytes: bytes({ default: "64MiB", description: "memory used by entries, least recently used evicted first" }),
         ttl: duration({ default: "1h", description: "lifetime of an entry" }),
       }),
       l2: section("persistent store under data_dir", {
-        enabled: Type.Boolean({ default: false, description: "keep entries on disk across restarts" }),
+        enabled: Type.Boolean({ default: true, description: "keep entries on disk across restarts (<data_dir>/response-cache.sqlite)" }),
         ttl: duration({ default: "7d", description: "lifetime of an entry" }),
-        max_size: bytes({ default: "1GiB", description: "disk space used, oldest evicted first" }),
+        max_size: bytes({ default: "1GiB", description: "bytes of stored responses, least recently used evicted first" }),
       }),
     }),
     security: section("TLS and authentication; absent means plain HTTP without auth", {

@@ -22,6 +22,9 @@ export interface EntrySpend {
   reservations: number;
   /** ISO time of the last `reset` in this period, if any. */
   resetAt?: string;
+  /** Requests answered from the response cache without charge, and what they would have cost (absent: none). */
+  cacheHits?: number;
+  saved?: number;
 }
 
 export interface BudgetLedger {
@@ -31,6 +34,8 @@ export interface BudgetLedger {
   settle(reservation: Reservation, actual: number): void;
   /** Record a spend that needed no reservation (an entry without a cost limit). */
   record(entry: string, amount: number): void;
+  /** Record `hits` free response-cache hits on `entry` that would have cost `saved`: kept apart from spend, never counted against a limit. */
+  recordCacheHits(entry: string, hits: number, saved: number): void;
   /** Spend and reservations per entry for the current period (UTC calendar month "YYYY-MM"), or for `period` when given. Entries with no activity in the period are absent. */
   status(period?: string): EntrySpend[];
   /** Start an entry's current period over (spent and reservations to 0); recorded with who did it. */

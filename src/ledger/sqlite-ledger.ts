@@ -126,6 +126,13 @@ CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,
   value TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cache_hits (
+  entry TEXT NOT NULL,
+  period TEXT NOT NULL,
+  hits INTEGER NOT NULL DEFAULT 0,
+  saved_micros INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (entry, period)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS admin_log (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   at TEXT NOT NULL,
@@ -225,6 +232,7 @@ class SqliteLedgerImpl implements SqliteLedger {
     resetSpend: Statement;
     deleteEntryReservations: Statement;
     logAdmin: Statement;
+    addCacheHits: Statement;
   };
   readonly #reserveTx: Transaction<[string, number, number], Reservation | null>;
   readonly #settleTx: Transaction<[Reservation, number], void>;
@@ -280,15 +288,21 @@ class SqliteLedgerImpl implements SqliteLedger {
                COALESCE(s.spent_micros, 0) AS spent,
                s.reset_at AS reset_at,
                COALESCE(r.total, 0) AS reserved,
-               COALESCE(r.n, 0) AS n
-        FROM (SELECT entry FROM spend WHERE period = @period UNION SELECT entry FROM reservations WHERE period = @period) e
+               COALESCE(r.n, 0) AS n,
+               COALESCE(c.hits, 0) AS hits,
+               COALESCE(c.saved_micros, 0) AS saved
+        FROM (SELECT entry FROM spend WHERE period = @period UNION SELECT entry FROM reservations WHERE period = @period UNION SELECT entry FROM cache_hits WHERE period = @period) e
         LEFT JOIN spend s ON s.entry = e.entry AND s.period = @period
+        LEFT JOIN cache_hits c ON c.entry = e.entry AND c.period = @period
         LEFT JOIN (SELECT entry, SUM(amount_micros) AS total, COUNT(*) AS n FROM reservations WHERE period = @period GROUP BY entry) r ON r.entry = e.entry
         ORDER BY e.entry`),
       resetSpend: db.prepare(
         "INSERT INTO spend (entry, period, spent_micros, reset_at) VALUES (?, ?, 0, ?) ON CONFLICT (entry, period) DO UPDATE SET spent_micros = 0, reset_at = excluded.reset_at",
       ),
       deleteEntryReservations: db.prepare("DELETE FROM reservations WHERE entry = ? AND period = ?"),
+      addCacheHits: db.prepare(
+        "INSERT INTO cache_hits (entry, period, hits, saved_micros) VALUES (?, ?, ?, ?) ON CONFLICT (entry, period) DO UPDATE SET hits = hits + excluded.hits, saved_micros = saved_micros + excluded.saved_micros",
+      ),
       logAdmin: db.prepare("INSERT INTO admin_log (at, actor, action, entry, period, detail) VALUES (?, ?, ?, ?, ?, ?)"),
     };
 
@@ -319,9 +333,10 @@ class SqliteLedgerImpl implements SqliteLedger {
 
     this.#statusTx = db.transaction((period: string): EntrySpend[] => {
       this.#housekeep(this.#now());
-      const rows = this.#stmt.periodStatus.all({ period }) as { entry: string; spent: number; reset_at: string | null; reserved: number; n: number }[];
+      const rows = this.#stmt.periodStatus.all({ period }) as { entry: string; spent: number; reset_at: string | null; reserved: number; n: number; hits: number; saved: number }[];
       return rows.map((r) => {
         const out: EntrySpend = { entry: r.entry, period, spent: fromMicros(r.spent), reserved: fromMicros(r.reserved), reservations: r.n };
+        if (r.hits > 0) Object.assign(out, { cacheHits: r.hits, saved: fromMicros(r.saved) });
         if (r.reset_at !== null) out.resetAt = r.reset_at;
         return out;
       });
@@ -361,6 +376,12 @@ class SqliteLedgerImpl implements SqliteLedger {
   record(entry: string, amount: number): void {
     // A settle of a reservation the ledger never held records the spend in the given period.
     this.settle({ id: `record-${randomUUID()}`, entry, period: periodOf(this.#now()), amount: 0 }, amount);
+  }
+
+  recordCacheHits(entry: string, hits: number, saved: number): void {
+    this.#assertOpen();
+    checkEntry(entry);
+    this.#stmt.addCacheHits.run(entry, periodOf(this.#now()), hits, toMicros(saved, "saved"));
   }
 
   status(period?: string): EntrySpend[] {

@@ -17,6 +17,7 @@ import type { WorkerState } from "../workers/worker-state.js";
 import type { VersionedModel } from "../versions/versioned-model.js";
 import { readProcStats } from "./proc-stats.js";
 import { RecentRequests, type WindowFigures } from "./recent-requests.js";
+import type { CacheStats } from "../cache/response-cache.js";
 
 /** One inference request that ended, whatever its status. */
 export interface FinishedRequest {
@@ -380,6 +381,82 @@ export class ServerMetrics {
       priority: e.priority,
       budget: { spent: spend.get(e.name)?.spent ?? 0, limit: e.costLimit ?? null, month },
     }));
+  }
+
+  /**
+   * The response cache's figures, read from it at scrape time like the other levels: hits per
+   * level (l1, l2, and `flight` for a request that joined an identical one under way), misses,
+   * entries and bytes per level, evictions.
+   */
+  watchCache(stats: () => CacheStats): void {
+    const p = this.prom;
+    if (!p) return;
+    const registers = [p.registry];
+    new Counter({
+      name: "moltbot_cache_hits_total",
+      help: "Generation requests answered by the response cache, by level (flight: joined an identical request under way)",
+      labelNames: ["level"],
+      registers,
+      collect() {
+        const s = stats();
+        this.reset();
+        this.inc({ level: "l1" }, s.l1.hits);
+        this.inc({ level: "l2" }, s.l2.hits);
+        this.inc({ level: "flight" }, s.joined);
+      },
+    });
+    new Counter({
+      name: "moltbot_cache_misses_total",
+      help: "Cacheable generation requests the response cache could not answer (the model ran)",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(stats().misses);
+      },
+    });
+    new Counter({
+      name: "moltbot_cache_bypass_total",
+      help: "Generation requests that did not use the response cache (not deterministic, or opted out)",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(stats().bypassed);
+      },
+    });
+    new Counter({
+      name: "moltbot_cache_evictions_total",
+      help: "Entries evicted from a response cache level by its entry or size bound",
+      labelNames: ["level"],
+      registers,
+      collect() {
+        const s = stats();
+        this.reset();
+        this.inc({ level: "l1" }, s.l1.evictions);
+        this.inc({ level: "l2" }, s.l2.evictions);
+      },
+    });
+    new Gauge({
+      name: "moltbot_cache_entries",
+      help: "Entries held by each response cache level",
+      labelNames: ["level"],
+      registers,
+      collect() {
+        const s = stats();
+        this.set({ level: "l1" }, s.l1.entries);
+        this.set({ level: "l2" }, s.l2.entries);
+      },
+    });
+    new Gauge({
+      name: "moltbot_cache_bytes",
+      help: "Bytes of stored responses in each response cache level",
+      labelNames: ["level"],
+      registers,
+      collect() {
+        const s = stats();
+        this.set({ level: "l1" }, s.l1.bytes);
+        this.set({ level: "l2" }, s.l2.bytes);
+      },
+    });
   }
 
   private spendByEntry(month = periodOf(this.clock())): Map<string, { spent: number; reserved: number }> {

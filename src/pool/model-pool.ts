@@ -18,6 +18,7 @@ import type { GenerationDone, GenerationSink, ModelWorker, PreparedPrompt } from
 import type { VersionedModel } from "../versions/versioned-model.js";
 import type { PromptInput } from "../workers/protocol.js";
 import type { Principal } from "../auth/principal.js";
+import type { ResponseCache } from "../cache/response-cache.js";
 
 export interface Pricing {
   input_per_1k: number;
@@ -95,6 +96,8 @@ export class ModelPool {
     private readonly clock: () => Date = () => new Date(),
     /** Where fallbacks, shedding and queue waits are counted. */
     readonly metrics?: ServerMetrics,
+    /** The response cache generation requests go through (server/cached-generation.ts); undefined: cache.mode off. */
+    readonly cache?: ResponseCache,
   ) {
     for (const e of entries) this.byName.set(e.name, e);
     this.log = log.child("inference");
@@ -287,6 +290,23 @@ export class ModelPool {
       metrics.queueWait(entry, performance.now() - t0);
       return lease;
     });
+  }
+
+  /**
+   * A response answered from the cache with cache.charge_hits: charged what its run cost, within
+   * the entry's and the subject's monthly limits (`refuse`: over a limit is budget_exceeded;
+   * otherwise, for a request whose answer is already made, it is recorded all the same).
+   */
+  chargeHit(entry: PoolEntry, cost: number, who: Principal | undefined, refuse: boolean): void {
+    const charge = (key: string, limit: number | undefined, what: string) => {
+      if (limit === undefined || !refuse) return this.ledger.record(key, cost);
+      const hold = this.ledger.reserve(key, cost, limit);
+      if (hold === null) throw new MoltbotError("budget_exceeded", `${what} has reached its monthly cost limit (${limit})`, { retryAfterS: secondsToNextMonth(this.clock()) });
+      this.ledger.settle(hold, cost);
+    };
+    if (cost <= 0) return;
+    if (who?.costLimit !== undefined) charge(subjectLedgerKey(who.subject), who.costLimit, `'${who.subject}'`);
+    charge(entry.name, entry.costLimit, entry.name);
   }
 
   /** Spend of an entry without a cost limit is recorded after the fact, and only when priced. */

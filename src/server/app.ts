@@ -13,6 +13,7 @@ import { errorReply, shortUrl } from "./errors-http.js";
 import { MAX_URL_LENGTH, applyNodeTimeouts, httpLimitOptions, type HttpTimeouts } from "./http-limits.js";
 import { registerAdminRoutes, type ServerInfo } from "./routes/admin.js";
 import { registerModelAdminRoutes } from "./routes/admin-models.js";
+import { registerCacheAdminRoutes } from "./routes/admin-cache.js";
 import type { VersionedModel } from "../versions/versioned-model.js";
 import { registerHealthRoutes } from "./routes/health.js";
 import { registerInferRoute } from "./routes/infer.js";
@@ -131,6 +132,7 @@ export function buildApp(opts: AppOptions): FastifyInstance {
   registerInferRoute(app, opts.pool, opts.requestTimeoutMs);
   registerAdminRoutes(app, opts.metrics, opts.info);
   registerModelAdminRoutes(app, opts.versions, audit);
+  registerCacheAdminRoutes(app, opts.pool);
   if (opts.metricsPath !== undefined) registerMetricsRoute(app, opts.metrics, opts.metricsPath);
   return app;
 }

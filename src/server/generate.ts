@@ -20,6 +20,7 @@ type OpenAIErrorBody = ReturnType<typeof errorReply>["body"];
 import { RequestLifetime } from "./deadline.js";
 import { SseStream } from "./sse.js";
 import { inferenceEnded, inferenceStarted } from "../audit/request-event.js";
+import { admitCached, CACHE_HEADER, type CachedAdmission } from "./cached-generation.js";
 
 export interface Usage {
   prompt_tokens: number;
@@ -102,6 +103,8 @@ export interface InferenceOutcome {
   doneMs: number;
   /** The version that served it, once admitted. */
   version?: string | undefined;
+  /** Answered from the response cache (a stored response or an identical request's run): what it was charged. */
+  cacheHit?: { charged: number } | undefined;
   /** Prompt and completion text, kept only with audit.include_content (request.auditContent). */
   prompt?: string | undefined;
   completion?: string | undefined;
@@ -144,22 +147,24 @@ export function recordInference(request: FastifyRequest, reply: FastifyReply, po
     status: o.status,
     promptTokens: o.promptTokens,
     completionTokens: o.completionTokens,
-    cost: o.entry === undefined ? undefined : auditCost(o, entry),
+    cost: o.entry === undefined ? undefined : o.cacheHit ? o.cacheHit.charged : auditCost(o, entry),
     prompt: o.prompt,
     completion: o.completion,
   });
   const metrics = pool.metrics;
   if (!metrics) return;
   const latencyMs = reply.elapsedTime;
-  const gaps = o.completionTokens - 1;
+  // A cache hit made no tokens: the model's token counts and gaps stay the model's own work.
+  const made = o.cacheHit ? { promptTokens: 0, completionTokens: 0, cachedTokens: 0 } : o;
+  const gaps = made.completionTokens - 1;
   metrics.requestFinished({
     entry,
     route: request.routeOptions.url ?? "unknown",
     status: o.status,
     latencyMs,
-    promptTokens: o.promptTokens,
-    completionTokens: o.completionTokens,
-    cachedTokens: o.cachedTokens,
+    promptTokens: made.promptTokens,
+    completionTokens: made.completionTokens,
+    cachedTokens: made.cachedTokens,
     ttftMs: o.firstTextMs >= 0 ? o.firstTextMs : undefined,
     // The last text arrives with `done` (one IPC message per engine step), so the span from
     // the first text to done over the gaps is the mean inter-token gap, at no per-token cost.
@@ -239,10 +244,13 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
   try {
     for (;;) {
       let admission: GenerationAdmission;
+      let cached: CachedAdmission;
       try {
         // Admission errors (unknown model, budget, queue) are thrown before anything is written,
-        // so they keep their status code and Retry-After.
-        admission = await call.pool.admit(call.model, call.prompt, call.params, life.signal, requestId, request.principal ?? undefined);
+        // so they keep their status code and Retry-After. The response cache may answer instead
+        // of the model, or share an identical request's run (cached-generation.ts).
+        cached = await admitCached(request, reply, call, life.signal, requestId);
+        admission = cached.admission;
       } catch (err) {
         if (await retryAfterLoss(err)) continue;
         if (hijacked) return failStream(err, hijacked);
@@ -252,7 +260,12 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
       outcome.version = admission.version;
       const format = call.format(admission.entry, admission.version);
       const fallbackHeader = admission.fallbacks.length > 0 ? { "x-moltbot-fallback": admission.fallbacks.join(", ") } : undefined;
-      const servedHeaders = { ...modelVersionHeader(admission.version), ...fallbackHeader };
+      const servedHeaders = { ...modelVersionHeader(admission.version), ...fallbackHeader, [CACHE_HEADER]: cached.status };
+      // Recorded as a hit also when it fails or its client leaves: the model's work is the run's.
+      outcome.cacheHit = cached.hit ? { charged: 0 } : undefined;
+      const hitEnded = () => {
+        if (cached.hit) outcome.cacheHit = { charged: cached.charged() };
+      };
       if (!call.stream) {
         let text = "";
         const logprobs: TokenLogprobEntry[] | undefined = wantLogprobs ? [] : undefined;
@@ -277,6 +290,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
           throw err;
         }
         ended(done);
+        hitEnded();
         if (keepText) outcome.completion = text;
         void reply.headers(servedHeaders);
         await reply.send(format.whole(text, logprobs, done, usageOf(done)));
@@ -309,6 +323,7 @@ export async function serveGeneration(request: FastifyRequest, reply: FastifyRep
           life.signal,
         );
         ended(done);
+        hitEnded();
         const usage = usageOf(done);
         sendChunks(sse, format.lastChunk(done, usage));
         if (call.includeUsage) sse.send(format.usageChunk(usage));

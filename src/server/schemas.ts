@@ -62,8 +62,12 @@ const ResponseFormat = Type.Object({
   ),
 });
 
+/** `"cache": false` opts a generation out of the response cache (server/cached-generation.ts). */
+const CacheOptOut = { cache: Type.Optional(Type.Boolean()) };
+
 /** Sampling fields shared by both generation routes. */
 const SamplingFields = {
+  ...CacheOptOut,
   model: Type.Optional(Type.String({ minLength: 1 })),
   max_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
   temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
@@ -130,6 +134,7 @@ export const InferBody = Type.Object({
   seed: Type.Optional(Type.Integer()),
   stop: Type.Optional(Stop),
   cache_prompt: Type.Optional(Type.Boolean()),
+  ...CacheOptOut,
   ...RequestTimeout,
 });
 export type InferBody = Static<typeof InferBody>;
@@ -171,6 +176,7 @@ export const ResponsesBody = Type.Object({
   // Accepted and ignored: nothing is stored for them to label.
   metadata: Type.Optional(Nullable(Type.Record(Type.String(), Type.String()))),
   user: Type.Optional(Nullable(Type.String())),
+  ...CacheOptOut,
   ...RequestTimeout,
 });
 export type ResponsesBody = Static<typeof ResponsesBody>;

@@ -28,6 +28,7 @@ import type { WorkerInit } from "../workers/protocol.js";
 import { endOpenLifetimes } from "./deadline.js";
 import { describeCertificate, loadTls, type TlsMaterial } from "./tls.js";
 import { openServerAuth, type ServerAuth } from "../auth/server-auth.js";
+import { cacheOptions, ResponseCache } from "../cache/response-cache.js";
 
 export interface ServerOptions {
   loaded: LoadedConfig;
@@ -41,6 +42,8 @@ export interface ServerOptions {
   clock?: () => Date;
   /** Start a new, empty budget ledger when the one data_dir recorded is gone (deploy --accept-new-ledger). */
   acceptNewLedger?: boolean;
+  /** The response cache's clock in milliseconds (TTLs; default Date.now). */
+  cacheNow?: () => number;
 }
 
 /** Default per-sequence context when neither config.json nor moltbot.yaml sets one. */
@@ -67,6 +70,7 @@ export class MoltbotServer {
   private closing = false;
   private closed: Promise<void> | undefined;
   private tls: TlsMaterial | undefined;
+  private cache: ResponseCache | undefined;
 
   constructor(private readonly opts: ServerOptions) {}
 
@@ -238,7 +242,20 @@ export class MoltbotServer {
       return { ...e, model, served: versioned, created };
     });
     const metrics = new ServerMetrics({ entries, ledger, prometheus: cfg.metrics.enabled, clock: this.opts.clock });
-    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock, metrics);
+    const cacheOpts = cacheOptions(cfg.cache, loaded.dataDir, log, ledger, this.opts.cacheNow);
+    try {
+      this.cache = cacheOpts === undefined ? undefined : new ResponseCache(cacheOpts);
+    } catch (err) {
+      await Promise.all([...served.values()].map((v) => v.close(0)));
+      ledger.close();
+      await audit.close();
+      throw err;
+    }
+    if (this.cache) {
+      const cache = this.cache;
+      metrics.watchCache(() => cache.stats());
+    }
+    this.pool = new ModelPool(entries, this.ledger, log, this.opts.clock, metrics, this.cache);
     const { buildApp } = await import("./app.js");
     this.app = buildApp({
       pool: this.pool,
@@ -271,8 +288,9 @@ export class MoltbotServer {
       await Promise.all([...served.values()].map((v) => v.close(0)));
       await this.app.close();
       ledger.close();
+      this.cache?.close();
       await audit.close();
-      this.app = this.pool = this.ledger = this.auditLog = undefined;
+      this.app = this.pool = this.ledger = this.auditLog = this.cache = undefined;
       throw err;
     }
     await this.app.listen({ host: cfg.server.host, port: cfg.server.port });
@@ -336,6 +354,8 @@ export class MoltbotServer {
     await watching;
     // After the listener and the workers: the last requests and switches are recorded, then flushed.
     await this.auditLog?.close();
+    // Before the ledger: the savings of the last hits are written to it.
+    this.cache?.close();
     this.ledger?.close();
     this.auth?.close();
     log.info("Stopped");

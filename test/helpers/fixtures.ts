@@ -75,6 +75,8 @@ export interface StartOptions {
   clock?: () => Date;
   /** deploy --accept-new-ledger */
   acceptNewLedger?: boolean;
+  /** The response cache's clock (TTLs), in milliseconds. */
+  cacheNow?: () => number;
 }
 
 export async function startServer(modelPath: string, opts: StartOptions = {}): Promise<RunningServer> {
@@ -86,7 +88,7 @@ export async function startServer(modelPath: string, opts: StartOptions = {}): P
     overrides: { ...opts.config, data_dir: dataDir, server: { ...opts.config?.server, port: 0, host: opts.config?.server?.host ?? "127.0.0.1", body_limit: opts.bodyLimit ?? opts.config?.server?.body_limit }, log: { level: "DEBUG" } },
   });
   const log = createLogger({ level: "DEBUG", format: "text", file: logFile, stdout: false });
-  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1, clock: opts.clock, acceptNewLedger: opts.acceptNewLedger });
+  const server = new MoltbotServer({ loaded, modelPath, log, engine: TEST_ENGINE, threads: opts.threads ?? 1, clock: opts.clock, acceptNewLedger: opts.acceptNewLedger, cacheNow: opts.cacheNow });
   await server.start();
   // https:// with security.tls
   const url = server.listenUrl;

@@ -20,6 +20,9 @@ interface BudgetRow {
   reservations: number;
   limit: number | null;
   remaining: number | null;
+  /** Requests answered from the response cache for free this period, and what they would have cost. */
+  cache_hits: number;
+  saved: number;
   /** false for an entry the ledger knows but the config's model_pool does not name. */
   configured: boolean;
   resetAt?: string;
@@ -115,6 +118,8 @@ function budgetRows(loaded: LoadedConfig, spend: EntrySpend[]): BudgetRow[] {
       limit: limit ?? null,
       // In micro-units, as the ledger counts, so the figure carries no float residue.
       remaining: limit === undefined ? null : (micros(limit) - micros(spent) - micros(reserved)) / 1e6,
+      cache_hits: s?.cacheHits ?? 0,
+      saved: s?.saved ?? 0,
       configured,
     };
     if (s?.resetAt !== undefined) out.resetAt = s.resetAt;
@@ -127,7 +132,7 @@ function budgetRows(loaded: LoadedConfig, spend: EntrySpend[]): BudgetRow[] {
 
 function table(rows: BudgetRow[]): string {
   if (rows.length === 0) return "No pool entries in the config and no spend recorded this month.";
-  const head = ["ENTRY", "PERIOD", "SPENT", "RESERVED", "OPEN", "LIMIT", "REMAINING"];
+  const head = ["ENTRY", "PERIOD", "SPENT", "RESERVED", "OPEN", "LIMIT", "REMAINING", "CACHE HITS", "SAVED"];
   const body = rows.map((r) => [
     r.configured ? r.entry : `${r.entry} (not in config)`,
     r.period,
@@ -136,6 +141,8 @@ function table(rows: BudgetRow[]): string {
     String(r.reservations),
     r.limit === null ? "unlimited" : money(r.limit),
     r.remaining === null ? "unlimited" : money(r.remaining),
+    String(r.cache_hits),
+    money(r.saved),
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
   // Names left-aligned, figures right-aligned so the decimals line up.
