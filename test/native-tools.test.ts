@@ -138,3 +138,22 @@ describe("hermes template", () => {
     assert.ok(r.choices[0]);
   });
 });
+
+test("/v1/responses: a forced call in the template's syntax streams as a function_call item", async () => {
+  const tools: OpenAI.Responses.FunctionTool[] = TOOLS.map((t) => ({ type: "function", name: t.function.name, parameters: t.function.parameters ?? null, strict: false }));
+  const stream = await client.responses.create({ model: "hermes", input: "Weather in Oslo?", tools, tool_choice: "required", parallel_tool_calls: false, max_output_tokens: 400, stream: true });
+  let args = "";
+  let done: OpenAI.Responses.ResponseCompletedEvent | undefined;
+  for await (const e of stream) {
+    assert.notEqual(e.type, "response.output_text.delta", "no text of the <tool_call> syntax leaks");
+    if (e.type === "response.function_call_arguments.delta") args += e.delta;
+    if (e.type === "response.completed") done = e;
+  }
+  assert.ok(done, "completed");
+  const item = done.response.output[0]!;
+  assert.equal(done.response.output.length, 1);
+  assert.equal(item.type, "function_call");
+  if (item.type !== "function_call") return;
+  assert.equal(item.arguments, args);
+  assertCall({ type: "function", id: item.call_id, function: { name: item.name, arguments: item.arguments } });
+});
