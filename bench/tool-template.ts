@@ -1,6 +1,7 @@
-// What native tool templates cost, without a server: the worker's one-time read of the chat
-// template at start (GGUF metadata, @huggingface/jinja's import, parse and the probe renders) for
-// vocabularies of two sizes, then per request: rendering a chat with tools by the template, and
+// What native tool templates cost, without a server: the worker's one-time preparation of the
+// chat template at start (@huggingface/jinja's import, parse and the probe renders; the engine
+// hands over the template: reading it from the GGUF metadata again is measured for comparison)
+// for vocabularies of two sizes, then per request: rendering a chat with tools by the template, and
 // the main process's tool plan for a forced call (one grammar per call syntax; conversions are
 // cached by schema hash).
 //
@@ -9,7 +10,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { loadToolTemplate } from "../src/engine/chat-template.js";
+import { ToolTemplate } from "../src/engine/chat-template.js";
+import { loadEngine } from "../src/engine/load-engine.js";
 import { readGgufMetadata } from "../src/gguf/reader.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { nativeChat, toolPlan } from "../src/server/tool-calls.js";
@@ -40,19 +42,22 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), "moltbot-bench-tpl-"));
   try {
     let first = true;
+    let tpl: ToolTemplate | undefined;
     for (const vocabSize of [512, 32768]) {
       const file = path.join(dir, `v${vocabSize}.gguf`);
       await writeRandomLlamaModel(file, randomModelOptions("tiny", { vocabSize, chatTemplate: HERMES_TEMPLATE }));
       const t0 = performance.now();
       await readGgufMetadata(file);
       const readMs = performance.now() - t0;
+      const engine = await loadEngine("ffi", { modelPath: file, contextSize: 64, parallel: 1, threads: 1, embedding: false });
       const t1 = performance.now();
-      const tpl = await loadToolTemplate(file);
+      tpl = await ToolTemplate.of(engine.chatTemplateSource());
       const loadMs = performance.now() - t1;
-      console.log(`worker start, vocabulary ${vocabSize}: metadata read ${readMs.toFixed(1)} ms; read + jinja${first ? " (first import)" : ""} + parse + probes ${loadMs.toFixed(1)} ms (${tpl?.syntax})`);
+      await engine.destroy();
+      console.log(`worker start, vocabulary ${vocabSize}: template from the engine + jinja${first ? " (first import)" : ""} + parse + probes ${loadMs.toFixed(1)} ms (${tpl?.syntax}); the GGUF metadata read again would add ${readMs.toFixed(1)} ms`);
       first = false;
     }
-    const tpl = (await loadToolTemplate(path.join(dir, "v512.gguf")))!;
+    if (!tpl) throw new Error("the template was not recognised");
     const plan = (await toolPlan({ tools: TOOLS, tool_choice: "auto" }))!;
     const messages = [
       { role: "system", content: "You are a helpful assistant." },

@@ -1,14 +1,16 @@
 // Native tool templates and call syntaxes without a server: a GGUF written with a chat template in
-// its metadata is read the way the worker reads it (engine/chat-template.ts), and the parsers of
-// tool-calls.ts take literal model outputs of each syntax.
+// its metadata is loaded by the engine (TEST_ENGINE) and its template taken the way the worker
+// takes it (engine/chat-template.ts), and the parsers of tool-calls.ts take literal model outputs
+// of each syntax.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
-import { loadToolTemplate } from "../src/engine/chat-template.js";
+import { ToolTemplate } from "../src/engine/chat-template.js";
+import { loadEngine } from "../src/engine/load-engine.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { AutoCallSplitter, CallStreamer, nativeChat, parseToolOutput, toolPlan, type CallEvent, type CallSyntax, type ToolPlan } from "../src/server/tool-calls.js";
 import { MoltbotError } from "../src/errors.js";
-import { tempDir } from "./helpers/fixtures.js";
+import { TEST_ENGINE, tempDir } from "./helpers/fixtures.js";
 import { CHATML_TEMPLATE, HERMES_TEMPLATE, LLAMA3_TEMPLATE } from "./helpers/chat-templates.js";
 
 const TOOLS = [
@@ -19,7 +21,12 @@ const TOOLS = [
 async function modelWith(template: string | undefined) {
   const file = path.join(await tempDir("moltbot-tpl-"), "m.gguf");
   await writeRandomLlamaModel(file, randomModelOptions("tiny", template === undefined ? {} : { chatTemplate: template }));
-  return loadToolTemplate(file);
+  const engine = await loadEngine(TEST_ENGINE, { modelPath: file, contextSize: 64, parallel: 1, threads: 1, embedding: false });
+  try {
+    return await ToolTemplate.of(engine.chatTemplateSource());
+  } finally {
+    await engine.destroy();
+  }
 }
 
 const autoPlan = async () => (await toolPlan({ tools: TOOLS, tool_choice: "auto" }))!;

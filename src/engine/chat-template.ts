@@ -8,10 +8,11 @@
 // Llama 3.1+ JSON calls), and the template must actually render a tool definition and an
 // assistant's tool call (probed with made-up names) before it is trusted. Anything else keeps the
 // generic tool prompt. This runs in the worker (it owns the model, whichever entry or fallback
-// serves), with no llama.cpp: the template and token texts come from the GGUF metadata.
+// serves); the engine hands over the template and its special tokens' texts (measured: reading
+// them from the GGUF metadata again cost a worker's start 38 ms for a 32K vocabulary).
 import type { Template } from "@huggingface/jinja";
 import { MoltbotError } from "../errors.js";
-import { readGgufMetadata, type GgufMetadataValue } from "../gguf/reader.js";
+import type { ChatTemplateSource } from "./types.js";
 
 /** The call syntaxes parsed back (src/server/tool-calls.ts): see `detectSyntax`. */
 export type ToolCallSyntax = "hermes" | "llama3";
@@ -48,11 +49,6 @@ function detectSyntax(source: string): ToolCallSyntax | undefined {
 const PROBE_TOOL = "moltbot_probe_tool";
 const PROBE_CALL = "moltbot_probe_call";
 
-/** The tool template of a GGUF file (see `ToolTemplate.fromMetadata`). */
-export async function loadToolTemplate(modelPath: string): Promise<ToolTemplate | undefined> {
-  return ToolTemplate.fromMetadata((await readGgufMetadata(modelPath)).metadata);
-}
-
 export class ToolTemplate {
   private constructor(
     private readonly template: Template,
@@ -64,30 +60,22 @@ export class ToolTemplate {
   ) {}
 
   /**
-   * The template of a GGUF's metadata when it renders tools in a syntax we parse; undefined
-   * otherwise (no template, a template that does not parse, no tool section, an unknown syntax).
+   * The model's template when it renders tools in a syntax we parse; undefined otherwise (no
+   * template, a template that does not parse, no tool section, an unknown syntax).
    */
-  static async fromMetadata(meta: Map<string, GgufMetadataValue>): Promise<ToolTemplate | undefined> {
-    const source = meta.get("tokenizer.chat_template");
-    if (typeof source !== "string") return undefined;
-    const syntax = detectSyntax(source);
+  static async of(source: ChatTemplateSource | null): Promise<ToolTemplate | undefined> {
+    if (source === null) return undefined;
+    const syntax = detectSyntax(source.template);
     if (syntax === undefined) return undefined;
     let template: Template;
     try {
       // Loaded only for a template with a tool section: other workers never pay for it.
       const jinja = await import("@huggingface/jinja");
-      template = new jinja.Template(source);
+      template = new jinja.Template(source.template);
     } catch {
       return undefined;
     }
-    const tokens = meta.get("tokenizer.ggml.tokens");
-    const tokenText = (key: string) => {
-      const id = meta.get(key);
-      return Array.isArray(tokens) && typeof id === "number" && typeof tokens[id] === "string" ? tokens[id] : "";
-    };
-    // llama.cpp adds BOS unless the vocabulary says not to (SPM and most BPE models do add it).
-    const addsBos = meta.get("tokenizer.ggml.add_bos_token") !== false;
-    const t = new ToolTemplate(template, syntax, tokenText("tokenizer.ggml.bos_token_id"), tokenText("tokenizer.ggml.eos_token_id"), addsBos);
+    const t = new ToolTemplate(template, syntax, source.bosToken, source.eosToken, source.addsBos);
     return t.probe() ? t : undefined;
   }
 

@@ -138,6 +138,15 @@ export interface ChatTurn {
   content: string;
 }
 
+/** A model's Jinja chat template and the texts it renders for special tokens. */
+export interface ChatTemplateSource {
+  template: string;
+  bosToken: string;
+  eosToken: string;
+  /** The tokenizer adds BOS itself (`tokenize(text, true)`). */
+  addsBos: boolean;
+}
+
 export interface Engine {
   readonly info: EngineModelInfo;
   /** Tokenize text; `addSpecial` adds BOS where the model wants it. */
@@ -145,6 +154,8 @@ export interface Engine {
   detokenize(tokens: number[]): string;
   /** Render chat turns with the model's template (or a plain fallback) ending with the assistant cue. */
   formatChat(turns: ChatTurn[]): string;
+  /** The GGUF's chat template (`tokenizer.chat_template`), for rendering outside the engine (chat-template.ts); null without one. */
+  chatTemplateSource(): ChatTemplateSource | null;
   /** Generate on a free sequence; concurrent calls share decode steps up to `parallel`. */
   generate(request: GenerateRequest): Promise<GenerateResult>;
   /** One embedding vector per input (mean pooled, L2-normalised). */

@@ -6,7 +6,7 @@ import { loadEngine } from "../engine/load-engine.js";
 import type { Engine } from "../engine/types.js";
 import type { MainToWorker, WorkerInit, WorkerToMain } from "./protocol.js";
 import { promptTokens, runGeneration, workerParams } from "./generation.js";
-import { loadToolTemplate, type ToolTemplate } from "../engine/chat-template.js";
+import { ToolTemplate } from "../engine/chat-template.js";
 
 // Outgoing messages wait in an outbox and leave as one IPC write per turn of the event loop.
 // The engine runs a decode step, calls back once per sequence, then yields with setImmediate;
@@ -171,15 +171,7 @@ async function main(): Promise<void> {
     return;
   }
 
-  let tools: ToolTemplate | undefined;
-  if (!init.embedding) {
-    try {
-      tools = await loadToolTemplate(init.modelPath);
-    } catch (err) {
-      // The engine loaded this file: a metadata read that fails here only costs native tool calls.
-      send({ type: "log", level: "WARNING", component: "worker", message: `chat template not read, tools use the generic prompt: ${errorFields(err).message}` });
-    }
-  }
+  const tools = init.embedding ? undefined : await ToolTemplate.of(engine.chatTemplateSource());
   const host = new WorkerHost(engine, tools);
   process.on("message", (msg: MainToWorker) => host.handle(msg));
   // Ctrl+C and systemd's stop signal reach the whole process group; the parent drains us
