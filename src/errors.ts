@@ -18,6 +18,7 @@ export const ERRORS = {
   token_limit_exceeded: { status: 400, type: "invalid_request_error" },
   invalid_grammar: { status: 400, type: "invalid_request_error" },
   invalid_schema: { status: 400, type: "invalid_request_error" },
+  chat_template_error: { status: 400, type: "invalid_request_error" },
   // authentication and scopes (src/auth/)
   invalid_token: { status: 401, type: "invalid_request_error" },
   insufficient_scope: { status: 403, type: "invalid_request_error" },

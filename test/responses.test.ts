@@ -164,7 +164,9 @@ describe("responses", () => {
   });
 
   const refusals: Array<[string, Record<string, unknown>, string]> = [
-    ["tools", { tools: [{ type: "function", name: "f", parameters: {} }] }, "tools"],
+    ["a web_search tool", { tools: [{ type: "web_search" }] }, "tools[0].type"],
+    ["a hosted tool_choice", { tool_choice: { type: "file_search" } }, "tool_choice.type"],
+    ["max_tool_calls", { max_tool_calls: 2 }, "max_tool_calls"],
     ["previous_response_id", { previous_response_id: "resp_1" }, "previous_response_id"],
     ["reasoning", { reasoning: { effort: "low" } }, "reasoning"],
     ["background", { background: true }, "background"],
@@ -172,7 +174,7 @@ describe("responses", () => {
     ["include", { include: ["message.output_text.logprobs"] }, "include"],
     ["conversation", { conversation: "conv_1" }, "conversation"],
     ["an input image", { input: [{ role: "user", content: [{ type: "input_image", image_url: "data:image/png;base64,AA" }] }] }, "input[0].content[0].type"],
-    ["a function_call_output item", { input: [{ type: "function_call_output", call_id: "c", output: "x" }] }, "input[0].type"],
+    ["a reasoning item", { input: [{ type: "reasoning", summary: [] }] }, "input[0].type"],
   ];
   for (const [what, extra, param] of refusals) {
     test(`${what} is a 400 naming it`, async () => {

@@ -33,6 +33,7 @@ import { DraftGate } from "./draft-gate.js";
 import { NgramDrafter } from "./ngram-drafter.js";
 import { StepThreadTuner } from "./threads.js";
 import type {
+  ChatTemplateSource,
   ChatTurn,
   Engine,
   EngineFinishReason,
@@ -298,6 +299,16 @@ class FfiEngine implements Engine {
     const big = Buffer.alloc(-n);
     n = this.lib.llama_token_to_piece(this.vocab, token, big, big.length, 0, false);
     return big.subarray(0, Math.max(0, n));
+  }
+
+  chatTemplateSource(): ChatTemplateSource | null {
+    if (this.chatTemplate === null) return null;
+    const text = (token: number) => {
+      if (token < 0) return "";
+      const n = this.lib.llama_token_to_piece(this.vocab, token, this.pieceBuf, this.pieceBuf.length, 0, true);
+      return n > 0 ? this.pieceBuf.subarray(0, n).toString("utf8") : "";
+    };
+    return { template: this.chatTemplate, bosToken: text(this.lib.llama_vocab_bos(this.vocab)), eosToken: text(this.lib.llama_vocab_eos(this.vocab)), addsBos: this.lib.llama_vocab_get_add_bos(this.vocab) };
   }
 
   formatChat(turns: ChatTurn[]): string {

@@ -29,6 +29,7 @@ import type {
 } from "node-llama-cpp";
 import { MoltbotError } from "../errors.js";
 import type {
+  ChatTemplateSource,
   ChatTurn,
   Engine,
   EngineLoadOptions,
@@ -205,6 +206,13 @@ class NlcEngine implements Engine {
     this.ensureOpen();
     this.checkTokens(tokens, "tokens");
     return this.model.detokenize(tokens as Token[], false);
+  }
+
+  chatTemplateSource(): ChatTemplateSource | null {
+    const template = this.model.fileInfo.metadata.tokenizer.chat_template;
+    if (typeof template !== "string" || template === "") return null;
+    const tokens = this.model.tokens;
+    return { template, bosToken: tokens.bosString ?? "", eosToken: tokens.eosString ?? "", addsBos: tokens.shouldPrependBosToken };
   }
 
   formatChat(turns: ChatTurn[]): string {

@@ -2,6 +2,7 @@
 // runs only inside a worker process. Two implementations may exist (node-llama-cpp's JS API
 // and a direct libllama binding through koffi); the worker picks one, benchmarks decide which.
 // Inputs are already-validated native values: no JSON shapes, no OpenAI field names.
+import type { ToolCallSyntax } from "./chat-template.js";
 
 export interface EngineLoadOptions {
   /** Path of a GGUF file. */
@@ -43,6 +44,12 @@ export interface EngineModelInfo {
   kvCacheTokens: number;
   /** Bytes of KV cache per cell (one token of one sequence), keys and values of every layer. */
   kvBytesPerToken: number;
+  /**
+   * The tool-call syntax of the model's own chat template, when prompts with tools are rendered
+   * with it (engine/chat-template.ts); absent: the generic tool prompt. Set by the worker, not
+   * the engine.
+   */
+  toolCallSyntax?: ToolCallSyntax;
 }
 
 /**
@@ -74,6 +81,12 @@ export interface GenerationParams {
    * body's `grammar`; the engine refuses one that does not parse (`invalid_grammar`).
    */
   grammar?: string;
+  /**
+   * A forced tool call's grammar in each native call syntax: the worker uses the one of its
+   * template's syntax instead of `grammar` (the generic call's) when it renders the prompt's
+   * tools with the model's own template (the prompt's `native` part).
+   */
+  nativeToolGrammars?: Partial<Record<ToolCallSyntax, string>>;
 }
 
 export interface TokenLogprob {
@@ -125,6 +138,15 @@ export interface ChatTurn {
   content: string;
 }
 
+/** A model's Jinja chat template and the texts it renders for special tokens. */
+export interface ChatTemplateSource {
+  template: string;
+  bosToken: string;
+  eosToken: string;
+  /** The tokenizer adds BOS itself (`tokenize(text, true)`). */
+  addsBos: boolean;
+}
+
 export interface Engine {
   readonly info: EngineModelInfo;
   /** Tokenize text; `addSpecial` adds BOS where the model wants it. */
@@ -132,6 +154,8 @@ export interface Engine {
   detokenize(tokens: number[]): string;
   /** Render chat turns with the model's template (or a plain fallback) ending with the assistant cue. */
   formatChat(turns: ChatTurn[]): string;
+  /** The GGUF's chat template (`tokenizer.chat_template`), for rendering outside the engine (chat-template.ts); null without one. */
+  chatTemplateSource(): ChatTemplateSource | null;
   /** Generate on a free sequence; concurrent calls share decode steps up to `parallel`. */
   generate(request: GenerateRequest): Promise<GenerateResult>;
   /** One embedding vector per input (mean pooled, L2-normalised). */

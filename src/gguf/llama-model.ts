@@ -86,6 +86,8 @@ export interface WriteLlamaModelOptions {
   tensorType: TensorTypeName;
   /** Values of each tensor (ggml order: dims[0] fastest). */
   values: (spec: LlamaTensorSpec) => Float32Array | TensorChunks;
+  /** More metadata after the model's own (e.g. `tokenizer.chat_template`). */
+  extraMetadata?: Array<[string, GgufValue]>;
 }
 
 export function validateLlamaHParams(h: LlamaHParams, tensorType: TensorTypeName): void {
@@ -113,5 +115,5 @@ export async function writeLlamaModel(path: string, opts: WriteLlamaModelOptions
     type: spec.isNorm ? "f32" : opts.tensorType,
     data: opts.values(spec),
   }));
-  return writeGguf(path, { metadata: llamaMetadata(h, opts.vocab, opts.name, opts.tensorType), tensors });
+  return writeGguf(path, { metadata: [...llamaMetadata(h, opts.vocab, opts.name, opts.tensorType), ...(opts.extraMetadata ?? [])], tensors });
 }

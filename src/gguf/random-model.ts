@@ -8,7 +8,7 @@ import { writeLlamaModel } from "./llama-model.js";
 import type { LlamaHParams } from "./llama-model.js";
 import { SPM_SPACE, buildSpmVocab, wordWithPrefixes } from "./spm-vocab.js";
 import type { SpmVocab } from "./spm-vocab.js";
-import type { TensorTypeName, WriteGgufResult } from "./writer.js";
+import { gv, type TensorTypeName, type WriteGgufResult } from "./writer.js";
 
 export type RandomLlamaOptions = Required<Omit<LlamaHParams, "keyLength" | "valueLength" | "rmsEpsilon">> & {
   tensorType: TensorTypeName;
@@ -19,6 +19,8 @@ export type RandomLlamaOptions = Required<Omit<LlamaHParams, "keyLength" | "valu
    * compare greedy outputs across batch layouts (near-ties flip on float rounding).
    */
   weightStd?: number;
+  /** A Jinja chat template for `tokenizer.chat_template` (none by default). */
+  chatTemplate?: string;
 };
 
 export type RandomModelPreset = "tiny" | "m100";
@@ -47,6 +49,7 @@ export async function writeRandomLlamaModel(path: string, opts: RandomLlamaOptio
     vocab,
     name: `random-llama-${opts.vocabSize}v-${opts.embeddingLength}d-${opts.blockCount}l`,
     tensorType: opts.tensorType,
+    ...(opts.chatTemplate === undefined ? {} : { extraMetadata: [["tokenizer.chat_template", gv.str(opts.chatTemplate)]] }),
     values: (spec) => {
       const n = spec.dims.reduce((a, b) => a * b, 1);
       if (spec.isNorm) return new Float32Array(n).fill(1);

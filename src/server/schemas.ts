@@ -148,7 +148,41 @@ const InputMessage = Type.Object({
   role: Type.Union([Type.Literal("user"), Type.Literal("assistant"), Type.Literal("system"), Type.Literal("developer")]),
   content: Type.Union([Type.String(), Type.Array(Type.Union([InputTextPart, OtherInputPart]))]),
 });
-const OtherInputItem = Type.Object({ type: Type.String({ not: { const: "message" } }) });
+// A call the model made and its result, sent back in the next request's input (tool calling).
+const FunctionCallItem = Type.Object({
+  type: Type.Literal("function_call"),
+  call_id: Type.String({ minLength: 1 }),
+  name: Type.String({ minLength: 1 }),
+  arguments: Type.String(),
+  id: Type.Optional(Nullable(Type.String())),
+  status: Type.Optional(Nullable(Type.String())),
+});
+const FunctionCallOutputItem = Type.Object({
+  type: Type.Literal("function_call_output"),
+  call_id: Type.String({ minLength: 1 }),
+  output: Type.Union([Type.String(), Type.Array(Type.Union([InputTextPart, OtherInputPart]))]),
+  id: Type.Optional(Nullable(Type.String())),
+  status: Type.Optional(Nullable(Type.String())),
+});
+const OtherInputItem = Type.Object({ type: Type.String({ not: { enum: ["message", "function_call", "function_call_output"] } }) });
+
+// Responses tools are flat (`name` beside `type`); other tool types (web_search, file_search,
+// mcp, ...) pass the schema so the route refuses them by name.
+const ResponsesFunctionTool = Type.Object({
+  type: Type.Literal("function"),
+  name: Type.String({ minLength: 1, maxLength: 64, pattern: "^[a-zA-Z0-9_-]+$" }),
+  description: Type.Optional(Nullable(Type.String())),
+  parameters: Type.Optional(Nullable(Type.Record(Type.String(), Type.Unknown()))),
+  strict: Type.Optional(Nullable(Type.Boolean())),
+});
+const OtherTool = Type.Object({ type: Type.String({ not: { const: "function" } }) });
+const ResponsesToolChoice = Type.Union([
+  Type.Literal("none"),
+  Type.Literal("auto"),
+  Type.Literal("required"),
+  Type.Object({ type: Type.Literal("function"), name: Type.String({ minLength: 1 }) }),
+  Type.Object({ type: Type.String({ not: { const: "function" } }) }),
+]);
 
 const TextFormat = Type.Union([
   Type.Object({ type: Type.Literal("text") }),
@@ -164,13 +198,16 @@ const TextFormat = Type.Union([
 
 export const ResponsesBody = Type.Object({
   model: Type.Optional(Type.String({ minLength: 1 })),
-  input: Type.Union([Type.String(), Type.Array(Type.Union([InputMessage, OtherInputItem]), { minItems: 1 })]),
+  input: Type.Union([Type.String(), Type.Array(Type.Union([InputMessage, FunctionCallItem, FunctionCallOutputItem, OtherInputItem]), { minItems: 1 })]),
   instructions: Type.Optional(Nullable(Type.String())),
   max_output_tokens: Type.Optional(Nullable(Type.Integer({ minimum: 1 }))),
   temperature: Type.Optional(Nullable(Type.Number({ minimum: 0, maximum: 2 }))),
   top_p: Type.Optional(Nullable(Type.Number({ exclusiveMinimum: 0, maximum: 1 }))),
   text: Type.Optional(Nullable(Type.Object({ format: Type.Optional(TextFormat) }))),
   stream: Type.Optional(Nullable(Type.Boolean())),
+  tools: Type.Optional(Nullable(Type.Array(Type.Union([ResponsesFunctionTool, OtherTool]), { maxItems: 128 }))),
+  tool_choice: Type.Optional(Nullable(ResponsesToolChoice)),
+  parallel_tool_calls: Type.Optional(Nullable(Type.Boolean())),
   // Nothing is ever stored: `false` or absent; `true` is refused by the route, by name.
   store: Type.Optional(Nullable(Type.Boolean())),
   // Accepted and ignored: nothing is stored for them to label.

@@ -1,17 +1,22 @@
-// Tool calling on /v1/chat/completions with a generic tool prompt (docs/architecture.md,
-// "Tool calling"). Native chat templates with tool sections are not used yet: every model gets
-// our own prompt, which describes the tools in a system turn and asks for a call as JSON
-// `{"name": ..., "arguments": {...}}` (an array of them for parallel calls). History in OpenAI's
-// shape is rendered as turns any template understands: an assistant's `tool_calls` become that
-// same JSON as the assistant's text, a `role: "tool"` result becomes a user turn naming the call.
+// Tool calling on /v1/chat/completions and /v1/responses (docs/architecture.md, "tool calling").
+// Every request with tools carries two renderings of its chat, and the worker that serves it
+// picks one (workers/generation.ts): a model whose Jinja chat template has a tool section we can
+// parse back (engine/chat-template.ts: Hermes/Qwen `<tool_call>` blocks, Llama 3.1 JSON calls)
+// gets the chat in OpenAI's shape for its own template; any other model gets our generic tool
+// prompt, which describes the tools in a system turn and asks for a call as JSON
+// `{"name": ..., "arguments": {...}}` (an array of them for parallel calls), with the history
+// rendered as turns any template understands (an assistant's `tool_calls` become that same JSON
+// as its text, a `role: "tool"` result a user turn naming the call).
 //
 // `tool_choice: "required"` or a named function constrains the output with a grammar built from
-// the functions' parameter schemas (structured-output.ts), so it always parses and validates;
-// `auto` looks for a JSON call in the output once it is complete; `none` describes the tools
-// and asks for text.
+// the functions' parameter schemas (structured-output.ts), one per call syntax, so it always
+// parses and validates; `auto` looks for a call in the output once it is complete; `none`
+// describes the tools and asks for text. The output is parsed in the syntax of the model that
+// served (`CallSyntax`).
 import { randomBytes } from "node:crypto";
 import { MoltbotError } from "../errors.js";
 import type { ChatTurn } from "../engine/types.js";
+import type { NativeChat, TemplateMessage, ToolCallSyntax } from "../engine/chat-template.js";
 import { grammarForSchema } from "./structured-output.js";
 
 type Schema = Record<string, unknown>;
@@ -44,9 +49,14 @@ export interface ToolPlan {
   mode: "none" | "auto" | "forced";
   /** Calls come as a JSON array (parallel calls allowed and more than one function may be chosen). */
   array: boolean;
-  /** The GBNF of a forced call. */
+  /** The GBNF of a forced call in the generic syntax. */
   grammar?: string;
+  /** The GBNF of a forced call in each native syntax (the worker picks its template's). */
+  nativeGrammars?: Record<ToolCallSyntax, string>;
 }
+
+/** How a model writes calls: our generic prompt's JSON, or its own template's syntax. */
+export type CallSyntax = "generic" | ToolCallSyntax;
 
 export interface ParsedCall {
   id: string;
@@ -108,7 +118,32 @@ export async function toolPlan(body: ToolsInput): Promise<ToolPlan | undefined> 
   const one = chosen.length === 1 ? call(chosen[0]!) : { oneOf: chosen.map(call) };
   const schema = array ? { type: "array", items: one, minItems: 1, maxItems: MAX_PARALLEL } : one;
   plan.grammar = await grammarForSchema(schema, "tools");
+  // Llama 3.1's JSON call names its arguments `parameters`; its templates write one call a turn.
+  const llamaCall = (f: FunctionDef): Schema => ({
+    type: "object",
+    properties: { name: { const: f.name }, parameters: f.parameters },
+    required: ["name", "parameters"],
+    additionalProperties: false,
+  });
+  plan.nativeGrammars = {
+    hermes: hermesGrammar(array ? await grammarForSchema(one, "tools") : plan.grammar, array),
+    llama3: await grammarForSchema(chosen.length === 1 ? llamaCall(chosen[0]!) : { oneOf: chosen.map(llamaCall) }, "tools"),
+  };
   return plan;
+}
+
+const HERMES_OPEN = "<tool_call>";
+const HERMES_CLOSE = "</tool_call>";
+
+/**
+ * Hermes/Qwen calls: each call's JSON (the generic call grammar, its root renamed) in a
+ * `<tool_call>` block, as these templates print calls in the history. The converter names its
+ * rules `rule0`, `val0`, `string-rule`..., never `tool-call-*`, and never refers back to `root`.
+ */
+function hermesGrammar(callGbnf: string, array: boolean): string {
+  const json = callGbnf.replace(/^root(\s*::=)/m, "tool-call-json$1");
+  const root = array ? `root ::= tool-call-block ("\\n" tool-call-block){0,${MAX_PARALLEL - 1}}` : "root ::= tool-call-block";
+  return [root, `tool-call-block ::= "${HERMES_OPEN}\\n" tool-call-json "\\n${HERMES_CLOSE}"`, json].join("\n");
 }
 
 /** The system text describing the tools (the generic tool prompt). */
@@ -168,6 +203,42 @@ export function historyTurn(m: HistoryMessage, i: number, content: string, calls
   return { role: "user", content: `Result of the function call ${name} (${id}):\n${content}` };
 }
 
+/** A message of the chat, its content already text (the routes check the history with `historyTurn`). */
+export interface ChatMessageText {
+  role: string;
+  content: string;
+  tool_calls?: HistoryMessage["tool_calls"];
+  tool_call_id?: string | undefined;
+}
+
+/**
+ * The chat and tools in the shape Hugging Face chat templates take (OpenAI's, with a call's
+ * arguments as an object and a tool result's function name), for a model's own template.
+ */
+export function nativeChat(messages: ChatMessageText[], plan: ToolPlan): NativeChat {
+  const names = new Map<string, string>();
+  const out = messages.map((m): TemplateMessage => {
+    if (m.role === "assistant" && m.tool_calls && m.tool_calls.length > 0) {
+      const calls = m.tool_calls.map((c) => {
+        names.set(c.id, c.function.name);
+        return { id: c.id, type: "function" as const, function: { name: c.function.name, arguments: JSON.parse(c.function.arguments) as Record<string, unknown> } };
+      });
+      return { role: "assistant", content: m.content, tool_calls: calls };
+    }
+    if (m.role === "tool") {
+      const id = m.tool_call_id ?? "";
+      const name = names.get(id);
+      return { role: "tool", content: m.content, tool_call_id: id, ...(name === undefined ? {} : { name }) };
+    }
+    return { role: m.role === "developer" ? "system" : (m.role as TemplateMessage["role"]), content: m.content };
+  });
+  const tools = plan.functions.map((f) => ({
+    type: "function" as const,
+    function: { name: f.name, ...(f.description === undefined ? {} : { description: f.description }), parameters: f.parameters },
+  }));
+  return { messages: out, tools };
+}
+
 /** The calls in a complete output, or undefined when it is not (only) a call of the offered functions. */
 export function parseCalls(text: string, plan: ToolPlan): ParsedCall[] | undefined {
   const t = text.trim();
@@ -193,6 +264,118 @@ export function parseCalls(text: string, plan: ToolPlan): ParsedCall[] | undefin
   return calls;
 }
 
+/** A complete output as a message: text content (null when none) and calls. */
+export interface ParsedOutput {
+  content: string | null;
+  calls: ParsedCall[];
+}
+
+/** One call object of an offered function (its arguments an object, or JSON text of one). */
+function callOf(value: unknown, names: Set<string>, argsKey: "arguments" | "parameters"): ParsedCall | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return undefined;
+  const o = value as Record<string, unknown>;
+  const args = o[argsKey] ?? o.arguments;
+  if (typeof o.name !== "string" || !names.has(o.name)) return undefined;
+  const parsed = typeof args === "string" ? safeParse(args) : args;
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return undefined;
+  return { id: callId(), name: o.name, arguments: JSON.stringify(parsed) };
+}
+
+/**
+ * A complete output in the serving model's call syntax, or undefined when it holds no call, or a
+ * malformed one (then it is all text, as llama.cpp's server answers it):
+ * - generic: the whole output is one call object (or an array of them, parallel calls);
+ * - hermes: text, then `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks (the
+ *   last one's closing tag may be missing at the end of the output);
+ * - llama3: the whole output is `{"name": ..., "parameters": {...}}` (after an optional
+ *   `<|python_tag|>`).
+ */
+export function parseToolOutput(text: string, plan: ToolPlan, syntax: CallSyntax): ParsedOutput | undefined {
+  const names = new Set(plan.functions.map((f) => f.name));
+  if (syntax === "hermes") return parseHermes(text, names);
+  if (syntax === "llama3") {
+    const call = callOf(safeParse(text.trim().replace(/^<\|python_tag\|>/, "")), names, "parameters");
+    return call && { content: null, calls: [call] };
+  }
+  const calls = parseCalls(text, plan);
+  return calls && { content: null, calls };
+}
+
+function parseHermes(text: string, names: Set<string>): ParsedOutput | undefined {
+  let pos = text.indexOf(HERMES_OPEN);
+  if (pos < 0) return undefined;
+  let outside = text.slice(0, pos);
+  const calls: ParsedCall[] = [];
+  while (pos < text.length) {
+    const open = text.indexOf(HERMES_OPEN, pos);
+    if (open < 0) {
+      outside += text.slice(pos);
+      break;
+    }
+    outside += text.slice(pos, open);
+    const start = open + HERMES_OPEN.length;
+    const close = text.indexOf(HERMES_CLOSE, start);
+    const call = callOf(safeParse((close < 0 ? text.slice(start) : text.slice(start, close)).trim()), names, "arguments");
+    if (!call) return undefined;
+    calls.push(call);
+    pos = close < 0 ? text.length : close + HERMES_CLOSE.length;
+  }
+  const content = outside.trim();
+  return { content: content === "" ? null : content, calls };
+}
+
+/**
+ * With `tool_choice: auto`, splits a streamed output into text that can go to the client at once
+ * and text held back because a call may have begun there: the whole output once it starts with
+ * `{`/`[` (generic, llama3), from a `<tool_call>` on (hermes; the tail that could be the start
+ * of one is held until the next delta tells).
+ */
+export class AutoCallSplitter {
+  private text = "";
+  private sent = 0;
+  private decided: "text" | "call" | undefined;
+
+  constructor(private readonly syntax: CallSyntax) {}
+
+  /** Adds a delta; returns the text that may be sent now ("" when none). */
+  push(delta: string): string {
+    this.text += delta;
+    if (this.decided === "call") return "";
+    let hold = this.text.length;
+    if (this.decided === undefined && this.syntax === "hermes") {
+      const at = this.text.indexOf(HERMES_OPEN, Math.max(0, this.sent - HERMES_OPEN.length));
+      if (at >= 0) {
+        this.decided = "call";
+        hold = at;
+      } else {
+        hold = this.text.length - partialSuffix(this.text, HERMES_OPEN);
+      }
+    } else if (this.decided === undefined) {
+      const start = this.text.trimStart();
+      if (start === "") hold = 0;
+      else if (start[0] === "{" || start[0] === "[" || start.startsWith("<|python_tag|>")) this.decided = "call";
+      else this.decided = "text";
+      if (this.decided === "call") hold = 0;
+    }
+    const out = this.text.slice(this.sent, Math.max(this.sent, hold));
+    this.sent = Math.max(this.sent, hold);
+    return out;
+  }
+
+  /** The text held back (where a call may be), at the end of the output. */
+  get held(): string {
+    return this.text.slice(this.sent);
+  }
+}
+
+/** The length of the longest end of `text` that is a proper beginning of `marker`. */
+function partialSuffix(text: string, marker: string): number {
+  for (let k = Math.min(marker.length - 1, text.length); k > 0; k--) {
+    if (text.endsWith(marker.slice(0, k))) return k;
+  }
+  return 0;
+}
+
 function safeParse(s: string): unknown {
   try {
     return JSON.parse(s);
@@ -204,9 +387,14 @@ function safeParse(s: string): unknown {
 /** A streamed call's events: its start (index, id, name), then its arguments in pieces. */
 export type CallEvent = { index: number; id: string; name: string } | { index: number; args: string };
 
-// The head of one call as the grammar writes it (`name` before `arguments`), after what may
-// come before it: an array's `[`, or the end of the call before (`}`) and a comma.
-const CALL_HEAD = /^[\s[,}]*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*/;
+// The head of one call as the grammar writes it (`name` before `arguments`) in each syntax,
+// after what may come before it: an array's `[`, or the end of the call before (`}`) and a comma.
+const CALL_HEAD: Record<CallSyntax, RegExp> = {
+  generic: /^[\s[,}]*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*/,
+  // After the call before it: its `}`, `</tool_call>` and a newline.
+  hermes: /^(?:\s|\}|<\/tool_call>)*<tool_call>\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*/,
+  llama3: /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"parameters"\s*:\s*/,
+};
 
 /**
  * Follows a forced call's text as it is generated: holds it until a call's name is known, then
@@ -220,13 +408,18 @@ export class CallStreamer {
   private depth = 0;
   private inString = false;
   private escaped = false;
+  private readonly head: RegExp;
+
+  constructor(syntax: CallSyntax = "generic") {
+    this.head = CALL_HEAD[syntax];
+  }
 
   push(delta: string): CallEvent[] {
     const events: CallEvent[] = [];
     this.pending += delta;
     for (;;) {
       if (!this.inArgs) {
-        const m = CALL_HEAD.exec(this.pending);
+        const m = this.head.exec(this.pending);
         if (!m) return events;
         this.index += 1;
         events.push({ index: this.index, id: callId(), name: JSON.parse(m[1]!) as string });
@@ -234,6 +427,8 @@ export class CallStreamer {
         this.inArgs = true;
         this.depth = 0;
       }
+      // Whitespace before the value (a piece may end right after the colon) is not part of it.
+      if (this.depth === 0 && !this.inString) this.pending = this.pending.trimStart();
       let end = -1;
       for (let k = 0; k < this.pending.length; k++) {
         const ch = this.pending[k]!;

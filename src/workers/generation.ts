@@ -7,10 +7,22 @@ import type { Engine, GeneratedToken } from "../engine/types.js";
 import type { GenerationParams } from "../engine/types.js";
 import type { PromptInput, TokenLogprobEntry, WorkerToMain } from "./protocol.js";
 import { StopMatcher } from "./stop-matcher.js";
+import type { ToolTemplate } from "../engine/chat-template.js";
 
-export function promptTokens(engine: Engine, prompt: PromptInput): number[] {
-  const text = prompt.kind === "chat" ? engine.formatChat(prompt.turns) : prompt.text;
+/** `tools`: the model's own template for chats with tools, when it has one (engine/chat-template.ts). */
+export function promptTokens(engine: Engine, prompt: PromptInput, tools?: ToolTemplate): number[] {
+  const text = prompt.kind === "text" ? prompt.text : prompt.native && tools ? tools.render(prompt.native) : engine.formatChat(prompt.turns);
   return engine.tokenize(text, true);
+}
+
+/**
+ * The parameters a generation runs with here: a forced tool call is constrained in the call
+ * syntax of the template that rendered its prompt (`promptTokens` renders a prompt with tools
+ * natively exactly when the worker has a tool template).
+ */
+export function workerParams(params: GenerationParams, tools: ToolTemplate | undefined): GenerationParams {
+  const native = tools === undefined ? undefined : params.nativeToolGrammars?.[tools.syntax];
+  return native === undefined ? params : { ...params, grammar: native };
 }
 
 /**

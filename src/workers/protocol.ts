@@ -3,6 +3,7 @@
 // NOT validated at run time (hot path): both ends are our own code and share these types.
 import { Type, type Static } from "@sinclair/typebox";
 import type { ErrorCode } from "../errors.js";
+import type { NativeChat } from "../engine/chat-template.js";
 import type { ChatTurn, EngineModelInfo, GenerationParams, TokenLogprob } from "../engine/types.js";
 
 export const WorkerInitSchema = Type.Object({
@@ -20,7 +21,12 @@ export const WorkerInitSchema = Type.Object({
 });
 export type WorkerInit = Static<typeof WorkerInitSchema>;
 
-export type PromptInput = { kind: "text"; text: string } | { kind: "chat"; turns: ChatTurn[] };
+/**
+ * A chat's `native` part is the same chat with its tools in OpenAI's shape: a worker whose model
+ * template renders tools uses it (engine/chat-template.ts), any other the `turns`, which carry
+ * the generic tool prompt.
+ */
+export type PromptInput = { kind: "text"; text: string } | { kind: "chat"; turns: ChatTurn[]; native?: NativeChat };
 
 export interface TokenLogprobEntry {
   token: string;

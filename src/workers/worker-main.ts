@@ -5,7 +5,8 @@ import { MoltbotError } from "../errors.js";
 import { loadEngine } from "../engine/load-engine.js";
 import type { Engine } from "../engine/types.js";
 import type { MainToWorker, WorkerInit, WorkerToMain } from "./protocol.js";
-import { promptTokens, runGeneration } from "./generation.js";
+import { promptTokens, runGeneration, workerParams } from "./generation.js";
+import { ToolTemplate } from "../engine/chat-template.js";
 
 // Outgoing messages wait in an outbox and leave as one IPC write per turn of the event loop.
 // The engine runs a decode step, calls back once per sequence, then yields with setImmediate;
@@ -58,7 +59,11 @@ class WorkerHost {
   private readonly prepared = new Map<number, number[]>();
   private shuttingDown = false;
 
-  constructor(private readonly engine: Engine) {}
+  constructor(
+    private readonly engine: Engine,
+    /** The model's own chat template for prompts with tools, when it has a tool section. */
+    private readonly tools: ToolTemplate | undefined,
+  ) {}
 
   handle(msg: MainToWorker): void {
     // The mapped type makes the table exhaustive; the cast only says each key holds its own type.
@@ -68,7 +73,7 @@ class WorkerHost {
   private readonly handlers: Handlers = {
     prepare: (msg) => {
       try {
-        const tokens = promptTokens(this.engine, msg.prompt);
+        const tokens = promptTokens(this.engine, msg.prompt, this.tools);
         this.prepared.set(msg.id, tokens);
         send({ type: "prepared", id: msg.id, promptTokens: tokens.length });
       } catch (err) {
@@ -81,7 +86,7 @@ class WorkerHost {
     generate: (msg) => {
       let tokens: number[] | undefined;
       try {
-        tokens = msg.prompt ? promptTokens(this.engine, msg.prompt) : this.prepared.get(msg.id);
+        tokens = msg.prompt ? promptTokens(this.engine, msg.prompt, this.tools) : this.prepared.get(msg.id);
         if (!tokens) throw new MoltbotError("internal_error", `no prepared prompt ${msg.id}`);
       } catch (err) {
         send({ type: "failed", id: msg.id, ...errorFields(err) });
@@ -90,7 +95,7 @@ class WorkerHost {
         this.prepared.delete(msg.id);
       }
       const ac = new AbortController();
-      this.run(msg.id, ac, runGeneration(this.engine, msg.id, tokens, msg.params, ac.signal, send).catch((err: unknown) => {
+      this.run(msg.id, ac, runGeneration(this.engine, msg.id, tokens, workerParams(msg.params, this.tools), ac.signal, send).catch((err: unknown) => {
         if (!ac.signal.aborted) send({ type: "failed", id: msg.id, ...errorFields(err) });
       }));
     },
@@ -166,7 +171,8 @@ async function main(): Promise<void> {
     return;
   }
 
-  const host = new WorkerHost(engine);
+  const tools = init.embedding ? undefined : await ToolTemplate.of(engine.chatTemplateSource());
+  const host = new WorkerHost(engine, tools);
   process.on("message", (msg: MainToWorker) => host.handle(msg));
   // Ctrl+C and systemd's stop signal reach the whole process group; the parent drains us
   // over IPC instead, so in-flight requests finish before the worker goes.
@@ -177,7 +183,8 @@ async function main(): Promise<void> {
   process.on("SIGUSR1", () => {});
   // The parent died or closed the channel: nothing can reach a client any more.
   process.on("disconnect", () => process.exit(0));
-  send({ type: "ready", info: engine.info, loadMs: Math.round(performance.now() - started) });
+  const info = tools === undefined ? engine.info : { ...engine.info, toolCallSyntax: tools.syntax };
+  send({ type: "ready", info, loadMs: Math.round(performance.now() - started) });
 }
 
 void main();

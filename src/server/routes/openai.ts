@@ -14,7 +14,9 @@ import { RequestLifetime, requestDeadlineMs } from "../deadline.js";
 import type { Principal } from "../../auth/principal.js";
 import { requestGrammar } from "../structured-output.js";
 import { inferenceStarted } from "../../audit/request-event.js";
-import { CallStreamer, historyTurn, parseCalls, toolPlan, withToolPrompt, type ParsedCall, type ToolPlan } from "../tool-calls.js";
+import { AutoCallSplitter, CallStreamer, historyTurn, nativeChat, parseToolOutput, toolPlan, withToolPrompt, type CallSyntax, type ChatMessageText, type ParsedCall, type ToolPlan } from "../tool-calls.js";
+import type { PromptInput } from "../../workers/protocol.js";
+import type { PoolEntry } from "../../pool/model-pool.js";
 
 const now = () => Math.floor(Date.now() / 1000);
 const bytesOf = (s: string) => [...Buffer.from(s, "utf8")];
@@ -63,15 +65,29 @@ function partsText(parts: Array<{ type: string; text?: string }>, i: number): st
     .join("");
 }
 
-function chatTurns(messages: ChatCompletionBody["messages"]): ChatTurn[] {
-  /** Call ids of the assistant messages so far -> function names, for `role: "tool"` results. */
-  const calls = new Map<string, string>();
+/** The messages with their content as text (refusing what cannot be). */
+function messagesText(messages: ChatCompletionBody["messages"]): ChatMessageText[] {
   return messages.map((m, i) => {
     const content = m.content === null || m.content === undefined ? "" : typeof m.content === "string" ? m.content : partsText(m.content, i);
     if ((m.content === null || m.content === undefined) && m.role !== "assistant") throw new MoltbotError("invalid_request", `messages[${i}].content is null`, { param: `messages[${i}].content` });
-    return historyTurn(m, i, content, calls) ?? { role: m.role, content };
+    return { role: m.role, content, tool_calls: m.tool_calls ?? undefined, tool_call_id: m.tool_call_id };
   });
 }
+
+/**
+ * The prompt of a chat: its turns (with the generic tool prompt when tools are offered) and,
+ * with tools, the chat for a model's own tool template. Checks the tool history.
+ */
+export function chatPrompt(messages: ChatMessageText[], plan: ToolPlan | undefined): PromptInput {
+  /** Call ids of the assistant messages so far -> function names, for `role: "tool"` results. */
+  const calls = new Map<string, string>();
+  const turns = messages.map((m, i): ChatTurn => historyTurn(m, i, m.content, calls) ?? { role: m.role as ChatTurn["role"], content: m.content });
+  if (!plan) return { kind: "chat", turns };
+  return { kind: "chat", turns: withToolPrompt(turns, plan), native: nativeChat(messages, plan) };
+}
+
+/** The call syntax of the model that serves (its worker's tool template, else the generic prompt's). */
+export const callSyntaxOf = (entry: PoolEntry): CallSyntax => entry.served.worker.info?.toolCallSyntax ?? "generic";
 
 function chatLogprobs(entries: TokenLogprobEntry[] | undefined) {
   if (!entries) return null;
@@ -127,20 +143,19 @@ function chatFormatter(id: string, model: string): ResponseFormatter {
 const toolCallsOf = (calls: ParsedCall[]) => calls.map((c) => ({ id: c.id, type: "function" as const, function: { name: c.name, arguments: c.arguments } }));
 
 /**
- * The chat formatter with tools offered. A forced call streams as OpenAI streams one (each call's
- * id and name, then its arguments in pieces); with `auto`, output that starts with `{` or `[` is
- * held to its end and sent as calls if it parses as calls, else as text.
+ * The chat formatter with tools offered, for output in `syntax`. A forced call streams as OpenAI
+ * streams one (each call's id and name, then its arguments in pieces); with `auto`, text is
+ * streamed until a call may begin (AutoCallSplitter), the rest is held to its end and sent as
+ * calls if it parses as calls, else as text.
  */
-function toolChatFormatter(id: string, model: string, plan: ToolPlan): ResponseFormatter {
+function toolChatFormatter(id: string, model: string, plan: ToolPlan, syntax: CallSyntax): ResponseFormatter {
   const plain = chatFormatter(id, model);
   if (plan.mode === "none") return plain;
   const base = { id, object: "chat.completion.chunk", created: now(), model, system_fingerprint: "moltbot" } as const;
   const delta = (d: Record<string, unknown>, finish: string | null = null) => ({ ...base, choices: [{ index: 0, delta: d, logprobs: null, finish_reason: finish }] });
-  const streamer = new CallStreamer();
+  const streamer = new CallStreamer(syntax);
+  const splitter = new AutoCallSplitter(syntax);
   let called = false;
-  // auto: "undecided" until the first non-space character, then "text" (streamed) or "held".
-  let auto: "undecided" | "text" | "held" = "undecided";
-  let held = "";
   const finish = (done: GenerationDone) => (called && done.finishReason === "stop" ? "tool_calls" : done.finishReason);
   return {
     chunk: (text, lp, first) => {
@@ -154,22 +169,18 @@ function toolChatFormatter(id: string, model: string, plan: ToolPlan): ResponseF
           return delta({ tool_calls: [{ index: e.index, function: { arguments: e.args } }] });
         });
       }
-      if (auto === "text") return plain.chunk(text, lp, first);
-      held += text;
-      const start = held.trimStart();
-      if (auto === "undecided" && start.length > 0) auto = start.startsWith("{") || start.startsWith("[") ? "held" : "text";
-      if (auto !== "text") return undefined;
-      const out = plain.chunk(held, lp, first);
-      held = "";
-      return out;
+      const ready = splitter.push(text);
+      return ready === "" ? undefined : plain.chunk(ready, lp, first);
     },
     lastChunk: (done, usage) => {
       const out: unknown[] = [];
-      if (plan.mode === "auto" && held !== "") {
-        const calls = done.finishReason === "stop" ? parseCalls(held, plan) : undefined;
-        if (calls) {
+      const held = plan.mode === "auto" ? splitter.held : "";
+      if (held !== "") {
+        const parsed = done.finishReason === "stop" ? parseToolOutput(held, plan, syntax) : undefined;
+        if (parsed) {
           called = true;
-          calls.forEach((c, index) => out.push(delta({ tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }] })));
+          if (parsed.content !== null) out.push(delta({ content: parsed.content }));
+          parsed.calls.forEach((c, index) => out.push(delta({ tool_calls: [{ index, id: c.id, type: "function", function: { name: c.name, arguments: c.arguments } }] })));
         } else {
           out.push(delta({ content: held }));
         }
@@ -179,10 +190,10 @@ function toolChatFormatter(id: string, model: string, plan: ToolPlan): ResponseF
     },
     usageChunk: plain.usageChunk,
     whole: (text, lp, done, usage) => {
-      const calls = done.finishReason === "stop" ? parseCalls(text, plan) : undefined;
-      if (!calls) return plain.whole(text, lp, done, usage);
+      const parsed = done.finishReason === "stop" ? parseToolOutput(text, plan, syntax) : undefined;
+      if (!parsed) return plain.whole(text, lp, done, usage);
       const body = plain.whole(text, lp, done, usage) as { choices: Array<Record<string, unknown>> };
-      body.choices[0] = { index: 0, message: { role: "assistant", content: null, tool_calls: toolCallsOf(calls) }, logprobs: null, finish_reason: "tool_calls" };
+      body.choices[0] = { index: 0, message: { role: "assistant", content: parsed.content, tool_calls: toolCallsOf(parsed.calls) }, logprobs: null, finish_reason: "tool_calls" };
       return body;
     },
   };
@@ -222,8 +233,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
       version: e.model.active.version,
       versions: e.model.versions,
       context_length: e.served.worker.info?.contextSize ?? null,
-      // Every model gets the generic tool prompt for now (tool-calls.ts), none its template's own.
-      tools_native: false,
+      // Prompts with tools use the model's own chat template (engine/chat-template.ts), else the generic tool prompt.
+      tools_native: e.served.worker.info?.toolCallSyntax !== undefined,
       ready: e.served.worker.isReady(),
     })),
   }));
@@ -245,17 +256,17 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     const tools = await toolPlan(body);
     const grammar = tools?.grammar ?? (await requestGrammar(body));
     if (grammar !== undefined) params.grammar = grammar;
-    const turns = chatTurns(body.messages);
+    if (tools?.nativeGrammars) params.nativeToolGrammars = tools.nativeGrammars;
     await serveGeneration(req, reply, {
       pool,
       model: body.model,
-      prompt: { kind: "chat", turns: tools ? withToolPrompt(turns, tools) : turns },
+      prompt: chatPrompt(messagesText(body.messages), tools),
       params,
       stream: body.stream === true,
       includeUsage: body.stream_options?.include_usage === true,
       format: (entry) => {
         const id = `chatcmpl-${randomUUID()}`;
-        return tools ? toolChatFormatter(id, entry.name, tools) : chatFormatter(id, entry.name);
+        return tools ? toolChatFormatter(id, entry.name, tools, callSyntaxOf(entry)) : chatFormatter(id, entry.name);
       },
       deadlineMs: requestDeadlineMs(requestTimeoutMs, body.timeout),
     });
