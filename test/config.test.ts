@@ -197,7 +197,7 @@ test("notEnforced lists set, non-default keys of unbuilt features", () => {
     ].join("\n"),
   );
   // Budgets and priorities are enforced now: only the unbuilt features are listed.
-  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["resource_limits", "cache"]);
+  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["cache"]);
 });
 
 test("the template loads back to exactly the defaults and shows every key", () => {

@@ -46,7 +46,6 @@ export interface LoadedConfig {
  * `notEnforced`. Remove an entry in the same change that makes its feature real.
  */
 export const NOT_YET_ENFORCED: readonly string[] = [
-  "resource_limits",
   "cache",
 ];
 

@@ -25,6 +25,10 @@ import { VersionedModel } from "../versions/versioned-model.js";
 import { VersionStore } from "../versions/version-store.js";
 import { ModelWorker } from "../workers/model-worker.js";
 import type { WorkerInit } from "../workers/protocol.js";
+import { CgroupManager } from "../workers/cgroups/manager.js";
+import { ownHierarchies } from "../workers/cgroups/hierarchy.js";
+import { hasLimits, threadsWithinQuota } from "../workers/cgroups/limits.js";
+import { MoltbotError } from "../errors.js";
 import { endOpenLifetimes } from "./deadline.js";
 import { describeCertificate, loadTls, type TlsMaterial } from "./tls.js";
 import { openServerAuth, type ServerAuth } from "../auth/server-auth.js";
@@ -67,6 +71,8 @@ export class MoltbotServer {
   private closing = false;
   private closed: Promise<void> | undefined;
   private tls: TlsMaterial | undefined;
+  /** The workers' cgroups (resource_limits); Linux only. */
+  private cgroups: CgroupManager | undefined;
 
   constructor(private readonly opts: ServerOptions) {}
 
@@ -135,7 +141,7 @@ export class MoltbotServer {
       modelPath: version.weightsPath,
       contextSize: m.contextSize ?? (await contextSizeFor(version, cfg.context_size)),
       parallel: m.parallel,
-      threads: this.opts.threads,
+      threads: threadsWithinQuota(this.opts.threads, m.limits),
       embedding: version.config.type === "embedding",
       speculative: m.speculative,
       promptCacheBytes: m.promptCacheBytes,
@@ -149,6 +155,7 @@ export class MoltbotServer {
       { initialMs: cfg.worker.restart_backoff_ms.initial, maxMs: cfg.worker.restart_backoff_ms.max, stableMs: 30_000 },
       undefined,
       { intervalMs: Math.min(1000, cfg.worker.heartbeat_timeout_ms / 4), timeoutMs: cfg.worker.heartbeat_timeout_ms },
+      this.cgroups && hasLimits(m.limits) ? this.cgroups.group(`model ${init.name} ${init.version}`, m.limits, init.modelPath) : undefined,
     );
   }
 
@@ -195,6 +202,13 @@ export class MoltbotServer {
       }
     }
     const plan = planPool(cfg, repo, loaded.file ?? "config");
+    if (process.platform === "linux") {
+      // Also without limits now: groups a crashed server left are removed.
+      this.cgroups = new CgroupManager({ hierarchies: ownHierarchies(), log: log.child("worker") });
+      this.cgroups.cleanStale();
+    } else if (plan.models.some((m) => hasLimits(m.limits))) {
+      log.child("worker").warning(`resource_limits are not enforced: cgroups exist only on Linux (this is ${process.platform})`);
+    }
     const served = new Map<string, VersionedModel>();
     let loading: Promise<unknown> = Promise.resolve();
     try {
@@ -209,7 +223,10 @@ export class MoltbotServer {
       // Workers load in parallel: start-up time is the slowest model, not the sum.
       // Not awaited yet: this process opens the ledger and builds the HTTP app (Fastify and its
       // compiled body schemas) while the workers load, on the other core (docs/benchmarks.md).
-      loading = Promise.all([...served.values()].map((v) => v.start()));
+      // A model killed by its memory limit at every try is failed; the others serve.
+      loading = Promise.all([...served.values()].map((v) => v.start().catch((err: unknown) => {
+        if (!(err instanceof MoltbotError && err.code === "insufficient_memory")) throw err;
+      })));
       loading.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
     } catch (err) {
       await Promise.all([...served.values()].map((v) => v.close(0)));
@@ -334,6 +351,7 @@ export class MoltbotServer {
     const left = Math.max(500, deadline - Date.now());
     await Promise.all([...this.served.values()].map((v) => v.close(left)));
     await watching;
+    this.cgroups?.close();
     // After the listener and the workers: the last requests and switches are recorded, then flushed.
     await this.auditLog?.close();
     this.ledger?.close();
