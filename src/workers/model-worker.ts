@@ -24,6 +24,7 @@ import { readProcStats } from "../observe/proc-stats.js";
 import type { GenerationParams } from "../engine/types.js";
 import { WorkerInitSchema, type FinishReason, type MainToWorker, type PromptInput, type TokenLogprobEntry, type WorkerInit, type WorkerToMain } from "./protocol.js";
 import { canTransition, isFinal, isLive, type WorkerState } from "./worker-state.js";
+import type { CgroupUsage, LimitStatus } from "./cgroups/manager.js";
 
 export type { WorkerState } from "./worker-state.js";
 
@@ -80,6 +81,10 @@ export const DEFAULT_HEARTBEAT: HeartbeatPolicy = { intervalMs: 1000, timeoutMs:
 
 /** The cgroups a worker's processes run in (WorkerCgroup in workers/cgroups/manager.ts). */
 export interface WorkerConfinement {
+  /** Each configured limit, enforced or not (status, metrics). */
+  readonly limits: readonly LimitStatus[];
+  /** What the group has used (status, metrics). */
+  usage(): CgroupUsage;
   /** Moves a new process in; returns a warning per limit that could not be applied to it. */
   place(pid: number): string[];
   /** Processes of the group killed by its memory limit so far; null when unknown. */
@@ -470,16 +475,19 @@ export class ModelWorker {
     }, delay);
   }
 
+  /** What a request gets while the worker is not ready: worth a retry, or why not (failed). */
+  notReadyError(): MoltbotError {
+    const shuttingDown = this.current === "stopped" || (this.current === "draining" && this.refusal === "server_shutting_down");
+    const why = shuttingDown ? "is shutting down" : this.current === "failed" && this.failure ? `is failed (${this.failure})` : `is ${this.current}`;
+    return new MoltbotError(this.current === "draining" ? this.refusal : "worker_unavailable", `${this.label} ${why}${this.current === "failed" && this.failure ? "" : "; retry shortly"}`);
+  }
+
   /**
    * Send `msg` and remember, under its id, how its answer settles the promise (`pending` builds
    * the entry of its kind); refused at once when the worker is not ready.
    */
   private request<T>(msg: MainToWorker & { id: number }, pending: (resolve: (value: T) => void, reject: (err: Error) => void) => Pending): Promise<T> {
-    if (this.current !== "ready" || !this.child) {
-      const shuttingDown = this.current === "stopped" || (this.current === "draining" && this.refusal === "server_shutting_down");
-      const why = shuttingDown ? "is shutting down" : this.current === "failed" && this.failure ? `is failed (${this.failure})` : `is ${this.current}`;
-      return Promise.reject(new MoltbotError(this.current === "draining" ? this.refusal : "worker_unavailable", `${this.label} ${why}${this.current === "failed" && this.failure ? "" : "; retry shortly"}`));
-    }
+    if (this.current !== "ready" || !this.child) return Promise.reject(this.notReadyError());
     return new Promise<T>((resolve, reject) => {
       this.pending.set(msg.id, pending(resolve, reject));
       this.child!.send(msg);

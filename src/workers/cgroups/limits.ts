@@ -29,13 +29,13 @@ export function hasLimits(l: ResourceLimits): boolean {
 }
 
 /** The configured limits by name, with the text the operator wrote. */
-export function limitEntries(l: ResourceLimits): Array<{ name: LimitName; text: string }> {
-  const out: Array<{ name: LimitName; text: string }> = [];
-  if (l.cpu) out.push({ name: "cpu.quota", text: l.cpu.text });
-  if (l.memory) out.push({ name: "memory.limit", text: l.memory.text });
-  if (l.swap) out.push({ name: "memory.swap", text: l.swap.text });
-  if (l.ioRead) out.push({ name: "io.read_bps", text: l.ioRead.text });
-  if (l.ioWrite) out.push({ name: "io.write_bps", text: l.ioWrite.text });
+export function limitEntries(l: ResourceLimits): Array<{ name: LimitName; text: string; amount: number }> {
+  const out: Array<{ name: LimitName; text: string; amount: number }> = [];
+  if (l.cpu) out.push({ name: "cpu.quota", text: l.cpu.text, amount: l.cpu.quota });
+  if (l.memory) out.push({ name: "memory.limit", text: l.memory.text, amount: l.memory.limitBytes });
+  if (l.swap) out.push({ name: "memory.swap", text: l.swap.text, amount: l.swap.bytes });
+  if (l.ioRead) out.push({ name: "io.read_bps", text: l.ioRead.text, amount: l.ioRead.bps });
+  if (l.ioWrite) out.push({ name: "io.write_bps", text: l.ioWrite.text, amount: l.ioWrite.bps });
   return out;
 }
 

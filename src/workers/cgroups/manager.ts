@@ -33,6 +33,8 @@ export interface LimitStatus {
   enforced: boolean;
   /** Why not, when not enforced. */
   reason: string | null;
+  /** The value as a number: cores (cpu.quota), bytes (memory), bytes per second (io). */
+  amount: number;
 }
 
 /** What a worker's group has used; null where the hierarchy or the file is missing. */
@@ -147,7 +149,7 @@ export class WorkerCgroup {
     readonly resourceLimits: ResourceLimits,
     modelPath: string,
   ) {
-    this.limits = limitEntries(resourceLimits).map((l) => ({ limit: l.name, value: l.text, enforced: false, reason: null }));
+    this.limits = limitEntries(resourceLimits).map((l) => ({ limit: l.name, value: l.text, enforced: false, reason: null, amount: l.amount }));
     const byHierarchy = new Map<CgroupHierarchy, LimitStatus[]>();
     for (const l of this.limits) {
       const h = manager.hierarchyOf(LIMIT_CONTROLLER[l.limit]);
