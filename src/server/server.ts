@@ -155,7 +155,7 @@ export class MoltbotServer {
       { initialMs: cfg.worker.restart_backoff_ms.initial, maxMs: cfg.worker.restart_backoff_ms.max, stableMs: 30_000 },
       undefined,
       { intervalMs: Math.min(1000, cfg.worker.heartbeat_timeout_ms / 4), timeoutMs: cfg.worker.heartbeat_timeout_ms },
-      this.cgroups && hasLimits(m.limits) ? this.cgroups.group(`model ${init.name} ${init.version}`, m.limits, init.modelPath) : undefined,
+      hasLimits(m.limits) && this.cgroups ? this.cgroups.group(`model ${init.name} ${init.version}`, m.limits, init.modelPath) : undefined,
     );
   }
 
@@ -202,13 +202,10 @@ export class MoltbotServer {
       }
     }
     const plan = planPool(cfg, repo, loaded.file ?? "config");
-    if (process.platform === "linux") {
-      // Also without limits now: groups a crashed server left are removed.
-      this.cgroups = new CgroupManager({ hierarchies: ownHierarchies(), log: log.child("worker") });
-      this.cgroups.cleanStale();
-    } else if (plan.models.some((m) => hasLimits(m.limits))) {
-      log.child("worker").warning(`resource_limits are not enforced: cgroups exist only on Linux (this is ${process.platform})`);
-    }
+    // Elsewhere than Linux every limit is reported not enforced, with why.
+    this.cgroups = new CgroupManager({ hierarchies: process.platform === "linux" ? ownHierarchies() : [], log: log.child("worker") });
+    // Also without limits now: groups a crashed server left are removed.
+    this.cgroups.cleanStale();
     const served = new Map<string, VersionedModel>();
     let loading: Promise<unknown> = Promise.resolve();
     try {
