@@ -71,7 +71,7 @@ export class MoltbotServer {
   private closing = false;
   private closed: Promise<void> | undefined;
   private tls: TlsMaterial | undefined;
-  /** The workers' cgroups (resource_limits); Linux only. */
+  /** The workers' cgroups (resource_limits); created at start. */
   private cgroups: CgroupManager | undefined;
 
   constructor(private readonly opts: ServerOptions) {}
