@@ -70,6 +70,9 @@ const LIMIT_CONTROLLER: Record<LimitName, Controller> = {
 
 const PARENT_RE = /^moltbot-(\d+)-(\d+)$/;
 
+/** Worker groups made by this process: servers in one process (tests) share its parent group. */
+let groupSeq = 0;
+
 const errText = (err: unknown): string => {
   const e = err as NodeJS.ErrnoException;
   return e.code === "EACCES" || e.code === "EPERM" ? `${e.code} (no permission: run as root or in a delegated cgroup)` : (e.code ?? (err instanceof Error ? err.message : String(err)));
@@ -339,7 +342,6 @@ export class CgroupManager {
   /** This server's parent group, by hierarchy, once created. */
   private readonly parents = new Map<CgroupHierarchy, string>();
   private readonly parentName: string;
-  private seq = 0;
 
   constructor(opts: CgroupManagerOptions) {
     this.hierarchies = opts.hierarchies;
@@ -361,7 +363,7 @@ export class CgroupManager {
 
   /** A cgroup for a new worker named `label`, its limits written; see WorkerCgroup.limits for what applied. */
   group(label: string, limits: ResourceLimits, modelPath: string): WorkerCgroup {
-    const name = `w${++this.seq}-${label.replace(/[^A-Za-z0-9._-]/g, "_")}`;
+    const name = `w${++groupSeq}-${label.replace(/[^A-Za-z0-9._-]/g, "_")}`;
     const g = new WorkerCgroup(this, name, limits, modelPath);
     for (const l of g.limits) {
       if (!l.enforced) this.log.warning(`resource_limits.${l.limit} ${l.value} is not enforced for ${label}: ${l.reason}`);
@@ -492,7 +494,13 @@ export class CgroupManager {
     for (const parent of this.parents.values()) {
       // A server that moved itself into <parent>/server (v2) stays there until it exits; the next start cleans up.
       if (existsSync(path.join(parent, "server"))) continue;
-      this.removeGroup(parent);
+      try {
+        rmdirSync(parent);
+      } catch (err) {
+        // EBUSY / ENOTEMPTY: another server of this process still has workers in it.
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code !== "ENOENT" && code !== "EBUSY" && code !== "ENOTEMPTY") this.log.warning(`Could not remove cgroup ${parent}: ${errText(err)}`);
+      }
     }
     this.parents.clear();
   }
