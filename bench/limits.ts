@@ -35,7 +35,7 @@ interface Resources {
   usage: { cpu_throttled_s: number | null; cpu_throttled_periods: number | null; memory_bytes: number | null; memory_peak_bytes: number | null; oom_kills: number | null };
 }
 interface Status {
-  models: Array<{ pid: number | null; state: string; resources: Resources | null }>;
+  models: Array<{ pid: number | null; state: string; cpu_seconds: number | null; resources: Resources | null }>;
 }
 
 async function serve(modelPath: string, yaml: string, threads: number) {
@@ -94,16 +94,22 @@ async function streamed(url: string, model: string, content: string, maxTokens: 
   }
 }
 
-/** Decode tok/s of one stream of `tokens` tokens (median of 3, after one warm-up). */
-async function oneStream(url: string, model: string, tokens: number): Promise<number> {
-  await streamed(url, model, "warm up", 16);
+/**
+ * Decode tok/s of one stream of `tokens` tokens (median of 3, after one warm-up), and the
+ * worker's CPU over the three streams in % of one core (from /proc through /admin/status).
+ */
+async function oneStream(s: { url: string; model: string; status(): Promise<Status["models"][number]> }, tokens: number): Promise<{ rate: number; cpuPercent: number }> {
+  await streamed(s.url, s.model, "warm up", 16);
   const rates: number[] = [];
+  const cpu0 = (await s.status()).cpu_seconds ?? 0;
+  const t0 = performance.now();
   for (let i = 0; i < 3; i++) {
-    const r = await streamed(url, model, `Tell me a long story, number ${i}.`, tokens, { ignore_eos: true });
+    const r = await streamed(s.url, s.model, `Tell me a long story, number ${i}.`, tokens, { ignore_eos: true });
     if (!r.ok || r.ttftMs === undefined) throw new Error(`stream failed: ${r.cause}`);
     rates.push((r.tokens - 1) / ((r.latencyMs - r.ttftMs) / 1000));
   }
-  return median(rates);
+  const cpuPercent = (((await s.status()).cpu_seconds ?? 0) - cpu0) / ((performance.now() - t0) / 1000) * 100;
+  return { rate: median(rates), cpuPercent };
 }
 
 const limitsText = (r: Resources | null) => (r === null ? "none" : r.limits.map((l) => `${l.limit} ${l.value}${l.enforced ? "" : ` NOT ENFORCED (${l.reason})`}`).join(", "));
@@ -112,20 +118,20 @@ async function quotaRun(modelPath: string): Promise<void> {
   const tokens = 400;
   console.log(`\n## 1. One stream, 1 thread: unlimited vs cpu.quota ${values.quota} (${tokens} tokens, median of 3)`);
   const free = await serve(modelPath, "", 1);
-  let unlimited: number;
+  let unlimited: { rate: number; cpuPercent: number };
   try {
-    unlimited = await oneStream(free.url, free.model, tokens);
+    unlimited = await oneStream(free, tokens);
   } finally {
     await free.stop();
   }
   const limited = await serve(modelPath, `resource_limits:\n  cpu: { quota: "${values.quota}", period: 100ms }\n`, 1);
   try {
     const before = (await limited.status()).resources!.usage;
-    const rate = await oneStream(limited.url, limited.model, tokens);
+    const capped = await oneStream(limited, tokens);
     const after = await limited.status();
     console.log(`limits: ${limitsText(after.resources)}`);
-    console.log(`unlimited: ${unlimited.toFixed(1)} tok/s`);
-    console.log(`cpu.quota ${values.quota}: ${rate.toFixed(1)} tok/s (${((rate / unlimited) * 100).toFixed(0)}% of unlimited)`);
+    console.log(`unlimited: ${unlimited.rate.toFixed(1)} tok/s, worker CPU ${unlimited.cpuPercent.toFixed(0)}% of a core`);
+    console.log(`cpu.quota ${values.quota}: ${capped.rate.toFixed(1)} tok/s (${((capped.rate / unlimited.rate) * 100).toFixed(0)}% of unlimited), worker CPU ${capped.cpuPercent.toFixed(0)}% of a core`);
     const u = after.resources!.usage;
     console.log(`throttled: ${(u.cpu_throttled_periods ?? 0) - (before.cpu_throttled_periods ?? 0)} periods, ${((u.cpu_throttled_s ?? 0) - (before.cpu_throttled_s ?? 0)).toFixed(2)} s during the streams`);
   } finally {
