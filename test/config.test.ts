@@ -196,8 +196,8 @@ test("notEnforced lists set, non-default keys of unbuilt features", () => {
       "  memory: { limit: 4GiB }",
     ].join("\n"),
   );
-  // Budgets and priorities are enforced now: only the unbuilt features are listed.
-  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, ["resource_limits"]);
+  // Budgets, priorities, the cache and resource limits are all enforced now: nothing is listed.
+  assert.deepEqual(loadConfig({ file, env: {} }).notEnforced, []);
 });
 
 test("the template loads back to exactly the defaults and shows every key", () => {

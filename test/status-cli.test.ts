@@ -45,6 +45,14 @@ function fakeStatusServer(port = 0): Promise<{ server: Server; port: number; req
           queue: { high: 1, normal: 2, low: 5 },
           totals: { requests: 100 + up * 2, errors: 4, prompt_tokens: 999, completion_tokens: 5000 + up * 80, cached_tokens: 0 },
           window: { requests: 3 * window, errors: 2, completion_tokens: 50 * window, latency_ms: { p50: 123.4, p95: 456.7 } },
+          resources: {
+            limits: [
+              { limit: "cpu.quota", value: "150%", enforced: true, reason: null },
+              { limit: "memory.limit", value: "4GiB", enforced: true, reason: null },
+              { limit: "io.read_bps", value: "10MB/s", enforced: false, reason: "no disk" },
+            ],
+            usage: { cpu_throttled_s: 1.25, cpu_throttled_periods: 9, memory_bytes: 310 * 2 ** 20, memory_peak_bytes: 402 * 2 ** 20, io_read_bytes: 0, io_write_bytes: 0, oom_kills: 0 },
+          },
         },
       ],
       entries: [{ name: "chat", model: "demo", priority: "high", budget: { spent: 0.0123, limit: 50, month: "2026-11" } }],
@@ -84,6 +92,7 @@ test("status prints the server, each model's figures and each pool entry once, t
     // First refresh: rates from the window figures (3 requests and 50 tokens per second of window).
     assert.deepEqual(row!.split(/\s+/), ["demo", "v1.0", "ready", "4343", "300M", "-", "3/32", "1/2/5", "3.0", "50.0", "123ms", "457ms", "2", "1"]);
     assert.match(out, /^chat\s+demo\s+high\s+0\.0123\s+50\.00\s+2026-11$/m);
+    assert.match(out, /^limits demo v1\.0: cpu\.quota 150% \(throttled 1\.3s\), memory\.limit 4GiB \(now 310M, peak 402M\), io\.read_bps 10MB\/s NOT ENFORCED \(no disk\)$/m);
     assert.doesNotMatch(out, /\x1b/, "a single print has no terminal control");
   } finally {
     await stop(server);

@@ -30,6 +30,14 @@ export interface ModelStatus {
   queue: { high: number | null; normal: number | null; low: number | null };
   totals: { requests: number | null; errors: number | null; completionTokens: number | null };
   window: { requests: number | null; errors: number | null; completionTokens: number | null; p50Ms: number | null; p95Ms: number | null };
+  /** resource_limits: each limit and whether it is enforced, and the cgroup's usage; null without. */
+  resources: {
+    limits: Array<{ limit: string; value: string; enforced: boolean; reason: string | null }>;
+    cpuThrottledS: number | null;
+    memoryBytes: number | null;
+    memoryPeakBytes: number | null;
+    oomKills: number | null;
+  } | null;
 }
 
 export interface EntryStatus {
@@ -72,7 +80,15 @@ function readModel(m: Json): ModelStatus {
     queue: { high: num(queue.high), normal: num(queue.normal), low: num(queue.low) },
     totals: { requests: num(totals.requests), errors: num(totals.errors), completionTokens: num(totals.completion_tokens) },
     window: { requests: num(window.requests), errors: num(window.errors), completionTokens: num(window.completion_tokens), p50Ms: num(latency.p50), p95Ms: num(latency.p95) },
+    resources: readResources(m.resources),
   };
+}
+
+function readResources(r: unknown): ModelStatus["resources"] {
+  if (!isObject(r)) return null;
+  const usage = obj(r.usage);
+  const limits = (Array.isArray(r.limits) ? r.limits : []).filter(isObject).map((l) => ({ limit: str(l.limit) ?? "?", value: str(l.value) ?? "?", enforced: l.enforced === true, reason: str(l.reason) }));
+  return { limits, cpuThrottledS: num(usage.cpu_throttled_s), memoryBytes: num(usage.memory_bytes), memoryPeakBytes: num(usage.memory_peak_bytes), oomKills: num(usage.oom_kills) };
 }
 
 function readEntry(e: Json): EntryStatus {

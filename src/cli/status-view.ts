@@ -71,6 +71,8 @@ export function renderStatus(sample: Sample, rates: Map<string, ModelRates>, opt
   );
   if (doc.models.length === 0) lines.push("(no models)");
   lines.push(`latency and errors: ${window}; rates: ${opts.intervalS === undefined ? window : "since the previous refresh"}`);
+  const limited = doc.models.filter((m) => m.resources !== null);
+  if (limited.length > 0) lines.push("", ...limited.map(limitsLine));
   if (doc.entries.length > 0) {
     lines.push("");
     lines.push(
@@ -111,6 +113,16 @@ function modelRow(m: ModelStatus, r: ModelRates | undefined): string[] {
     show(m.window.errors),
     show(m.restarts),
   ];
+}
+
+/** "limits chat v1: cpu.quota 150% (throttled 1.2s), memory.limit 4GiB (now 310M, peak 402M), io.read_bps 10MB/s NOT ENFORCED (why)". */
+function limitsLine(m: ModelStatus): string {
+  const r = m.resources!;
+  const parts = r.limits.map((l) => {
+    const use = l.limit === "cpu.quota" && r.cpuThrottledS !== null ? ` (throttled ${r.cpuThrottledS.toFixed(1)}s)` : l.limit === "memory.limit" && r.memoryBytes !== null ? ` (now ${bytes(r.memoryBytes)}${r.memoryPeakBytes === null ? "" : `, peak ${bytes(r.memoryPeakBytes)}`}${r.oomKills ? `, ${r.oomKills} OOM kill(s)` : ""})` : "";
+    return `${l.limit} ${l.value}${l.enforced ? use : ` NOT ENFORCED (${l.reason ?? "unknown"})`}`;
+  });
+  return `limits ${m.name} ${m.version}: ${parts.join(", ") || "none"}`;
 }
 
 /** Columns padded to their widest cell: the first `textColumns` left-aligned, the figures after them right-aligned. */

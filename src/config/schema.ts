@@ -70,6 +70,42 @@ const QueueSchema = (description: string, optional = false) =>
     max_wait_ms: positiveInt({ default: 30000, description: "longest a request waits for a slot before 429, in ms" }),
   }, { optional });
 
+// `optional`: a pool entry's own limits stay absent unless written; its keys override the
+// global section's one by one (src/workers/cgroups/limits.ts).
+const ResourceLimitsSchema = (description: string, optional = false) =>
+  section(description, {
+    cpu: Type.Optional(
+      section(
+        "CPU bandwidth",
+        {
+          quota: Type.Optional(percent({ description: "CPU share; 100% is one core; the worker's threads follow it (150%: at most 2)", examples: ["150%"] })),
+          period: Type.Optional(duration({ description: "CFS period the quota is counted in, 1ms..1s (default 100ms)", examples: ["100ms"] })),
+        },
+        { optional: true },
+      ),
+    ),
+    memory: Type.Optional(
+      section(
+        "memory",
+        {
+          limit: Type.Optional(bytes({ description: "memory cap; a worker over it is killed and restarted with backoff, and 3 kills in a row mark it failed", examples: ["4GiB"] })),
+          swap: Type.Optional(bytes({ description: "swap allowed beyond the limit (needs limit)", examples: ["1GiB"] })),
+        },
+        { optional: true },
+      ),
+    ),
+    io: Type.Optional(
+      section(
+        "disk bandwidth on the disk that holds the model file",
+        {
+          read_bps: Type.Optional(rate({ description: "read rate cap", examples: ["10MB/s"] })),
+          write_bps: Type.Optional(rate({ description: "write rate cap", examples: ["5MB/s"] })),
+        },
+        { optional: true },
+      ),
+    ),
+  }, { optional });
+
 const PricingSchema = section(
   "price per 1K tokens; overrides the model's config.json",
   {
@@ -109,6 +145,7 @@ export const ModelPoolEntrySchema = Type.Object(
     pricing: Type.Optional(PricingSchema),
     batching: Type.Optional(BatchingSchema("batching for this entry (default: config.json parallel, else the global batching)", true)),
     queue: Type.Optional(QueueSchema("queue for this entry (default: the global queue)", true)),
+    resource_limits: Type.Optional(ResourceLimitsSchema("cgroup limits of this model's worker, key by key over the global resource_limits", true)),
   },
   { additionalProperties: false, description: "one served model" },
 );
@@ -145,38 +182,7 @@ export const ConfigSchema = Type.Object(
     model_pool: Type.Array(ModelPoolEntrySchema, { default: [], description: "models served, in fallback order (empty: every repository model)" }),
     batching: BatchingSchema("dynamic batching defaults for every model"),
     queue: QueueSchema("request queue defaults for every model"),
-    resource_limits: section("cgroup limits for each model worker; absent keys are unlimited", {
-      cpu: Type.Optional(
-        section(
-          "CPU bandwidth",
-          {
-            quota: Type.Optional(percent({ description: "CPU share; 100% is one core", examples: ["150%"] })),
-            period: Type.Optional(duration({ description: "cgroup accounting period", examples: ["100ms"] })),
-          },
-          { optional: true },
-        ),
-      ),
-      memory: Type.Optional(
-        section(
-          "memory",
-          {
-            limit: Type.Optional(bytes({ description: "memory cap; a worker over it is killed and restarted", examples: ["4GiB"] })),
-            swap: Type.Optional(bytes({ description: "swap allowed beyond the limit", examples: ["1GiB"] })),
-          },
-          { optional: true },
-        ),
-      ),
-      io: Type.Optional(
-        section(
-          "disk bandwidth",
-          {
-            read_bps: Type.Optional(rate({ description: "read rate cap", examples: ["10MB/s"] })),
-            write_bps: Type.Optional(rate({ description: "write rate cap", examples: ["5MB/s"] })),
-          },
-          { optional: true },
-        ),
-      ),
-    }),
+    resource_limits: ResourceLimitsSchema("cgroup limits for each model worker (cgroup v2 or v1, beneath the server's own group); absent keys are unlimited"),
     log: section("logging", {
       level: oneOf(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] as const, { default: "INFO", description: "DEBUG | INFO | WARNING | ERROR | CRITICAL (AUDIT is always written)" }),
       format: oneOf(["text", "json"] as const, { default: "text", description: "text | json (JSON lines for log shippers)" }),

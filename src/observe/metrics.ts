@@ -14,6 +14,8 @@ import { periodOf, type BudgetLedger } from "../ledger/ledger.js";
 import type { PoolEntry } from "../pool/model-pool.js";
 import { PRIORITIES, type Priority } from "../scheduler/priority.js";
 import type { WorkerState } from "../workers/worker-state.js";
+import type { WorkerConfinement } from "../workers/model-worker.js";
+import type { CgroupUsage } from "../workers/cgroups/manager.js";
 import type { VersionedModel } from "../versions/versioned-model.js";
 import { readProcStats } from "./proc-stats.js";
 import { RecentRequests, type WindowFigures } from "./recent-requests.js";
@@ -59,6 +61,40 @@ export interface ModelStatus {
   queue: Record<Priority, number>;
   totals: ModelTotals;
   window: WindowFigures;
+  /** The worker's cgroup limits and usage; null without resource_limits. */
+  resources: WorkerResources | null;
+}
+
+/** resource_limits of a worker as status shows them: each limit enforced or not, and the group's usage. */
+export interface WorkerResources {
+  limits: Array<{ limit: string; value: string; enforced: boolean; reason: string | null }>;
+  usage: {
+    cpu_throttled_s: number | null;
+    cpu_throttled_periods: number | null;
+    memory_bytes: number | null;
+    memory_peak_bytes: number | null;
+    io_read_bytes: number | null;
+    io_write_bytes: number | null;
+    oom_kills: number | null;
+  };
+}
+
+function resourcesOf(c: WorkerConfinement | undefined): WorkerResources | null {
+  if (c === undefined) return null;
+  const u = c.usage();
+  const finite = (v: number | null) => (v === null || !Number.isFinite(v) ? null : v);
+  return {
+    limits: c.limits.map((l) => ({ limit: l.limit, value: l.value, enforced: l.enforced, reason: l.reason })),
+    usage: {
+      cpu_throttled_s: u.cpuThrottledSeconds === null ? null : Math.round(u.cpuThrottledSeconds * 1000) / 1000,
+      cpu_throttled_periods: u.cpuThrottledPeriods,
+      memory_bytes: finite(u.memoryBytes),
+      memory_peak_bytes: finite(u.memoryPeakBytes),
+      io_read_bytes: u.ioReadBytes,
+      io_write_bytes: u.ioWriteBytes,
+      oom_kills: u.oomKills,
+    },
+  };
 }
 
 export interface EntryStatus {
@@ -261,6 +297,49 @@ class PromMetrics {
         }
       },
     });
+    // resource_limits: each worker's cgroup against its limits (workers/cgroups/), read at scrape time.
+    const confined = () => models.flatMap((m) => (m.served.worker.confinement ? [{ labels: byModel(m), c: m.served.worker.confinement }] : []));
+    new Gauge({
+      name: "moltbot_worker_limit",
+      help: "A configured resource limit of the model's worker: cores for cpu.quota, bytes for memory.*, bytes per second for io.*",
+      labelNames: ["model", "version", "limit"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { labels, c } of confined()) for (const l of c.limits) this.set({ ...labels, limit: l.limit }, l.amount);
+      },
+    });
+    new Gauge({
+      name: "moltbot_worker_limit_enforced",
+      help: "1 when the kernel enforces the limit (its cgroup file was written), 0 when it could not be applied (the log says why)",
+      labelNames: ["model", "version", "limit"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { labels, c } of confined()) for (const l of c.limits) this.set({ ...labels, limit: l.limit }, l.enforced ? 1 : 0);
+      },
+    });
+    // Counters are set from the group's own cumulative figures: reset, then inc by the total.
+    const usageMetric = (kind: "gauge" | "counter", name: string, help: string, read: (u: CgroupUsage) => number | null) => {
+      const collect = function (this: Gauge<"model" | "version"> | Counter<"model" | "version">) {
+        this.reset();
+        for (const { labels, c } of confined()) {
+          const v = read(c.usage());
+          if (v === null || !Number.isFinite(v)) continue;
+          if (this instanceof Gauge) this.set(labels, v);
+          else this.inc(labels, v);
+        }
+      };
+      const opts = { name, help, labelNames: ["model", "version"] as const, registers, collect };
+      return kind === "gauge" ? new Gauge(opts) : new Counter(opts);
+    };
+    usageMetric("counter", "moltbot_worker_cpu_throttled_seconds_total", "Time the model worker's cgroup was throttled by its CPU quota (cpu.stat)", (u) => u.cpuThrottledSeconds);
+    usageMetric("counter", "moltbot_worker_cpu_throttled_periods_total", "CFS periods in which the model worker's cgroup was throttled (cpu.stat nr_throttled)", (u) => u.cpuThrottledPeriods);
+    usageMetric("gauge", "moltbot_worker_memory_bytes", "Memory charged to the model worker's cgroup, page cache included (memory.current / memory.usage_in_bytes)", (u) => u.memoryBytes);
+    usageMetric("gauge", "moltbot_worker_memory_peak_bytes", "Most memory the model worker's cgroup was charged (memory.peak / memory.max_usage_in_bytes)", (u) => u.memoryPeakBytes);
+    usageMetric("counter", "moltbot_worker_io_read_bytes_total", "Bytes the model worker's cgroup read from disk (io.stat / blkio.throttle.io_service_bytes)", (u) => u.ioReadBytes);
+    usageMetric("counter", "moltbot_worker_io_write_bytes_total", "Bytes the model worker's cgroup wrote to disk (io.stat / blkio.throttle.io_service_bytes)", (u) => u.ioWriteBytes);
+    usageMetric("counter", "moltbot_worker_oom_kills_total", "Processes of the model worker's cgroup killed by its memory limit", (u) => u.oomKills);
     new Counter({
       name: "moltbot_worker_cpu_seconds_total",
       help: "User and system CPU time of the model's current worker process (from /proc/<pid>/stat); starts over when it restarts",
@@ -367,6 +446,7 @@ export class ServerMetrics {
         queue: m.served.scheduler.queuedByPriority(),
         totals: { ...m.totals },
         window: window[m.index]!,
+        resources: resourcesOf(m.served.worker.confinement),
       };
     });
   }

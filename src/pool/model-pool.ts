@@ -332,7 +332,7 @@ export class ModelPool {
     if (entry.maxTokens === undefined && entry.costLimit === undefined && who?.costLimit === undefined) {
       // Nothing to check before it runs: skip the prepare round trip and the reservation
       // (measured: together ~2 ms of time to first token on the demo model).
-      if (!worker.isReady()) throw new MoltbotError("worker_unavailable", `model ${worker.init.name} is ${worker.state}; retry shortly`);
+      if (!worker.isReady()) throw worker.notReadyError();
       const lease = await this.slot(entry, signal);
       // The worker serving when the slot is granted: a version switch while it waited sends it to the new one.
       return this.admission(entry, entry.served.worker, fallbacks, lease, prompt, params, this.recorder(entry), requestId);

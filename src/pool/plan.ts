@@ -8,6 +8,7 @@ import { MoltbotError } from "../errors.js";
 import type { RepositoryModel } from "../repository/repository.js";
 import type { Priority } from "../scheduler/priority.js";
 import type { Pricing } from "./model-pool.js";
+import { resolveLimits, type ResourceLimits } from "../workers/cgroups/limits.js";
 
 export interface ModelPlan {
   model: RepositoryModel;
@@ -22,6 +23,8 @@ export interface ModelPlan {
   speculative: boolean;
   /** Host memory for finished sequences' saved KV cells (0: none). */
   promptCacheBytes: number;
+  /** cgroup limits of the worker: the entry's resource_limits over the global ones. */
+  limits: ResourceLimits;
 }
 
 export interface EntryPlan {
@@ -106,6 +109,7 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       kvCacheTokens: first?.batching?.kv_cache_tokens ?? cfg.batching.kv_cache_tokens,
       speculative: first?.batching?.speculative ?? cfg.batching.speculative,
       promptCacheBytes: parseBytes(first?.batching?.cache_ram ?? cfg.batching.cache_ram),
+      limits: resolveLimits(cfg.resource_limits, first?.resource_limits, source, `model_pool[${first ? pool.indexOf(first) : 0}].resource_limits`),
     });
   }
   return { models, entries };

@@ -25,6 +25,10 @@ import { VersionedModel } from "../versions/versioned-model.js";
 import { VersionStore } from "../versions/version-store.js";
 import { ModelWorker } from "../workers/model-worker.js";
 import type { WorkerInit } from "../workers/protocol.js";
+import { CgroupManager } from "../workers/cgroups/manager.js";
+import { ownHierarchies } from "../workers/cgroups/hierarchy.js";
+import { hasLimits, threadsWithinQuota } from "../workers/cgroups/limits.js";
+import { MoltbotError } from "../errors.js";
 import { endOpenLifetimes } from "./deadline.js";
 import { describeCertificate, loadTls, type TlsMaterial } from "./tls.js";
 import { openServerAuth, type ServerAuth } from "../auth/server-auth.js";
@@ -71,6 +75,8 @@ export class MoltbotServer {
   private closed: Promise<void> | undefined;
   private tls: TlsMaterial | undefined;
   private cache: ResponseCache | undefined;
+  /** The workers' cgroups (resource_limits); created at start. */
+  private cgroups: CgroupManager | undefined;
 
   constructor(private readonly opts: ServerOptions) {}
 
@@ -139,7 +145,7 @@ export class MoltbotServer {
       modelPath: version.weightsPath,
       contextSize: m.contextSize ?? (await contextSizeFor(version, cfg.context_size)),
       parallel: m.parallel,
-      threads: this.opts.threads,
+      threads: threadsWithinQuota(this.opts.threads, m.limits),
       embedding: version.config.type === "embedding",
       speculative: m.speculative,
       promptCacheBytes: m.promptCacheBytes,
@@ -153,6 +159,7 @@ export class MoltbotServer {
       { initialMs: cfg.worker.restart_backoff_ms.initial, maxMs: cfg.worker.restart_backoff_ms.max, stableMs: 30_000 },
       undefined,
       { intervalMs: Math.min(1000, cfg.worker.heartbeat_timeout_ms / 4), timeoutMs: cfg.worker.heartbeat_timeout_ms },
+      hasLimits(m.limits) && this.cgroups ? this.cgroups.group(`model ${init.name} ${init.version}`, m.limits, init.modelPath) : undefined,
     );
   }
 
@@ -199,6 +206,10 @@ export class MoltbotServer {
       }
     }
     const plan = planPool(cfg, repo, loaded.file ?? "config");
+    // Elsewhere than Linux every limit is reported not enforced, with why.
+    this.cgroups = new CgroupManager({ hierarchies: process.platform === "linux" ? ownHierarchies() : [], log: log.child("worker") });
+    // Also without limits now: groups a crashed server left are removed.
+    this.cgroups.cleanStale();
     const served = new Map<string, VersionedModel>();
     let loading: Promise<unknown> = Promise.resolve();
     try {
@@ -213,7 +224,10 @@ export class MoltbotServer {
       // Workers load in parallel: start-up time is the slowest model, not the sum.
       // Not awaited yet: this process opens the ledger and builds the HTTP app (Fastify and its
       // compiled body schemas) while the workers load, on the other core (docs/benchmarks.md).
-      loading = Promise.all([...served.values()].map((v) => v.start()));
+      // A model killed by its memory limit at every try is failed; the others serve.
+      loading = Promise.all([...served.values()].map((v) => v.start().catch((err: unknown) => {
+        if (!(err instanceof MoltbotError && err.code === "insufficient_memory")) throw err;
+      })));
       loading.catch(() => undefined); // awaited below; a failure meanwhile is not unhandled
     } catch (err) {
       await Promise.all([...served.values()].map((v) => v.close(0)));
@@ -352,6 +366,7 @@ export class MoltbotServer {
     const left = Math.max(500, deadline - Date.now());
     await Promise.all([...this.served.values()].map((v) => v.close(left)));
     await watching;
+    this.cgroups?.close();
     // After the listener and the workers: the last requests and switches are recorded, then flushed.
     await this.auditLog?.close();
     // Before the ledger: the savings of the last hits are written to it.

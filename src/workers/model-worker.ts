@@ -8,6 +8,12 @@
 // requests forever while looking ready, so a ready worker is pinged and one that sends
 // nothing at all for the heartbeat timeout is killed, which takes the crash path above.
 // The first load failing is fatal (a bad model is the operator's to fix, not to retry).
+//
+// A worker with resource limits runs in its own cgroups (`confinement`, workers/cgroups/):
+// each process is moved there before it loads the model. One killed by its memory limit (the
+// group's OOM-kill count went up) is reported as such and restarted with backoff like any
+// crash, also during its first load; MAX_OOM_KILLS kills in a row mark it failed instead of
+// looping.
 import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Value } from "@sinclair/typebox/value";
@@ -18,6 +24,7 @@ import { readProcStats } from "../observe/proc-stats.js";
 import type { GenerationParams } from "../engine/types.js";
 import { WorkerInitSchema, type FinishReason, type MainToWorker, type PromptInput, type TokenLogprobEntry, type WorkerInit, type WorkerToMain } from "./protocol.js";
 import { canTransition, isFinal, isLive, type WorkerState } from "./worker-state.js";
+import type { CgroupUsage, LimitStatus } from "./cgroups/manager.js";
 
 export type { WorkerState } from "./worker-state.js";
 
@@ -72,6 +79,25 @@ export interface HeartbeatPolicy {
 
 export const DEFAULT_HEARTBEAT: HeartbeatPolicy = { intervalMs: 1000, timeoutMs: 10_000 };
 
+/** The cgroups a worker's processes run in (WorkerCgroup in workers/cgroups/manager.ts). */
+export interface WorkerConfinement {
+  /** Each configured limit, enforced or not (status, metrics). */
+  readonly limits: readonly LimitStatus[];
+  /** What the group has used (status, metrics). */
+  usage(): CgroupUsage;
+  /** Moves a new process in; returns a warning per limit that could not be applied to it. */
+  place(pid: number): string[];
+  /** Processes of the group killed by its memory limit so far; null when unknown. */
+  oomKills(): number | null;
+  /** The memory limit as configured ("4GiB"), when one is enforced. */
+  readonly memoryLimit: string | undefined;
+  /** Removes the groups once the worker is stopped for good. */
+  release(): void;
+}
+
+/** Memory-limit kills in a row (without a stable run between) after which the worker is failed. */
+export const MAX_OOM_KILLS = 3;
+
 /** A request sent to the worker, by kind: what answers it and what it resolves with. */
 type Pending =
   | { kind: "prepare"; resolve(value: PreparedPrompt): void; reject(err: Error): void; requestId?: undefined }
@@ -112,6 +138,13 @@ export class ModelWorker {
   private embedRunning = false;
   /** Embedding evaluations sent to the worker (fewer than embed() calls when grouped). */
   embedBatches = 0;
+  /** Kills by the memory limit in a row; 0 after a run of stableMs. */
+  oomKillsInRow = 0;
+  /** The group's OOM-kill count when the current process started. */
+  private oomBaseline: number | null = null;
+  private spawnedAt = 0;
+  /** Why the worker is failed, when it was given up after running (requests are told). */
+  private failure: string | undefined;
 
   constructor(
     readonly init: WorkerInit,
@@ -119,6 +152,7 @@ export class ModelWorker {
     private readonly policy: RestartPolicy = { initialMs: 250, maxMs: 10_000, stableMs: 30_000 },
     private readonly clock: () => number = Date.now,
     private readonly heartbeat: HeartbeatPolicy = DEFAULT_HEARTBEAT,
+    readonly confinement?: WorkerConfinement,
   ) {
     // Here rather than in the worker, where loading TypeBox would slow every start (worker-main.ts).
     const invalid = Value.Errors(WorkerInitSchema, init).First();
@@ -144,6 +178,7 @@ export class ModelWorker {
     }
     this.current = to;
     this.log.debug(`Worker of ${this.label}: ${from} → ${to} (${why})`);
+    if (to === "stopped") this.confinement?.release();
     if (to === "draining" || to === "stopped") this.settleFirstStart(new MoltbotError("worker_unavailable", `${this.label} was closed while loading`));
     for (const listener of [...this.listeners]) {
       try {
@@ -227,15 +262,23 @@ export class ModelWorker {
   private spawn(): void {
     if (this.current !== "spawning") this.setState("spawning", "restart");
     this.incarnation++;
+    this.spawnedAt = this.clock();
+    const confinement = this.confinement;
     const child = fork(WORKER_ENTRY, [], {
       // JSON beats structured clone for small per-token messages (bench/ipc.ts: ~9 vs ~15 us end to end).
       serialization: "json",
       stdio: ["ignore", "inherit", "inherit", "ipc"],
-      env: { ...process.env, MOLTBOT_WORKER_INIT: JSON.stringify(this.init) },
+      env: { ...process.env, MOLTBOT_WORKER_INIT: JSON.stringify(confinement ? { ...this.init, awaitPlacement: true } : this.init) },
     });
     this.child = child;
     child.on("message", (msg: WorkerToMain) => this.receive(msg));
     child.on("spawn", () => {
+      if (confinement && child.pid !== undefined) {
+        // Into its cgroups before it loads anything: the worker waits for "load".
+        this.oomBaseline = confinement.oomKills();
+        for (const warning of confinement.place(child.pid)) this.log.child("worker").warning(warning);
+        child.send({ type: "load" } satisfies MainToWorker);
+      }
       if (child === this.child && this.current === "spawning") this.setState("loading", `pid ${child.pid}`);
     });
     child.on("exit", (code, signal) => this.onExit(child, code, signal));
@@ -382,8 +425,18 @@ export class ModelWorker {
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, spawnError?: string): void {
     if (child !== this.child) return;
     this.child = undefined;
-    const how = spawnError ?? (signal ? `signal ${signal}` : `code ${code}`);
-    const crashed = new MoltbotError("worker_crashed", `the worker of ${this.label} exited unexpectedly (${how}); it is being restarted`);
+    const oomKills = this.confinement?.oomKills() ?? null;
+    const oom = oomKills !== null && oomKills > (this.oomBaseline ?? 0) && this.current !== "draining";
+    const limit = this.confinement?.memoryLimit ?? "?";
+    if (oom) {
+      // A run of stableMs since this process started ends a streak of kills.
+      this.oomKillsInRow = this.readyAt >= this.spawnedAt && this.clock() - this.readyAt >= this.policy.stableMs ? 1 : this.oomKillsInRow + 1;
+      // The seed's wording: "[ERROR] [worker] model X v2.0 killed: memory limit 4GiB exceeded".
+      this.log.child("worker").error(`${this.label} killed: memory limit ${limit} exceeded`);
+    }
+    const how = oom ? `killed by its memory limit ${limit}, ${this.oomKillsInRow} of ${MAX_OOM_KILLS} in a row` : (spawnError ?? (signal ? `signal ${signal}` : `code ${code}`));
+    const givesUp = oom && this.oomKillsInRow >= MAX_OOM_KILLS;
+    const crashed = new MoltbotError("worker_crashed", `the worker of ${this.label} exited unexpectedly (${how}); ${givesUp ? "it is not restarted" : "it is being restarted"}`);
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.reject(crashed);
@@ -391,7 +444,16 @@ export class ModelWorker {
     this.drained?.();
     if (this.current === "draining") return this.setState("stopped", `exited (${how})`);
     if (!isLive(this.current)) return; // failed: the fatal message came first
-    if (this.firstStart) {
+    if (givesUp) {
+      const why = `killed by its memory limit ${limit} ${this.oomKillsInRow} times in a row; raise resource_limits.memory.limit or lower its context_size/max_batch_size`;
+      this.log.child("worker").error(`${this.label} marked failed: ${why}`);
+      if (this.current !== "loading" && this.current !== "spawning") this.setState("crashed", `exited (${how})`);
+      this.failure = why;
+      this.setState("failed", why);
+      this.settleFirstStart(new MoltbotError("insufficient_memory", `${this.label} cannot run within its memory limit: ${why}`));
+      return;
+    }
+    if (this.firstStart && !oom) {
       const first = this.firstStart;
       this.firstStart = undefined;
       this.setState("failed", `exited while loading (${how})`);
@@ -413,16 +475,19 @@ export class ModelWorker {
     }, delay);
   }
 
+  /** What a request gets while the worker is not ready: worth a retry, or why not (failed). */
+  notReadyError(): MoltbotError {
+    const shuttingDown = this.current === "stopped" || (this.current === "draining" && this.refusal === "server_shutting_down");
+    const why = shuttingDown ? "is shutting down" : this.current === "failed" && this.failure ? `is failed (${this.failure})` : `is ${this.current}`;
+    return new MoltbotError(this.current === "draining" ? this.refusal : "worker_unavailable", `${this.label} ${why}${this.current === "failed" && this.failure ? "" : "; retry shortly"}`);
+  }
+
   /**
    * Send `msg` and remember, under its id, how its answer settles the promise (`pending` builds
    * the entry of its kind); refused at once when the worker is not ready.
    */
   private request<T>(msg: MainToWorker & { id: number }, pending: (resolve: (value: T) => void, reject: (err: Error) => void) => Pending): Promise<T> {
-    if (this.current !== "ready" || !this.child) {
-      const shuttingDown = this.current === "stopped" || (this.current === "draining" && this.refusal === "server_shutting_down");
-      const why = shuttingDown ? "is shutting down" : `is ${this.current}`;
-      return Promise.reject(new MoltbotError(this.current === "draining" ? this.refusal : "worker_unavailable", `${this.label} ${why}; retry shortly`));
-    }
+    if (this.current !== "ready" || !this.child) return Promise.reject(this.notReadyError());
     return new Promise<T>((resolve, reject) => {
       this.pending.set(msg.id, pending(resolve, reject));
       this.child!.send(msg);

@@ -18,6 +18,8 @@ export const WorkerInitSchema = Type.Object({
   speculative: Type.Boolean(),
   promptCacheBytes: Type.Integer({ minimum: 0 }),
   engine: Type.Union([Type.Literal("ffi"), Type.Literal("node-llama-cpp")]),
+  /** Wait for "load" before loading: the main process first moves the worker into its cgroups, so the load is limited too. */
+  awaitPlacement: Type.Optional(Type.Boolean()),
 });
 export type WorkerInit = Static<typeof WorkerInitSchema>;
 
@@ -45,7 +47,9 @@ export type MainToWorker =
   | { type: "cancel"; id: number }
   /** Heartbeat: the worker answers "pong" when its thread is free (model-worker.ts). */
   | { type: "ping" }
-  | { type: "shutdown" };
+  | { type: "shutdown" }
+  /** Load the model now (sent once, only to a worker started with awaitPlacement). */
+  | { type: "load" };
 
 export type FinishReason = "stop" | "length";
 

@@ -117,6 +117,7 @@ class WorkerHost {
       this.inflight.get(msg.id)?.abort();
     },
     ping: () => send({ type: "pong" }),
+    load: () => undefined, // handled before the model loads (placed())
     shutdown: () => {
       this.shuttingDown = true;
       void this.finishShutdown();
@@ -140,6 +141,19 @@ class WorkerHost {
   }
 }
 
+/** Resolves at the parent's "load": by then this process is in its cgroups. */
+function placed(): Promise<void> {
+  process.once("disconnect", () => process.exit(0));
+  return new Promise((resolve) => {
+    const onMessage = (msg: MainToWorker) => {
+      if (msg.type !== "load") return;
+      process.off("message", onMessage);
+      resolve();
+    };
+    process.on("message", onMessage);
+  });
+}
+
 async function main(): Promise<void> {
   // Checked against WorkerInitSchema by the main process before it spawns this one
   // (model-worker.ts): loading TypeBox here cost the worker's start, and with it the server's
@@ -150,6 +164,7 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const init = raw as WorkerInit;
+  if (init.awaitPlacement === true) await placed();
   const started = performance.now();
   let engine: Engine;
   try {

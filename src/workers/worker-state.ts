@@ -12,6 +12,7 @@
 //             restarting | crashed | failed ─────────────────────────────▶ stopped
 //
 //   (*) spawning → crashed too: a restarted process that exits before or while loading.
+//   crashed → failed: killed by its memory limit MAX_OOM_KILLS times in a row (model-worker.ts).
 //
 // Live states (a process exists or is being created): spawning, loading, ready, unhealthy.
 // A first start that cannot spawn or load is `failed` (a bad model is the operator's to fix,
@@ -27,7 +28,7 @@ export const WORKER_TRANSITIONS: { readonly [S in WorkerState]: readonly WorkerS
   loading: ["ready", "failed", "crashed", "draining"],
   ready: ["unhealthy", "crashed", "draining"],
   unhealthy: ["crashed", "draining"],
-  crashed: ["restarting", "stopped"],
+  crashed: ["restarting", "stopped", "failed"],
   restarting: ["spawning", "stopped"],
   draining: ["stopped"],
   failed: ["stopped"],

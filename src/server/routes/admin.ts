@@ -46,6 +46,21 @@ export const AdminStatus = Type.Object({
       queue: Type.Object({ high: Type.Integer(), normal: Type.Integer(), low: Type.Integer() }),
       totals: Totals,
       window: Type.Object({ requests: Type.Integer(), errors: Type.Integer(), completion_tokens: Type.Integer(), latency_ms: Percentiles }),
+      // resource_limits of the worker (null without): each limit enforced or not, and the cgroup's usage.
+      resources: Nullable(
+        Type.Object({
+          limits: Type.Array(Type.Object({ limit: Type.String(), value: Type.String(), enforced: Type.Boolean(), reason: Nullable(Type.String()) })),
+          usage: Type.Object({
+            cpu_throttled_s: Nullable(Type.Number()),
+            cpu_throttled_periods: Nullable(Type.Integer()),
+            memory_bytes: Nullable(Type.Integer()),
+            memory_peak_bytes: Nullable(Type.Integer()),
+            io_read_bytes: Nullable(Type.Integer()),
+            io_write_bytes: Nullable(Type.Integer()),
+            oom_kills: Nullable(Type.Integer()),
+          }),
+        }),
+      ),
     }),
   ),
   entries: Type.Array(
