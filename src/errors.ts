@@ -50,6 +50,8 @@ export const ERRORS = {
   ledger_lost: { status: 500, type: "server_error" },
   key_store_lost: { status: 500, type: "server_error" },
   audit_log_invalid: { status: 500, type: "server_error" },
+  backend_unavailable: { status: 500, type: "server_error" },
+  library_invalid: { status: 500, type: "server_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
