@@ -22,6 +22,8 @@ export interface ModelPlan {
   speculative: boolean;
   /** Host memory for finished sequences' saved KV cells (0: none). */
   promptCacheBytes: number;
+  /** The pool entry's `gpu`: an index, false for the CPU, undefined for engine.* as set. */
+  gpu: number | false | undefined;
 }
 
 export interface EntryPlan {
@@ -58,6 +60,7 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       : repo.map((m) => ({ name: m.name, type: m.active.config.type, strategy: { priority: "normal" as const, fallback: false } }) as MoltbotConfig["model_pool"][number]);
 
   const entries: EntryPlan[] = pool.map((e, i) => {
+    if (typeof e.gpu === "number" && cfg.engine.backend === "cpu") fail(`${source}: model_pool[${i}].gpu: ${e.gpu}, but engine.backend is cpu (set it to auto, cuda or vulkan)`);
     const modelName = e.model ?? e.name;
     const model = byName.get(modelName);
     if (!model) fail(`${source}: model_pool[${i}]${e.model ? ".model" : ".name"}: no model "${modelName}" in the repository (found: ${repo.map((m) => m.name).join(", ")})`);
@@ -106,6 +109,7 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       kvCacheTokens: first?.batching?.kv_cache_tokens ?? cfg.batching.kv_cache_tokens,
       speculative: first?.batching?.speculative ?? cfg.batching.speculative,
       promptCacheBytes: parseBytes(first?.batching?.cache_ram ?? cfg.batching.cache_ram),
+      gpu: first?.gpu,
     });
   }
   return { models, entries };
