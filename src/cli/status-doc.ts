@@ -30,6 +30,8 @@ export interface ModelStatus {
   queue: { high: number | null; normal: number | null; low: number | null };
   totals: { requests: number | null; errors: number | null; completionTokens: number | null };
   window: { requests: number | null; errors: number | null; completionTokens: number | null; p50Ms: number | null; p95Ms: number | null };
+  /** Absent from servers before GPU support, and until the worker is loaded. */
+  placement: { backend: string; device: string; description: string; deviceMemoryBytes: number | null; offloadedLayers: number | null; totalLayers: number | null; threads: number | null } | null;
 }
 
 export interface EntryStatus {
@@ -72,6 +74,20 @@ function readModel(m: Json): ModelStatus {
     queue: { high: num(queue.high), normal: num(queue.normal), low: num(queue.low) },
     totals: { requests: num(totals.requests), errors: num(totals.errors), completionTokens: num(totals.completion_tokens) },
     window: { requests: num(window.requests), errors: num(window.errors), completionTokens: num(window.completion_tokens), p50Ms: num(latency.p50), p95Ms: num(latency.p95) },
+    placement: readPlacement(m.placement),
+  };
+}
+
+function readPlacement(p: unknown): ModelStatus["placement"] {
+  if (!isObject(p)) return null;
+  return {
+    backend: str(p.backend) ?? "?",
+    device: str(p.device) ?? "?",
+    description: str(p.description) ?? "?",
+    deviceMemoryBytes: num(p.device_memory_bytes),
+    offloadedLayers: num(p.offloaded_layers),
+    totalLayers: num(p.total_layers),
+    threads: num(p.threads),
   };
 }
 
