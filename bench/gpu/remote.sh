@@ -47,7 +47,10 @@ if [ -n "$lib" ]; then
   step "serving from the llama.cpp build in $libdir (not built here)"
 else
   rm -rf "$work/src" && mkdir -p "$work/src" && tar -xJf "$pack/llama-src.tar.xz" -C "$work/src"
-  opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
+  # GGML_NATIVE is refused with GGML_BACKEND_DL: the CPU module is built for AVX2 machines
+  # instead (on a GPU it only looks up the input embeddings).
+  opts=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON
+    -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF "-DCMAKE_BUILD_RPATH=\$ORIGIN")
   targets=(llama ggml-cpu)
   if [ "$cpu" = 0 ] && command -v nvcc >/dev/null 2>&1; then
