@@ -389,7 +389,13 @@ export function loadLibLlama(libraryDir?: string): LibLlama {
   }
   // Checked before anything else is bound: another version is the likeliest mistake, and the
   // version says so more plainly than the missing symbol it would otherwise trip on.
-  const ggmlVersion = ggml.func("const char *ggml_version(void)") as () => string;
+  let ggmlVersion: () => string;
+  try {
+    ggmlVersion = ggml.func("const char *ggml_version(void)") as () => string;
+  } catch (cause) {
+    if (dir !== undefined) throw invalid(`its ${ggmlName} has no ggml_version(): not a ggml build of this generation`, cause);
+    throw cause;
+  }
   if (dir !== undefined && ggmlVersion() !== BUNDLED_GGML_VERSION) {
     throw invalid(`it is ggml ${ggmlVersion()}, but this Moltbot binds the llama.cpp that node-llama-cpp bundles (ggml ${BUNDLED_GGML_VERSION}): build that source (scripts/build-llama-lib.sh)`);
   }
