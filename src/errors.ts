@@ -52,6 +52,8 @@ export const ERRORS = {
   key_store_lost: { status: 500, type: "server_error" },
   audit_log_invalid: { status: 500, type: "server_error" },
   quantization_failed: { status: 500, type: "server_error" },
+  backend_unavailable: { status: 500, type: "server_error" },
+  library_invalid: { status: 500, type: "server_error" },
 } as const satisfies Record<string, { status: number; type: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -160,7 +160,8 @@ describe("metrics", () => {
 
   test("labels stay bounded: configuration names and fixed sets only, never request ids, prompts or users", async () => {
     const samples = (await scrape()).filter((s) => s.name.startsWith("moltbot_"));
-    const allowed = new Set(["model", "version", "entry", "route", "status", "kind", "priority", "reason", "le", "level"]);
+    // backend, device, description: what a worker loaded on, bounded by the machine.
+    const allowed = new Set(["model", "version", "entry", "route", "status", "kind", "priority", "reason", "le", "level", "backend", "device", "description"]);
     for (const s of samples) {
       for (const [k, v] of Object.entries(s.labels)) {
         assert.ok(allowed.has(k), `${s.name} has label ${k}`);

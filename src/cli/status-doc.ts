@@ -38,6 +38,8 @@ export interface ModelStatus {
     memoryPeakBytes: number | null;
     oomKills: number | null;
   } | null;
+  /** Absent from servers before GPU support, and until the worker is loaded. */
+  placement: { backend: string; device: string; description: string; deviceMemoryBytes: number | null; offloadedLayers: number | null; totalLayers: number | null; threads: number | null } | null;
 }
 
 export interface EntryStatus {
@@ -81,6 +83,20 @@ function readModel(m: Json): ModelStatus {
     totals: { requests: num(totals.requests), errors: num(totals.errors), completionTokens: num(totals.completion_tokens) },
     window: { requests: num(window.requests), errors: num(window.errors), completionTokens: num(window.completion_tokens), p50Ms: num(latency.p50), p95Ms: num(latency.p95) },
     resources: readResources(m.resources),
+    placement: readPlacement(m.placement),
+  };
+}
+
+function readPlacement(p: unknown): ModelStatus["placement"] {
+  if (!isObject(p)) return null;
+  return {
+    backend: str(p.backend) ?? "?",
+    device: str(p.device) ?? "?",
+    description: str(p.description) ?? "?",
+    deviceMemoryBytes: num(p.device_memory_bytes),
+    offloadedLayers: num(p.offloaded_layers),
+    totalLayers: num(p.total_layers),
+    threads: num(p.threads),
   };
 }
 

@@ -73,6 +73,20 @@ export function renderStatus(sample: Sample, rates: Map<string, ModelRates>, opt
   lines.push(`latency and errors: ${window}; rates: ${opts.intervalS === undefined ? window : "since the previous refresh"}`);
   const limited = doc.models.filter((m) => m.resources !== null);
   if (limited.length > 0) lines.push("", ...limited.map(limitsLine));
+  const placed = doc.models.filter((m) => m.placement !== null);
+  if (placed.length > 0) {
+    lines.push("");
+    lines.push(
+      ...table(
+        ["MODEL", "BACKEND", "DEVICE", "LAYERS ON DEVICE", "DEVICE MEM", "THREADS"],
+        placed.map((m) => {
+          const p = m.placement!;
+          return [m.name, p.backend, `${p.device} (${p.description})`, `${show(p.offloadedLayers)}/${show(p.totalLayers)}`, p.deviceMemoryBytes === null ? "-" : bytes(p.deviceMemoryBytes), show(p.threads)];
+        }),
+        3,
+      ),
+    );
+  }
   if (doc.entries.length > 0) {
     lines.push("");
     lines.push(

@@ -146,6 +146,14 @@ export const ModelPoolEntrySchema = Type.Object(
     batching: Type.Optional(BatchingSchema("batching for this entry (default: config.json parallel, else the global batching)", true)),
     queue: Type.Optional(QueueSchema("queue for this entry (default: the global queue)", true)),
     resource_limits: Type.Optional(ResourceLimitsSchema("cgroup limits of this model's worker, key by key over the global resource_limits", true)),
+    // A cheap fallback model beside a GPU one need not take GPU memory.
+    gpu: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 0 }), Type.Literal(false)], {
+        expected: "a GPU index (0, 1, ...) or false",
+        description: "where this entry's model runs: a GPU index of engine.backend, or false for the CPU (default: engine.main_gpu, else every GPU)",
+        examples: [0],
+      }),
+    ),
   },
   { additionalProperties: false, description: "one served model" },
 );
@@ -171,6 +179,17 @@ export const ConfigSchema = Type.Object(
       default: "auto",
       expected: 'integer >= 1 or "auto"',
       description: 'CPU threads per model worker, or "auto"',
+    }),
+    engine: section("compute backend and llama.cpp library of the model workers", {
+      backend: oneOf(["auto", "cpu", "cuda", "vulkan"] as const, {
+        default: "auto",
+        description: "auto (CUDA, else Vulkan, else the CPU; each worker logs what it got and why) | cpu | cuda | vulkan (a GPU that cannot load stops the start)",
+      }),
+      gpu_layers: Type.Optional(Type.Integer({ minimum: 0, description: "layers offloaded to the GPU (default: all)", examples: [20] })),
+      main_gpu: Type.Optional(Type.Integer({ minimum: 0, description: "use only this GPU of the backend (default: every GPU, layers split)", examples: [0] })),
+      library_dir: Type.Optional(
+        filePath({ description: "folder of your own build of the bundled llama.cpp version (libllama + ggml backends, GGML_BACKEND_DL) used instead of the shipped binaries; checked at start", examples: ["/opt/llama.cpp/lib"] }),
+      ),
     }),
     context_size: Type.Optional(positiveInt({ description: "context length per sequence when the model's config.json sets none (default: trained length, at most 4096)", examples: [4096] })),
     model_path: Type.Optional(filePath({ description: "model repository directory or a GGUF file ($MODEL_VERSION picks the version)", examples: ["/models"] })),

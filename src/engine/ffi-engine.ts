@@ -16,6 +16,7 @@
 // so IPC messages (new requests, cancellations) are read; when idle the loop stops and the
 // next generate() restarts it, so an idle worker burns no CPU.
 
+import koffi from "koffi";
 import { MoltbotError } from "../errors.js";
 import { HostPromptCache } from "./host-prompt-cache.js";
 import { KvPrefixCache } from "./kv-prefix-cache.js";
@@ -28,7 +29,8 @@ import {
   NativeBatch,
   NativeCandidates,
 } from "./libllama.js";
-import type { ContextPtr, LibLlama, LlamaBackendKind, MemoryPtr, ModelPtr, SamplerPtr, ThreadpoolPtr, VocabPtr } from "./libllama.js";
+import type { ContextPtr, DevicePtr, LibLlama, MemoryPtr, ModelPtr, SamplerPtr, ThreadpoolPtr, VocabPtr } from "./libllama.js";
+import { chooseBackend, threadsForPlacement } from "./backend.js";
 import { DraftGate } from "./draft-gate.js";
 import { NgramDrafter } from "./ngram-drafter.js";
 import { StepThreadTuner } from "./threads.js";
@@ -39,6 +41,7 @@ import type {
   EngineFinishReason,
   EngineLoadOptions,
   EngineModelInfo,
+  EnginePlacement,
   GenerateRequest,
   GenerateResult,
   GeneratedToken,
@@ -46,10 +49,6 @@ import type {
 } from "./types.js";
 
 export interface FfiEngineOptions {
-  /** Which prebuilt llama.cpp binaries to load (default "cpu"). */
-  backend?: LlamaBackendKind;
-  /** Layers to offload to the GPU (default: all on a GPU backend, 0 on CPU). */
-  gpuLayers?: number;
   /** Tokens per llama_decode call: prompt chunks are cut to fit (default 512). */
   batchSize?: number;
   /**
@@ -200,7 +199,15 @@ class FfiEngine implements Engine {
   /** Tokens whose piece is not whole, valid UTF-8 (byte tokens, partial byte-level pieces); built on first use. */
   private irregular: { token: number; bytes: Buffer }[] | null = null;
 
-  constructor(lib: LibLlama, model: ModelPtr, ctx: ContextPtr, opts: EngineLoadOptions, batchSize: number, threading: { threads: number; threadpool: ThreadpoolPtr | null; adaptive: boolean }) {
+  constructor(
+    lib: LibLlama,
+    model: ModelPtr,
+    ctx: ContextPtr,
+    opts: EngineLoadOptions,
+    batchSize: number,
+    threading: { threads: number; threadpool: ThreadpoolPtr | null; adaptive: boolean },
+    placement: EnginePlacement,
+  ) {
     this.lib = lib;
     this.threads = threading.threads;
     this.currentThreads = threading.threads;
@@ -250,6 +257,7 @@ class FfiEngine implements Engine {
       kvCacheTokens: this.cache === null ? 0 : kvCells,
       // F16 keys and values (llama.cpp's default cache type) for every layer's KV heads.
       kvBytesPerToken: 2 * 2 * lib.llama_model_n_layer(model) * lib.llama_model_n_head_kv(model) * headDim,
+      placement,
     };
   }
 
@@ -1142,14 +1150,31 @@ export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptio
   if (!opts.embedding && (!Number.isInteger(kvCells) || kvCells < opts.contextSize)) {
     throw new MoltbotError("engine_error", `the KV cache (${kvCells} tokens) must hold at least one context (${opts.contextSize} tokens)`);
   }
-  const backend = ffi.backend ?? "cpu";
-  const lib = loadLibLlama(backend);
+  const want = opts.placement ?? { backend: "cpu" };
+  const lib = loadLibLlama(want.libraryDir);
+  const choice = chooseBackend(lib, { backend: want.backend, mainGpu: want.mainGpu });
   const mp = lib.llama_model_default_params();
-  mp.n_gpu_layers = ffi.gpuLayers ?? (backend === "cpu" ? 0 : -1);
+  const gpuLayers = choice.kind === "cpu" ? 0 : (want.gpuLayers ?? -1);
+  mp.n_gpu_layers = gpuLayers;
+  // Always an explicit list (NULL-terminated; empty on the CPU): llama.cpp's default is every
+  // GPU of every registered backend.
+  const devices = koffi.alloc("void *", choice.devices.length + 1);
+  const deviceSlots = new BigUint64Array(koffi.view(devices, (choice.devices.length + 1) * 8));
+  choice.devices.forEach((d, i) => (deviceSlots[i] = koffi.address(d)));
+  deviceSlots[choice.devices.length] = 0n;
+  mp.devices = devices;
+  const freeBefore = deviceFree(lib, choice.devices);
   const model = nullable(lib.llama_model_load_from_file(opts.modelPath, mp));
-  if (model === null) throw new MoltbotError("engine_error", `llama.cpp could not load the model ${opts.modelPath} (not a GGUF it supports, or unreadable)`);
+  koffi.free(devices);
+  if (model === null) {
+    const on = choice.kind === "cpu" ? "" : ` on ${choice.device} (${choice.description}; out of device memory? lower engine.gpu_layers)`;
+    throw new MoltbotError("engine_error", `llama.cpp could not load the model ${opts.modelPath}${on} (not a GGUF it supports, or unreadable)`);
+  }
+  // llama.cpp offloads the repeating layers from the last one down, then the output layer.
+  const totalLayers = lib.llama_model_n_layer(model) + 1;
+  const offloadedLayers = choice.devices.length === 0 ? 0 : Math.min(gpuLayers < 0 ? totalLayers : gpuLayers, totalLayers);
 
-  const threads = Math.max(1, Math.floor(opts.threads));
+  const threads = threadsForPlacement(Math.max(1, Math.floor(opts.threads)), offloadedLayers, totalLayers);
   const cp = lib.llama_context_default_params();
   // Embeddings: the whole batch must be one ubatch for mean pooling, so n_ubatch = n_batch.
   const batchSize = opts.embedding ? opts.contextSize : Math.max(opts.parallel, ffi.batchSize ?? 512);
@@ -1183,5 +1208,29 @@ export async function loadFfiEngine(opts: EngineLoadOptions, ffi: FfiEngineOptio
     threadpool = nullable(lib.ggml_threadpool_new(params));
     if (threadpool !== null) lib.llama_attach_threadpool(ctx, threadpool, null);
   }
-  return new FfiEngine(lib, model, ctx, opts, batchSize, { threads, threadpool, adaptive: ffi.adaptiveThreads ?? true });
+  const freeAfter = deviceFree(lib, choice.devices);
+  const placement: EnginePlacement = {
+    backend: choice.kind,
+    device: choice.device,
+    description: choice.description,
+    deviceMemoryBytes: choice.kind === "cpu" ? null : Math.max(0, freeBefore - freeAfter),
+    offloadedLayers,
+    totalLayers,
+    threads,
+    skipped: choice.skipped,
+    library: lib.libraryPath,
+  };
+  return new FfiEngine(lib, model, ctx, opts, batchSize, { threads, threadpool, adaptive: ffi.adaptiveThreads ?? true }, placement);
+}
+
+/** Free memory summed over `devices`, in bytes (0 for none). */
+function deviceFree(lib: LibLlama, devices: DevicePtr[]): number {
+  const free = new BigUint64Array(1);
+  const total = new BigUint64Array(1);
+  let sum = 0;
+  for (const d of devices) {
+    lib.ggml_backend_dev_memory(d, free, total);
+    sum += Number(free[0]);
+  }
+  return sum;
 }

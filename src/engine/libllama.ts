@@ -2,6 +2,8 @@
 // Only what the FFI engine needs is declared. The structs passed by value must match the
 // bundled include/llama.h byte for byte: test/libllama-layout.test.ts compiles
 // test/native/layout.c against that header and compares every offset with koffi's.
+// The library is the shipped CPU build or an operator's own (`engine.library_dir`, checked by
+// checkLibraryBuild below); GPU backends are ggml modules registered on top of it (backend.ts).
 // Calls are synchronous on purpose: the decode loop runs in a dedicated worker process, and
 // koffi's async calls (a libuv worker per call) cost more than a decode step of a small model.
 
@@ -10,7 +12,7 @@ import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import path from "node:path";
 import koffi from "koffi";
-import type { LibraryHandle } from "koffi";
+import type { LibraryHandle, TypeObject } from "koffi";
 import { MoltbotError } from "../errors.js";
 
 /** Which of node-llama-cpp's prebuilt binary packages to load. */
@@ -183,6 +185,11 @@ export type MemoryPtr = Ptr<"llama_memory">;
 export type SamplerPtr = Ptr<"llama_sampler">;
 export type FloatPtr = Ptr<"float">;
 export type ThreadpoolPtr = Ptr<"ggml_threadpool">;
+export type BackendRegPtr = Ptr<"ggml_backend_reg">;
+export type DevicePtr = Ptr<"ggml_backend_device">;
+
+/** ggml-backend.h's enum ggml_backend_dev_type. */
+export const GGML_DEV_TYPE = { cpu: 0, gpu: 1, igpu: 2, accel: 3, meta: 4 } as const;
 
 /** The JS shape of ggml_threadpool_params. */
 export interface GgmlThreadpoolParamsValue {
@@ -230,6 +237,20 @@ export interface LlamaModelQuantizeParamsValue {
 export interface LibLlama {
   readonly binsDir: string;
   readonly libraryPath: string;
+  /** The operator's build folder (engine.library_dir), or undefined for the shipped binaries. */
+  readonly libraryDir: string | undefined;
+  ggml_version(): string;
+  /** Registers the ggml backend module at `path`; null when it does not load or initialise. */
+  ggml_backend_load(path: string): BackendRegPtr | null;
+  ggml_backend_reg_by_name(name: string): BackendRegPtr | null;
+  ggml_backend_reg_dev_count(reg: BackendRegPtr): number;
+  ggml_backend_reg_dev_get(reg: BackendRegPtr, i: number): DevicePtr;
+  ggml_backend_dev_by_type(type: number): DevicePtr | null;
+  ggml_backend_dev_type(dev: DevicePtr): number;
+  ggml_backend_dev_name(dev: DevicePtr): string;
+  ggml_backend_dev_description(dev: DevicePtr): string;
+  /** `free` and `total` are written (bytes). */
+  ggml_backend_dev_memory(dev: DevicePtr, free: BigUint64Array, total: BigUint64Array): void;
   llama_backend_init(): void;
   ggml_backend_load_all_from_path(dir: string): void;
   llama_log_set(cb: unknown, userData: unknown): void;
@@ -324,18 +345,27 @@ export function locateLlamaBinaries(kind: LlamaBackendKind = "cpu"): { binsDir: 
   while (!existsSync(path.join(root, "package.json")) && path.dirname(root) !== root) root = path.dirname(root);
   const bins = path.join(root, "bins");
   const folders = existsSync(bins) ? readdirSync(bins, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name) : [];
-  const libPattern = /^libllama(\.v[\d.]+)?\.(so|dylib)$/;
   for (const folder of folders) {
     const dir = path.join(bins, folder);
-    const lib = readdirSync(dir).find((f) => libPattern.test(f));
+    const lib = readdirSync(dir).find((f) => LIBLLAMA_FILE.test(f));
     if (lib !== undefined) return { binsDir: dir, libraryPath: path.join(dir, lib) };
   }
   throw new MoltbotError("engine_error", `no libllama shared library found under ${bins}`);
 }
 
+// libllama.so (a plain build), libllama.v0.5.0.so, libllama.cuda.v0.5.0.so (node-llama-cpp's).
+const LIBLLAMA_FILE = /^libllama(\.[a-z]+)?(\.v[\d.]+)?\.(so|dylib)$/;
+const LIBGGML_FILE = /^libggml(\.[a-z]+)?(\.v[\d.]+)?\.(so|dylib)$/;
+
+/** The ggml module of a GPU backend (libggml-cuda.so) in node-llama-cpp's package for it. */
+export function shippedBackendModule(kind: Exclude<LlamaBackendKind, "cpu">): string {
+  const { binsDir } = locateLlamaBinaries(kind);
+  return path.join(binsDir, `libggml-${kind}.${process.platform === "darwin" ? "dylib" : "so"}`);
+}
+
 // ---- loading ------------------------------------------------------------------------------
 
-const loaded = new Map<LlamaBackendKind, LibLlama>();
+let loaded: LibLlama | undefined;
 
 /** Log lines at or above this level reach the sink; llama.cpp is chatty at INFO. */
 export interface LlamaLogOptions {
@@ -355,30 +385,91 @@ export function setLlamaLogging(options: LlamaLogOptions): void {
 }
 
 /**
- * Load libllama once per process and backend, load ggml's compute backends from the same
- * folder (the CPU variant best suited to this CPU is picked by ggml) and install the log
- * router. Later calls return the same bindings.
+ * Load libllama once per process: the shipped CPU build, or the operator's build in
+ * `libraryDir` (checked by checkLibraryBuild first). ggml's compute backends in the same folder
+ * are loaded (the CPU variant best suited to this CPU is picked by ggml) and the log router is
+ * installed. Later calls return the same bindings; one process holds one libllama, so asking
+ * for another folder afterwards is an error.
  */
-export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
-  const cached = loaded.get(kind);
-  if (cached !== undefined) return cached;
-  const { binsDir, libraryPath } = locateLlamaBinaries(kind);
-  const ggmlName = readdirSync(binsDir).find((f) => /^libggml(\.v[\d.]+)?\.(so|dylib)$/.test(f));
-  if (ggmlName === undefined) throw new MoltbotError("engine_error", `no libggml shared library found in ${binsDir}`);
+export function loadLibLlama(libraryDir?: string): LibLlama {
+  const dir = libraryDir === undefined ? undefined : path.resolve(libraryDir);
+  if (loaded !== undefined) {
+    if (loaded.libraryDir !== dir) throw new MoltbotError("engine_error", `libllama is already loaded from ${loaded.binsDir}; one process cannot load ${dir ?? "the shipped binaries"} too`);
+    return loaded;
+  }
+  const invalid = (why: string, cause?: unknown): MoltbotError =>
+    new MoltbotError("library_invalid", `engine.library_dir ${dir}: ${why}`, cause === undefined ? undefined : { cause });
+  let binsDir: string;
+  let libraryPath: string;
+  if (dir === undefined) ({ binsDir, libraryPath } = locateLlamaBinaries("cpu"));
+  else {
+    const files = existsSync(dir) ? readdirSync(dir) : null;
+    if (files === null) throw invalid("no such folder");
+    const name = files.find((f) => LIBLLAMA_FILE.test(f));
+    if (name === undefined) throw invalid(`no libllama.so in it (found: ${files.filter((f) => f.startsWith("lib")).join(", ") || "no libraries"}); build llama.cpp with -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON`);
+    binsDir = dir;
+    libraryPath = path.join(dir, name);
+  }
+  const ggmlName = readdirSync(binsDir).find((f) => LIBGGML_FILE.test(f));
+  if (ggmlName === undefined) {
+    if (dir !== undefined) throw invalid("no libggml.so beside libllama");
+    throw new MoltbotError("engine_error", `no libggml shared library found in ${binsDir}`);
+  }
   let lib: LibraryHandle;
   let ggml: LibraryHandle;
   try {
+    // libggml-base first, by path: an operator's build names it in DT_NEEDED with a build-tree
+    // RUNPATH that is gone once the libraries are copied elsewhere; a library already loaded
+    // under that soname is reused by the dynamic linker instead of searched for.
+    const base = path.join(binsDir, "libggml-base.so");
+    if (dir !== undefined && existsSync(base)) koffi.load(base);
     ggml = koffi.load(path.join(binsDir, ggmlName));
     lib = koffi.load(libraryPath);
   } catch (cause) {
+    if (dir !== undefined) throw invalid(`cannot load ${libraryPath}: ${(cause as Error).message}`, cause);
     throw new MoltbotError("engine_error", `cannot load ${libraryPath}: ${(cause as Error).message}`, { cause });
   }
+  // Checked before anything else is bound: another version is the likeliest mistake, and the
+  // version says so more plainly than the missing symbol it would otherwise trip on.
+  let ggmlVersion: () => string;
+  try {
+    ggmlVersion = ggml.func("const char *ggml_version(void)") as () => string;
+  } catch (cause) {
+    if (dir !== undefined) throw invalid(`its ${ggmlName} has no ggml_version(): not a ggml build of this generation`, cause);
+    throw cause;
+  }
+  if (dir !== undefined && ggmlVersion() !== BUNDLED_GGML_VERSION) {
+    throw invalid(`it is ggml ${ggmlVersion()}, but this Moltbot binds the llama.cpp that node-llama-cpp bundles (ggml ${BUNDLED_GGML_VERSION}): build that source (scripts/build-llama-lib.sh)`);
+  }
 
-  const f = (decl: string) => lib.func(decl);
+  // A symbol missing from an operator's build is collected, so the error names all of them.
+  const missing: string[] = [];
+  const bind = (handle: LibraryHandle) => (decl: string) => {
+    try {
+      return handle.func(decl);
+    } catch (cause) {
+      if (dir === undefined) throw cause;
+      missing.push(/(\w+)\s*\(/.exec(decl)?.[1] ?? decl);
+      return null;
+    }
+  };
+  const f = bind(lib);
+  const g = bind(ggml);
   const b: Record<string, unknown> = {
     binsDir,
     libraryPath,
-    ggml_backend_load_all_from_path: ggml.func("void ggml_backend_load_all_from_path(const char *dir)"),
+    libraryDir: dir,
+    ggml_version: ggmlVersion,
+    ggml_backend_load: g("void *ggml_backend_load(const char *path)"),
+    ggml_backend_reg_by_name: g("void *ggml_backend_reg_by_name(const char *name)"),
+    ggml_backend_reg_dev_count: g("size_t ggml_backend_reg_dev_count(void *reg)"),
+    ggml_backend_reg_dev_get: g("void *ggml_backend_reg_dev_get(void *reg, size_t index)"),
+    ggml_backend_dev_by_type: g("void *ggml_backend_dev_by_type(int type)"),
+    ggml_backend_dev_type: g("int ggml_backend_dev_type(void *dev)"),
+    ggml_backend_dev_name: g("const char *ggml_backend_dev_name(void *dev)"),
+    ggml_backend_dev_description: g("const char *ggml_backend_dev_description(void *dev)"),
+    ggml_backend_dev_memory: g("void ggml_backend_dev_memory(void *dev, uint64_t *free, uint64_t *total)"),
+    ggml_backend_load_all_from_path: g("void ggml_backend_load_all_from_path(const char *dir)"),
     llama_backend_init: f("void llama_backend_init(void)"),
     llama_log_set: f("void llama_log_set(moltbot_llama_log_cb *cb, void *user_data)"),
     llama_model_default_params: f("llama_model_params llama_model_default_params(void)"),
@@ -415,7 +506,7 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_set_n_threads: f("void llama_set_n_threads(void *ctx, int32_t n_threads, int32_t n_threads_batch)"),
     llama_attach_threadpool: f("void llama_attach_threadpool(void *ctx, void *threadpool, void *threadpool_batch)"),
     llama_detach_threadpool: f("void llama_detach_threadpool(void *ctx)"),
-    ggml_threadpool_params_default: ggml.func("ggml_threadpool_params ggml_threadpool_params_default(int n_threads)"),
+    ggml_threadpool_params_default: g("ggml_threadpool_params ggml_threadpool_params_default(int n_threads)"),
     llama_get_logits_ith: f("void *llama_get_logits_ith(void *ctx, int32_t i)"),
     llama_get_embeddings_ith: f("void *llama_get_embeddings_ith(void *ctx, int32_t i)"),
     llama_get_embeddings_seq: f("void *llama_get_embeddings_seq(void *ctx, int32_t seq_id)"),
@@ -442,7 +533,9 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
     llama_model_quantize_default_params: f("llama_model_quantize_params llama_model_quantize_default_params(void)"),
     llama_model_quantize: f("uint32_t llama_model_quantize(const char *fname_inp, const char *fname_out, const llama_model_quantize_params *params)"),
   };
+  if (missing.length > 0) throw invalid(`its libllama/libggml lack ${missing.length} function(s) Moltbot calls (${missing.join(", ")}): another llama.cpp version`);
   const bindings = b as unknown as LibLlama;
+  if (dir !== undefined) checkLibraryBuild(lib, dir);
 
   // The log router is a registered JS callback. ggml logs from the calling thread in practice
   // (load, context creation, decode errors), which is the JS thread here; a log from a compute
@@ -461,14 +554,93 @@ export function loadLibLlama(kind: LlamaBackendKind = "cpu"): LibLlama {
   bindings.ggml_backend_load_all_from_path(binsDir);
   bindings.llama_backend_init();
   const regGetProc = ggml.func("void *ggml_backend_reg_get_proc_address(void *reg, const char *name)");
+  for (const k of ["ggml_backend_load", "ggml_backend_reg_by_name", "ggml_backend_dev_by_type", "ggml_backend_reg_dev_get"] as const) {
+    const fn = b[k] as (...args: unknown[]) => unknown;
+    b[k] = (...args: unknown[]) => nullable(fn(...args));
+  }
   const cpuReg = nullable(ggml.func("void *ggml_backend_reg_by_name(const char *name)")("CPU"));
   const proc = (name: string): unknown => (cpuReg === null ? null : nullable(regGetProc(cpuReg, name)));
   const tpNew = proc("ggml_threadpool_new");
   const tpFree = proc("ggml_threadpool_free");
   b.ggml_threadpool_new = tpNew === null || tpFree === null ? null : koffi.decode(tpNew, ThreadpoolNewFn);
   b.ggml_threadpool_free = tpNew === null || tpFree === null ? null : koffi.decode(tpFree, ThreadpoolFreeFn);
-  loaded.set(kind, bindings);
+  loaded = bindings;
   return bindings;
+}
+
+// ---- checking an operator's build ---------------------------------------------------------
+
+/**
+ * ggml's version in the llama.cpp source node-llama-cpp bundles (ggml_version() of the shipped
+ * libggml-base; test/library-dir.test.ts keeps it true). The commit cannot be compared: a build
+ * from the bundled git bundle reports that bundle's squashed commit, the shipped one upstream's.
+ */
+export const BUNDLED_GGML_VERSION = "0.25.1";
+
+/**
+ * What the bundled llama.cpp's *_default_params() return, read through our struct layouts
+ * (test/library-dir.test.ts checks these against the shipped library). The same version can
+ * still be built from a patched tree: a field added, moved or resized shifts these values into
+ * other fields, which this comparison sees. We cannot compile against the operator's headers
+ * at start, so this is the run-time stand-in for the layout test's sizeof/offsetof.
+ */
+export const BUNDLED_DEFAULTS = {
+  llama_model_params: {
+    devices: null, tensor_buft_overrides: null, n_gpu_layers: -1, split_mode: 1, load_mode: -1, lazy_mode: 1, main_gpu: 0,
+    tensor_split: null, progress_callback: null, progress_callback_user_data: null, kv_overrides: null,
+    vocab_only: false, check_tensors: false, use_extra_bufts: true, no_host: false, no_alloc: false, load_mtp: false,
+  },
+  llama_context_params: {
+    n_ctx: 512, n_batch: 2048, n_ubatch: 512, n_seq_max: 1, n_rs_seq: 0, n_outputs_max: 0, n_outputs_max_per_seq: 1,
+    n_threads: 4, n_threads_batch: 4, ctx_type: 0, rope_scaling_type: -1, pooling_type: -1, attention_type: -1,
+    flash_attn_type: -1, rope_freq_base: 0, rope_freq_scale: 0, yarn_ext_factor: -1, yarn_attn_factor: -1,
+    yarn_beta_fast: -1, yarn_beta_slow: -1, yarn_orig_ctx: 0, defrag_thold: -1, cb_eval: null, cb_eval_user_data: null,
+    type_k: 1, type_v: 1, abort_callback: null, abort_callback_data: null, embeddings: false, offload_kqv: true,
+    no_perf: true, op_offload: true, swa_full: true, kv_unified: false, samplers: null, n_samplers: 0, ctx_other: null,
+  },
+  llama_sampler_chain_params: { no_perf: false },
+} satisfies Record<DefaultsName, Record<string, unknown>>;
+
+/** Room past our struct for a library whose struct is bigger: it writes its own size. */
+const PROBE_PAD = 512;
+const PROBES = {
+  llama_model_params: koffi.struct("moltbot_probe_model_params", { value: LlamaModelParams, pad: koffi.array("uint8_t", PROBE_PAD) }),
+  llama_context_params: koffi.struct("moltbot_probe_context_params", { value: LlamaContextParams, pad: koffi.array("uint8_t", PROBE_PAD) }),
+  llama_sampler_chain_params: koffi.struct("moltbot_probe_sampler_chain_params", { value: LlamaSamplerChainParams, pad: koffi.array("uint8_t", PROBE_PAD) }),
+};
+type DefaultsName = keyof typeof PROBES;
+
+/**
+ * The *_default_params() of `lib`, each read through our layout. Returned through a struct
+ * padded by PROBE_PAD bytes, so a library whose struct grew writes into the padding rather
+ * than past koffi's return buffer.
+ */
+export function readLibraryDefaults(lib: LibraryHandle): Record<DefaultsName, Record<string, unknown>> {
+  const out = {} as Record<DefaultsName, Record<string, unknown>>;
+  for (const [name, probe] of Object.entries(PROBES) as [DefaultsName, TypeObject][]) {
+    const fn = lib.func(`${name.replace(/_params$/, "")}_default_params`, probe, []) as () => { value: Record<string, unknown> };
+    out[name] = fn().value;
+  }
+  return out;
+}
+
+function checkLibraryBuild(lib: LibraryHandle, dir: string): void {
+  const actual = readLibraryDefaults(lib);
+  const diffs: string[] = [];
+  for (const [name, expected] of Object.entries(BUNDLED_DEFAULTS)) {
+    const got = actual[name as DefaultsName];
+    for (const [field, want] of Object.entries(expected)) {
+      const have = want === null ? nullable(got[field]) : got[field];
+      const same = typeof want === "number" && typeof have === "number" ? Object.is(Math.fround(want), Math.fround(have)) : have === want;
+      if (!same) diffs.push(`${name}.${field} = ${String(have)} (bundled: ${String(want)})`);
+    }
+  }
+  if (diffs.length > 0) {
+    throw new MoltbotError(
+      "library_invalid",
+      `engine.library_dir ${dir}: its struct layouts differ from the llama.h Moltbot binds (default values land in other fields: ${diffs.slice(0, 6).join("; ")}${diffs.length > 6 ? `; ${diffs.length - 6} more` : ""}): build the llama.cpp source that node-llama-cpp bundles, unpatched`,
+    );
+  }
 }
 
 // ---- native stderr ----------------------------------------------------------------------

@@ -27,6 +27,38 @@ export interface EngineLoadOptions {
   promptCacheBytes?: number;
   /** Draft tokens by prompt lookup (n-gram speculative decoding). Default true. */
   speculative?: boolean;
+  /** Backend, devices and library (engine.*, a pool entry's `gpu`). Default: the shipped CPU build. */
+  placement?: PlacementRequest;
+}
+
+/** Where a model is asked to run: engine.backend, gpu_layers, main_gpu, library_dir. */
+export interface PlacementRequest {
+  backend: "auto" | "cpu" | "cuda" | "vulkan";
+  /** Layers offloaded on a GPU backend; undefined = all. */
+  gpuLayers?: number | undefined;
+  /** Only this GPU of the backend; undefined = every GPU of it. */
+  mainGpu?: number | undefined;
+  /** An operator's llama.cpp build used instead of the shipped binaries. */
+  libraryDir?: string | undefined;
+}
+
+/** Where a model runs, as the worker found it at load. */
+export interface EnginePlacement {
+  backend: "cpu" | "cuda" | "vulkan";
+  /** ggml's device name (CUDA0, Vulkan0, CPU) and description (the GPU's or the CPU's model). */
+  device: string;
+  description: string;
+  /** Device memory the model, its KV cache and compute buffers took at load (free before - after); null on the CPU. */
+  deviceMemoryBytes: number | null;
+  /** Layers on the GPU, of all (llama.cpp counts the output layer as one). */
+  offloadedLayers: number;
+  totalLayers: number;
+  /** CPU threads the engine decodes with. */
+  threads: number;
+  /** GPU backends `auto` passed over, and why. */
+  skipped: { kind: string; reason: string }[];
+  /** The libllama file loaded. */
+  library: string;
 }
 
 export interface EngineModelInfo {
@@ -50,6 +82,8 @@ export interface EngineModelInfo {
    * the engine.
    */
   toolCallSyntax?: ToolCallSyntax;
+  /** Backend and device (the FFI engine; absent with node-llama-cpp). */
+  placement?: EnginePlacement;
 }
 
 /**

@@ -11,6 +11,7 @@
 // priority, reason. Never a user, prompt or request id.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { periodOf, type BudgetLedger } from "../ledger/ledger.js";
+import type { EnginePlacement } from "../engine/types.js";
 import type { PoolEntry } from "../pool/model-pool.js";
 import { PRIORITIES, type Priority } from "../scheduler/priority.js";
 import type { WorkerState } from "../workers/worker-state.js";
@@ -63,6 +64,8 @@ export interface ModelStatus {
   window: WindowFigures;
   /** The worker's cgroup limits and usage; null without resource_limits. */
   resources: WorkerResources | null;
+  /** Where the worker runs the model (null until it is loaded, or with node-llama-cpp). */
+  placement: PlacementStatus | null;
 }
 
 /** resource_limits of a worker as status shows them: each limit enforced or not, and the group's usage. */
@@ -94,6 +97,31 @@ function resourcesOf(c: WorkerConfinement | undefined): WorkerResources | null {
       io_write_bytes: u.ioWriteBytes,
       oom_kills: u.oomKills,
     },
+  };
+}
+
+/** A worker's backend and device, from its load. */
+export interface PlacementStatus {
+  backend: string;
+  device: string;
+  description: string;
+  /** Device memory the model and its context took at load; null on the CPU. */
+  device_memory_bytes: number | null;
+  offloaded_layers: number;
+  total_layers: number;
+  threads: number;
+}
+
+function placementStatus(p: EnginePlacement | undefined): PlacementStatus | null {
+  if (p === undefined) return null;
+  return {
+    backend: p.backend,
+    device: p.device,
+    description: p.description,
+    device_memory_bytes: p.deviceMemoryBytes,
+    offloaded_layers: p.offloadedLayers,
+    total_layers: p.totalLayers,
+    threads: p.threads,
   };
 }
 
@@ -340,6 +368,51 @@ class PromMetrics {
     usageMetric("counter", "moltbot_worker_io_read_bytes_total", "Bytes the model worker's cgroup read from disk (io.stat / blkio.throttle.io_service_bytes)", (u) => u.ioReadBytes);
     usageMetric("counter", "moltbot_worker_io_write_bytes_total", "Bytes the model worker's cgroup wrote to disk (io.stat / blkio.throttle.io_service_bytes)", (u) => u.ioWriteBytes);
     usageMetric("counter", "moltbot_worker_oom_kills_total", "Processes of the model worker's cgroup killed by its memory limit", (u) => u.oomKills);
+    // The device labels come from the worker's load: bounded by the models and the machine.
+    const placed = () => models.flatMap((m) => {
+      const p = m.served.worker.isReady() ? m.served.worker.info?.placement : undefined;
+      return p === undefined ? [] : [{ labels: { ...byModel(m), backend: p.backend, device: p.device }, p }];
+    });
+    new Gauge({
+      name: "moltbot_worker_backend_info",
+      help: "1 for the backend and device the model's worker runs on (device: ggml's name, CUDA0, Vulkan0 or CPU; description: the GPU's or the CPU's model)",
+      labelNames: ["model", "version", "backend", "device", "description"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { labels, p } of placed()) this.set({ ...labels, description: p.description }, 1);
+      },
+    });
+    new Gauge({
+      name: "moltbot_worker_device_memory_bytes",
+      help: "GPU memory the model, its KV cache and compute buffers took when the worker loaded (free memory before minus after); absent on the CPU",
+      labelNames: ["model", "version", "backend", "device"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { labels, p } of placed()) if (p.deviceMemoryBytes !== null) this.set(labels, p.deviceMemoryBytes);
+      },
+    });
+    new Gauge({
+      name: "moltbot_worker_offloaded_layers",
+      help: "Layers of the model on the GPU (0 on the CPU); moltbot_worker_layers is the whole",
+      labelNames: ["model", "version", "backend", "device"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { labels, p } of placed()) this.set(labels, p.offloadedLayers);
+      },
+    });
+    new Gauge({
+      name: "moltbot_worker_layers",
+      help: "Layers of the model as llama.cpp counts them for offloading (the repeating layers and the output layer)",
+      labelNames: ["model", "version", "backend", "device"],
+      registers,
+      collect() {
+        this.reset();
+        for (const { labels, p } of placed()) this.set(labels, p.totalLayers);
+      },
+    });
     new Counter({
       name: "moltbot_worker_cpu_seconds_total",
       help: "User and system CPU time of the model's current worker process (from /proc/<pid>/stat); starts over when it restarts",
@@ -447,6 +520,7 @@ export class ServerMetrics {
         totals: { ...m.totals },
         window: window[m.index]!,
         resources: resourcesOf(m.served.worker.confinement),
+        placement: placementStatus(m.served.worker.info?.placement),
       };
     });
   }

@@ -25,6 +25,8 @@ export interface ModelPlan {
   promptCacheBytes: number;
   /** cgroup limits of the worker: the entry's resource_limits over the global ones. */
   limits: ResourceLimits;
+  /** The pool entry's `gpu`: an index, false for the CPU, undefined for engine.* as set. */
+  gpu: number | false | undefined;
 }
 
 export interface EntryPlan {
@@ -61,6 +63,7 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       : repo.map((m) => ({ name: m.name, type: m.active.config.type, strategy: { priority: "normal" as const, fallback: false } }) as MoltbotConfig["model_pool"][number]);
 
   const entries: EntryPlan[] = pool.map((e, i) => {
+    if (typeof e.gpu === "number" && cfg.engine.backend === "cpu") fail(`${source}: model_pool[${i}].gpu: ${e.gpu}, but engine.backend is cpu (set it to auto, cuda or vulkan)`);
     const modelName = e.model ?? e.name;
     const model = byName.get(modelName);
     if (!model) fail(`${source}: model_pool[${i}]${e.model ? ".model" : ".name"}: no model "${modelName}" in the repository (found: ${repo.map((m) => m.name).join(", ")})`);
@@ -110,6 +113,7 @@ export function planPool(cfg: MoltbotConfig, repo: RepositoryModel[], source = "
       speculative: first?.batching?.speculative ?? cfg.batching.speculative,
       promptCacheBytes: parseBytes(first?.batching?.cache_ram ?? cfg.batching.cache_ram),
       limits: resolveLimits(cfg.resource_limits, first?.resource_limits, source, `model_pool[${first ? pool.indexOf(first) : 0}].resource_limits`),
+      gpu: first?.gpu,
     });
   }
   return { models, entries };

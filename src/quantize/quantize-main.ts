@@ -33,7 +33,7 @@ function main(): number {
   }
   const parser = new LogLineParser(emit);
   setLlamaLogging({ minLevel: GGML_LOG_LEVEL.info, sink: (level, text) => parser.push(level, text) });
-  const lib = loadLibLlama("cpu");
+  const lib = loadLibLlama();
   const params = lib.llama_model_quantize_default_params();
   params.ftype = Number(values.ftype);
   params.nthread = values.threads === undefined ? 0 : Number(values.threads);

@@ -5,11 +5,13 @@ import type { AddressInfo } from "node:net";
 import type { Server as TlsServer } from "node:tls";
 import type { FastifyInstance } from "fastify";
 import type { LoadedConfig } from "../config/load.js";
+import type { MoltbotConfig } from "../config/schema.js";
 import { checkSecurity } from "../config/security.js";
 import { parseBytes, parseDuration } from "../config/units.js";
 import { AuditLog } from "../audit/audit-log.js";
 import { auditOptions } from "../audit/settings.js";
 import type { EngineKind } from "../engine/load-engine.js";
+import { MoltbotError } from "../errors.js";
 import { readGgufMetadata } from "../gguf/reader.js";
 import type { Logger } from "../observe/logger.js";
 import { ServerMetrics } from "../observe/metrics.js";
@@ -28,7 +30,6 @@ import type { WorkerInit } from "../workers/protocol.js";
 import { CgroupManager } from "../workers/cgroups/manager.js";
 import { ownHierarchies } from "../workers/cgroups/hierarchy.js";
 import { hasLimits, threadsWithinQuota } from "../workers/cgroups/limits.js";
-import { MoltbotError } from "../errors.js";
 import { endOpenLifetimes } from "./deadline.js";
 import { describeCertificate, loadTls, type TlsMaterial } from "./tls.js";
 import { openServerAuth, type ServerAuth } from "../auth/server-auth.js";
@@ -60,6 +61,20 @@ async function contextSizeFor(version: ModelVersion, configured: number | undefi
   const arch = meta.get("general.architecture");
   const trained = meta.get(`${String(arch)}.context_length`);
   return typeof trained === "number" && trained > 0 ? Math.min(trained, DEFAULT_CONTEXT_CAP) : DEFAULT_CONTEXT_CAP;
+}
+
+/** engine.* with a pool entry's `gpu` applied: false puts the model on the CPU, an index on that GPU. */
+function placementOf(engine: MoltbotConfig["engine"], gpu: number | false | undefined, kind: EngineKind): NonNullable<WorkerInit["placement"]> {
+  if (kind === "node-llama-cpp" && (engine.library_dir !== undefined || engine.backend === "cuda" || engine.backend === "vulkan")) {
+    throw new MoltbotError("config_invalid", `engine.backend ${engine.backend}${engine.library_dir === undefined ? "" : " and engine.library_dir"}: supported by worker.engine ffi only (this server runs node-llama-cpp)`);
+  }
+  const mainGpu = typeof gpu === "number" ? gpu : engine.main_gpu;
+  return {
+    backend: gpu === false ? "cpu" : engine.backend,
+    ...(engine.gpu_layers === undefined ? {} : { gpuLayers: engine.gpu_layers }),
+    ...(mainGpu === undefined || gpu === false ? {} : { mainGpu }),
+    ...(engine.library_dir === undefined ? {} : { libraryDir: engine.library_dir }),
+  };
 }
 
 export class MoltbotServer {
@@ -139,6 +154,7 @@ export class MoltbotServer {
   /** A worker (not started) for one version of a planned model. */
   private async newWorker(m: ModelPlan, version: ModelVersion): Promise<ModelWorker> {
     const cfg = this.opts.loaded.config;
+    const placement = placementOf(cfg.engine, m.gpu, this.opts.engine);
     const init: WorkerInit = {
       name: m.model.name,
       version: version.version,
@@ -151,8 +167,9 @@ export class MoltbotServer {
       promptCacheBytes: m.promptCacheBytes,
       ...(m.kvCacheTokens === undefined ? {} : { kvCacheTokens: m.kvCacheTokens }),
       engine: this.opts.engine,
+      placement,
     };
-    this.opts.log.child("model_loader").info(`Loading model ${init.name} ${init.version} from ${init.modelPath} (engine ${init.engine}, ${init.threads} thread(s), ${init.parallel} slot(s), context ${init.contextSize})`);
+    this.opts.log.child("model_loader").info(`Loading model ${init.name} ${init.version} from ${init.modelPath} (engine ${init.engine}, backend ${placement.backend}, ${init.threads} thread(s), ${init.parallel} slot(s), context ${init.contextSize})`);
     return new ModelWorker(
       init,
       this.opts.log.child("model_loader"),

@@ -18,6 +18,7 @@ import { fork, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Value } from "@sinclair/typebox/value";
 import { MoltbotError, type ErrorCode } from "../errors.js";
+import { describePlacement } from "../engine/placement.js";
 import type { EngineModelInfo } from "../engine/types.js";
 import type { Logger } from "../observe/logger.js";
 import { readProcStats } from "../observe/proc-stats.js";
@@ -387,6 +388,7 @@ export class ModelWorker {
         this.info = msg.info;
         this.readyAt = this.clock();
         this.log.info(`Model ${this.init.version} loaded successfully (${this.init.name}, ${msg.loadMs} ms, pid ${this.child?.pid})`);
+        if (msg.info.placement !== undefined) this.log.info(describePlacement(this.init.name, msg.info.placement));
         if (msg.info.kvCacheTokens > 0) {
           const perToken = msg.info.kvBytesPerToken;
           this.log.info(

@@ -20,6 +20,13 @@ export const WorkerInitSchema = Type.Object({
   engine: Type.Union([Type.Literal("ffi"), Type.Literal("node-llama-cpp")]),
   /** Wait for "load" before loading: the main process first moves the worker into its cgroups, so the load is limited too. */
   awaitPlacement: Type.Optional(Type.Boolean()),
+  /** engine.* and the pool entry's `gpu`, resolved by the main process; the worker picks the device. Absent: the shipped CPU build. */
+  placement: Type.Optional(Type.Object({
+    backend: Type.Union([Type.Literal("auto"), Type.Literal("cpu"), Type.Literal("cuda"), Type.Literal("vulkan")]),
+    gpuLayers: Type.Optional(Type.Integer({ minimum: 0 })),
+    mainGpu: Type.Optional(Type.Integer({ minimum: 0 })),
+    libraryDir: Type.Optional(Type.String({ minLength: 1 })),
+  })),
 });
 export type WorkerInit = Static<typeof WorkerInitSchema>;
 

@@ -177,10 +177,11 @@ async function main(): Promise<void> {
       speculative: init.speculative,
       promptCacheBytes: init.promptCacheBytes,
       ...(init.kvCacheTokens === undefined ? {} : { kvCacheTokens: init.kvCacheTokens }),
+      placement: init.placement,
     });
   } catch (err) {
     const f = errorFields(err);
-    send({ type: "fatal", code: f.code === "engine_error" ? "repository_invalid" : f.code, message: `${init.modelPath}: ${f.message}` });
+    send({ type: "fatal", code: f.code === "engine_error" ? "repository_invalid" : f.code, message: f.code === "backend_unavailable" || f.code === "library_invalid" ? f.message : `${init.modelPath}: ${f.message}` });
     process.exitCode = 1;
     disconnect();
     return;

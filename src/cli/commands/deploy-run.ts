@@ -22,6 +22,7 @@ export async function deploy(args: ArgumentsCamelCase<DeployArgs>): Promise<void
     overrides: {
       server: { port: args.port, host: args.host },
       threads: args.threads,
+      engine: { backend: args.gpu === "off" ? ("cpu" as const) : args.gpu },
       model_path: args["model-path"],
       log: { level: args["log-level"], format: args["log-format"] },
     },

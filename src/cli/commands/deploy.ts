@@ -10,6 +10,7 @@ export interface DeployArgs {
   config?: string;
   threads?: number;
   engine?: "ffi" | "node-llama-cpp";
+  gpu?: "auto" | "cuda" | "vulkan" | "off";
   "log-level"?: "DEBUG" | "INFO" | "WARNING" | "ERROR" | "CRITICAL";
   "log-format"?: "text" | "json";
   "accept-new-ledger"?: boolean;
@@ -26,6 +27,7 @@ export const deployCommand: CommandModule<object, DeployArgs> = {
       .option("config", { type: "string", requiresArg: true, describe: "moltbot.yaml to read (default: $MOLTBOT_CONFIG, else ./moltbot.yaml if present)" })
       .option("threads", { type: "number", requiresArg: true, describe: "CPU threads per model worker (default: measured best, see docs/benchmarks.md)" })
       .option("engine", { choices: ["ffi", "node-llama-cpp"] as const, describe: "decode loop implementation (default ffi)" })
+      .option("gpu", { choices: ["auto", "cuda", "vulkan", "off"] as const, describe: "compute backend, overriding engine.backend: auto (CUDA, else Vulkan, else CPU), cuda, vulkan (an error when it cannot load), off (the CPU)" })
       .option("log-level", { choices: ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] as const, describe: "log level" })
       .option("log-format", { choices: ["text", "json"] as const, describe: "log line format" })
       .option("accept-new-ledger", { type: "boolean", describe: "start a new, empty budget ledger when the one data_dir recorded was emptied or deleted (else the start is refused)" })

@@ -61,6 +61,18 @@ export const AdminStatus = Type.Object({
           }),
         }),
       ),
+      /** Backend and device of the worker (null until loaded, or with node-llama-cpp). */
+      placement: Nullable(
+        Type.Object({
+          backend: Type.String(),
+          device: Type.String(),
+          description: Type.String(),
+          device_memory_bytes: Nullable(Type.Integer()),
+          offloaded_layers: Type.Integer(),
+          total_layers: Type.Integer(),
+          threads: Type.Integer(),
+        }),
+      ),
     }),
   ),
   entries: Type.Array(
