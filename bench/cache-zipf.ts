@@ -11,6 +11,7 @@
 import { parseArgs } from "node:util";
 import { commandLine, machine } from "./lib.js";
 import { startCacheServer, timedAsk } from "./cache-lib.js";
+import { mulberry32 } from "../src/gguf/random-model.js";
 
 const { values } = parseArgs({
   options: {
@@ -31,23 +32,11 @@ const R = Number(values.requests);
 const CLIENTS = Number(values.clients);
 const TOKENS = Number(values.tokens);
 
-/** mulberry32: a seeded PRNG, so every run replays the same sequence. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export function zipfSequence(s: number, catalogue: number, n: number, seed: number): number[] {
   const cdf: number[] = [];
   let sum = 0;
   for (let k = 1; k <= catalogue; k++) cdf.push((sum += 1 / k ** s));
-  const rnd = prng(seed);
+  const rnd = mulberry32(seed);
   return Array.from({ length: n }, () => {
     const u = rnd() * sum;
     let lo = 0;

@@ -1,8 +1,6 @@
 // `moltbot cache`, the implementation: loaded by commands/cache.ts only when a command runs.
 import type { ArgumentsCamelCase } from "yargs";
-import { ERRORS, MoltbotError, type ErrorCode } from "../../errors.js";
-import { operatorName } from "../operator.js";
-import { authHeader, endpoint, requestServer, serverUrl, useCaFile } from "../server-url.js";
+import { adminCall } from "../admin-call.js";
 import { num, obj, str } from "../lenient-json.js";
 import type { CacheArgs, CacheClearArgs } from "./cache.js";
 
@@ -43,32 +41,6 @@ function renderStats(body: unknown): string {
   ].join("\n");
 }
 
-async function call(args: CacheArgs, method: "GET" | "POST", path: string, payload: object | undefined): Promise<unknown> {
-  const url = endpoint(await serverUrl(args), path);
-  useCaFile(args);
-  let res: { status: number; body: string };
-  try {
-    res = await requestServer(url, {
-      method,
-      headers: { accept: "application/json", "content-type": "application/json", "x-moltbot-user": operatorName(), ...authHeader(args) },
-      payload: payload === undefined ? undefined : JSON.stringify(payload),
-      signal: AbortSignal.timeout(TIMEOUT_MS),
-    });
-  } catch (err) {
-    const timedOut = err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
-    throw new MoltbotError("server_unreachable", `cannot reach ${url}: ${timedOut ? `no answer within ${TIMEOUT_MS / 1000} s` : err instanceof Error ? err.message : String(err)}`);
-  }
-  let body: unknown;
-  try {
-    body = JSON.parse(res.body);
-  } catch {
-    body = undefined;
-  }
-  if (res.status >= 200 && res.status < 300 && body !== undefined) return body;
-  const e = obj(obj(body).error);
-  if (typeof e.message === "string") {
-    const code = typeof e.code === "string" && e.code in ERRORS ? (e.code as ErrorCode) : "internal_error";
-    return Promise.reject(new MoltbotError(code, e.message + (code === "route_not_found" ? ` (${url}: a server without the response cache admin API?)` : "")));
-  }
-  throw new MoltbotError("internal_error", `${url}: HTTP ${res.status}: ${res.body.replace(/\s+/g, " ").trim().slice(0, 200)}`);
+function call(args: CacheArgs, method: "GET" | "POST", path: string, payload: object | undefined): Promise<unknown> {
+  return adminCall(args, method, path, payload, { timeoutMs: TIMEOUT_MS, api: "response cache admin API" });
 }

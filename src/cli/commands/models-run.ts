@@ -2,9 +2,8 @@
 // Each command is one request to the server's admin API, sent with the operator's user name
 // (x-moltbot-user: the server logs who asked until it has auth).
 import type { ArgumentsCamelCase } from "yargs";
-import { ERRORS, MoltbotError, type ErrorCode } from "../../errors.js";
-import { operatorName } from "../operator.js";
-import { authHeader, endpoint, requestServer, serverUrl, useCaFile } from "../server-url.js";
+import { MoltbotError } from "../../errors.js";
+import { adminCall } from "../admin-call.js";
 import { readActivation, readModels, readReport, renderActivation, renderModels, renderReport } from "../models-view.js";
 import { parseRef, type ActivateArgs, type ModelsArgs, type RollbackArgs, type ValidateArgs } from "./models.js";
 
@@ -53,45 +52,7 @@ function modelPath(name: string, action: string): string {
   return `admin/models/${encodeURIComponent(name)}/${action}`;
 }
 
-/** The parsed JSON of a 2xx answer; any other outcome is thrown as one line. */
-async function call(args: ModelsArgs, method: "GET" | "POST", path: string, payload: object | undefined, timeoutMs: number): Promise<unknown> {
-  const url = endpoint(await serverUrl(args), path);
-  useCaFile(args);
-  let res: { status: number; body: string };
-  try {
-    res = await requestServer(url, {
-      method,
-      headers: { accept: "application/json", "content-type": "application/json", "x-moltbot-user": operatorName(), ...authHeader(args) },
-      payload: payload === undefined ? undefined : JSON.stringify(payload),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-  } catch (err) {
-    const timedOut = err instanceof Error && (err.name === "AbortError" || err.name === "TimeoutError");
-    const why = timedOut ? `no answer within ${timeoutMs / 1000} s` : err instanceof Error ? err.message : String(err);
-    throw new MoltbotError("server_unreachable", `cannot reach ${url}: ${why}`);
-  }
-  let body: unknown;
-  try {
-    body = JSON.parse(res.body);
-  } catch {
-    body = undefined;
-  }
-  if (res.status >= 200 && res.status < 300) {
-    if (body === undefined) throw new MoltbotError("internal_error", `${method} ${url}: the answer is not JSON`);
-    return body;
-  }
-  throw serverError(res.status, body, res.body, url);
-}
-
-/** The server's own message for an OpenAI-shaped error; else the status and the start of the body. */
-function serverError(status: number, body: unknown, text: string, url: string): Error {
-  const e = typeof body === "object" && body !== null ? (body as { error?: { message?: unknown; code?: unknown } }).error : undefined;
-  if (typeof e?.message === "string") {
-    const code = typeof e.code === "string" && e.code in ERRORS ? (e.code as ErrorCode) : "internal_error";
-    // A server older than this CLI has no /admin/models at all.
-    const hint = code === "route_not_found" ? ` (${url}: a server without the model-version admin API?)` : "";
-    return new MoltbotError(code, e.message + hint);
-  }
-  return new MoltbotError("internal_error", `${url}: HTTP ${status}: ${text.replace(/\s+/g, " ").trim().slice(0, 200)}`);
+function call(args: ModelsArgs, method: "GET" | "POST", path: string, payload: object | undefined, timeoutMs: number): Promise<unknown> {
+  return adminCall(args, method, path, payload, { timeoutMs, api: "model-version admin API" });
 }
 
