@@ -49,7 +49,9 @@ function traffic(n: number) {
   const failures: string[] = [];
   let running = true;
   const one = async (stream: boolean): Promise<void> => {
-    const req = { model: "demo", messages: [{ role: "user" as const, content: PROMPT }], max_tokens: 8, temperature: 0, ignore_eos: true };
+    // `cache: false`: every request must run on a worker (a response-cache hit would prove nothing
+    // about which version served, and hits in a tight loop would starve the admin requests).
+    const req = { model: "demo", messages: [{ role: "user" as const, content: PROMPT }], max_tokens: 8, temperature: 0, ignore_eos: true, cache: false };
     if (stream) {
       const { data, response } = await client.chat.completions.create({ ...req, stream: true }).withResponse();
       let text = "";
@@ -95,6 +97,8 @@ after(async () => {
 
 test("activate, refuse bad versions, roll back: zero failed requests, each response wholly from one version", async (t: TestContext) => {
   const load = traffic(4);
+  // A failed assertion must not leave the clients looping after the test.
+  t.after(() => load.stop());
   await until("traffic on v1.0", () => load.count("v1.0") >= 6, 60_000);
 
   // Added while serving: found by the admin API without a restart.
@@ -120,7 +124,10 @@ test("activate, refuse bad versions, roll back: zero failed requests, each respo
 
   // One switch at a time: a second one while the first loads gets 409, the first goes on.
   const failing = admin("POST", "/admin/models/demo/activate", { version: "v4.0" });
-  await until("the activation of v4.0 under way", async () => (await admin("GET", "/admin/models")).body.models[0].switching?.to === "v4.0", 30_000);
+  let ended = false;
+  void failing.finally(() => (ended = true));
+  await until("the activation of v4.0 under way", async () => ended || (await admin("GET", "/admin/models")).body.models[0].switching?.to === "v4.0", 30_000);
+  assert.ok(!ended, `the activation of v4.0 ended before it was seen under way: ${JSON.stringify(ended && (await failing).body)}`);
   const second = await admin("POST", "/admin/models/demo/activate", { version: "v3.0" });
   assert.equal(second.status, 409);
   assert.equal(second.body.error.code, "switch_in_progress");
