@@ -126,7 +126,9 @@ function merge(base: unknown, over: unknown): unknown {
 }
 
 function moltbotYaml(m: BenchModel): string {
-  const base = { model_path: m.modelPath, threads: THREADS, model_pool: [{ name: m.modelName, type: "llm" }], log: { level: "WARNING" } };
+  // The response cache is off: these workloads measure the engine and the serving path, as the
+  // peer (which has no response cache) is measured; a repeated greedy request would be a hit.
+  const base = { model_path: m.modelPath, threads: THREADS, model_pool: [{ name: m.modelName, type: "llm" }], log: { level: "WARNING" }, cache: { mode: "off" } };
   const extra: unknown = YAML.parse(values["moltbot-yaml"]!) ?? {};
   return YAML.stringify(merge(base, extra));
 }

@@ -81,6 +81,7 @@ data_dir: $work/data
 engine: { backend: $backend, library_dir: $libdir }
 batching: { max_batch_size: 32, kv_cache_tokens: $((32 * (prompt + gen + 16))), speculative: false, cache_ram: 0 }
 queue: { max_size: 1024, max_wait_ms: 600000 }
+cache: { mode: off }
 log: { level: INFO, file: $out/moltbot.log }
 EOF
 cp "$work/moltbot.yaml" "$out/"
