@@ -257,6 +257,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     const grammar = tools?.grammar ?? (await requestGrammar(body));
     if (grammar !== undefined) params.grammar = grammar;
     if (tools?.nativeGrammars) params.nativeToolGrammars = tools.nativeGrammars;
+    if (tools?.triggers) params.grammarTriggers = tools.triggers;
+    if (tools?.nativeTriggers) params.nativeToolTriggers = tools.nativeTriggers;
     await serveGeneration(req, reply, {
       pool,
       model: body.model,
