@@ -60,6 +60,9 @@ test("/v1/models says which models render tools with their own template", async 
   const list = (await client.models.list()).data as unknown as Array<{ id: string; tools_native: boolean }>;
   assert.equal(list.find((m) => m.id === "hermes")?.tools_native, true);
   assert.equal(list.find((m) => m.id === "tiny")?.tools_native, false);
+  // One model's own entry says the same.
+  assert.equal(((await client.models.retrieve("hermes")) as unknown as { tools_native: boolean }).tools_native, true);
+  assert.equal(((await client.models.retrieve("tiny")) as unknown as { tools_native: boolean }).tools_native, false);
 });
 
 describe("hermes template", () => {

@@ -115,6 +115,13 @@ describe("response_format json_schema", () => {
   });
 });
 
+test("strict: false is constrained all the same", async () => {
+  const schema = { type: "object", properties: { name: { type: "string", maxLength: 12 }, age: { type: "integer" } }, required: ["name"], additionalProperties: false };
+  const r = await client.chat.completions.create({ model: "tiny", messages, max_tokens: 200, temperature: 1, seed: 3, response_format: { type: "json_schema", json_schema: { name: "p", schema, strict: false } } });
+  // Every property is written, optional ones too (the converter cannot leave one out).
+  assert.deepEqual(Object.keys(assertValid(schema, r.choices[0]!.message.content!) as object).sort(), ["age", "name"]);
+});
+
 describe("json_object and grammar", () => {
   test("json_object answers parse as an object", async () => {
     let finished = 0;

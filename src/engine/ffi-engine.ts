@@ -98,6 +98,8 @@ const HOST_CACHE_MIN_TOKENS = 32;
  */
 const HOST_CACHE_SAVE_MIN_TOKENS = 256;
 
+/** Draws a lazy grammar's sequence may refuse at one step (malformed call starts) before its grammar constrains the row. */
+const TRIGGER_TRIES = 8;
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
@@ -137,6 +139,8 @@ interface Job {
   sampler: SamplerPtr | null;
   /** The compiled grammar, applied after the chain draws (constrain); null when unconstrained. */
   grammar: SamplerPtr | null;
+  /** A lazy grammar still waiting for its trigger (`grammar` is null until then); null otherwise. */
+  lazy: LazyGrammar | null;
   drafter: NgramDrafter | null;
   /** Draft tokens put into the current batch after `next`. */
   draft: number[];
@@ -357,14 +361,21 @@ class FfiEngine implements Engine {
     }
     if (request.signal?.aborted) return Promise.resolve(this.result(prompt.length, "aborted", 0, 0, 0, 0));
     let grammar: SamplerPtr | null = null;
+    let lazy: LazyGrammar | null = null;
     try {
       grammar = this.compileGrammar(request.params);
+      const triggers = request.params.grammarTriggers;
+      if (grammar !== null && triggers !== undefined) {
+        lazy = { patterns: triggers.patterns.map((p) => new RegExp(p, "d")), grammar, text: "", starts: [] };
+        grammar = null;
+      }
     } catch (e) {
+      if (grammar !== null) this.lib.llama_sampler_free(grammar);
       return Promise.reject(e);
     }
     return new Promise<GenerateResult>((resolve, reject) => {
       const job: Job = {
-        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, grammar, drafter: null, draft: [],
+        request, slot: "idle", tokens: prompt, fed: 0, nPast: 0, next: -1, completion: [], seq: -1, sampler: null, grammar, lazy, drafter: null, draft: [],
         outIndex: -1, pending: null, pendingRow: null, cached: 0, admitted: false, drafted: 0, accepted: 0, cancelled: false, resolve, reject, onAbort: null,
       };
       if (request.signal) {
@@ -383,6 +394,8 @@ class FfiEngine implements Engine {
    */
   private compileGrammar(p: GenerateRequest["params"]): SamplerPtr | null {
     if (p.grammar === undefined || p.grammar.length === 0) return null;
+    // A lazy grammar is best effort (`tool_choice: auto`): where it cannot apply, the output is free.
+    if (p.grammarTriggers !== undefined && (p.ignoreEos || p.minTokens > 0)) return null;
     // With the end-of-generation token masked, a completed grammar leaves no token to sample,
     // and llama.cpp throws (aborting the process) when it is made to accept a token the grammar refuses.
     if (p.ignoreEos || p.minTokens > 0) {
@@ -748,7 +761,75 @@ class FfiEngine implements Engine {
       job.pendingRow = logits;
     }
     const token = this.lib.llama_sampler_sample(job.sampler!, this.ctx, row);
+    if (job.lazy !== null) return this.awaitTrigger(job, token, row);
     return job.grammar === null ? token : this.constrain(job, token, row);
+  }
+
+  /**
+   * A lazy grammar before its trigger: the drawn token is kept unless it completes a trigger.
+   * Then the grammar must accept the text from the trigger's start on, fed as the tokens that
+   * hold it (the start must be a token boundary); if it does not, the token is refused and the
+   * chain draws again, so a call, once it starts, is a valid start of one. This is done here,
+   * not by libllama's lazy sampler (llama_sampler_init_grammar_lazy_patterns): that one throws
+   * a C++ exception, which aborts the process through the FFI, when the text at its trigger is
+   * not a prefix the grammar accepts, and a free-running model can write such text.
+   */
+  private awaitTrigger(job: Job, drawn: number, row: number): number {
+    const lazy = job.lazy!;
+    let token = drawn;
+    for (let tries = 0; tries < TRIGGER_TRIES; tries++) {
+      const text = lazy.text + this.pieceBytes(token).toString("latin1");
+      const start = triggerStart(lazy.patterns, text);
+      if (start === -1) {
+        lazy.starts.push(lazy.text.length);
+        lazy.text = text;
+        return token;
+      }
+      const first = start === lazy.text.length ? job.completion.length : lazy.starts.indexOf(start);
+      if (first !== -1 && this.replay(lazy.grammar, [...job.completion.slice(first), token])) {
+        job.grammar = lazy.grammar;
+        job.lazy = null;
+        job.drafter = null; // no drafting under a grammar (see admit)
+        return token;
+      }
+      // The grammar refused (some of) that text: start it afresh, refuse the token, draw again.
+      this.lib.llama_sampler_free(lazy.grammar);
+      lazy.grammar = this.compileGrammar({ ...job.request.params, grammarTriggers: undefined })!;
+      const logits = this.rowLogits(job, row);
+      if (logits === null) return -1;
+      logits[token] = -Infinity;
+      token = this.lib.llama_sampler_sample(job.sampler!, this.ctx, row);
+    }
+    // The model keeps starting malformed calls: constrain from here on.
+    job.grammar = lazy.grammar;
+    job.lazy = null;
+    job.drafter = null;
+    this.rowLogits(job, row);
+    return job.pendingRow === null ? -1 : this.constrain(job, token, row);
+  }
+
+  /** Feeds tokens to a fresh grammar while it accepts each; false at the first it refuses. */
+  private replay(grammar: SamplerPtr, tokens: number[]): boolean {
+    const c = (this.candidates ??= new NativeCandidates(this.nVocab));
+    for (const t of tokens) {
+      c.set(0, t, 0);
+      this.lib.llama_sampler_apply(grammar, c.pointer(1));
+      if (c.logit(0) === -Infinity) return false;
+      this.lib.llama_sampler_accept(grammar, t);
+    }
+    return true;
+  }
+
+  /** This row's logits, writable (the chain samples from the same memory); null when the job failed. */
+  private rowLogits(job: Job, row: number): Float32Array | null {
+    if (job.pendingRow !== null) return job.pendingRow;
+    const ptr = nullable(this.lib.llama_get_logits_ith(this.ctx, row));
+    if (ptr === null) {
+      this.fail(job, new MoltbotError("engine_error", "no logits for a sequence"));
+      return null;
+    }
+    job.pendingRow = floatView(ptr, this.nVocab);
+    return job.pendingRow;
   }
 
   /**
@@ -877,6 +958,10 @@ class FfiEngine implements Engine {
     if (job.grammar !== null) {
       this.lib.llama_sampler_free(job.grammar);
       job.grammar = null;
+    }
+    if (job.lazy !== null) {
+      this.lib.llama_sampler_free(job.lazy.grammar);
+      job.lazy = null;
     }
   }
 
@@ -1075,6 +1160,25 @@ function nullable<T>(p: T | null): T | null {
  * parsing grammar: expecting name at ..." (without the grammar it echoes after it), else the
  * first logged error ("undefined rule", "left recursion", "does not contain a 'root' symbol").
  */
+/** A lazy grammar waiting for its trigger, and the text generated so far (one byte a char). */
+interface LazyGrammar {
+  patterns: RegExp[];
+  /** Compiled and in its initial state. */
+  grammar: SamplerPtr;
+  text: string;
+  /** Where each completion token's piece starts in `text`. */
+  starts: number[];
+}
+
+/** Where the first trigger that matches says the grammar's text begins (its first capture group, else the match); -1 when none matches. */
+function triggerStart(patterns: RegExp[], text: string): number {
+  for (const re of patterns) {
+    const m = re.exec(text);
+    if (m !== null) return m.indices?.[1]?.[0] ?? m.index;
+  }
+  return -1;
+}
+
 function grammarProblem(text: string): string {
   const parse = /error parsing grammar: ([^\n]*)/.exec(text);
   const line = parse?.[1] ?? text.split("\n").map((l) => l.trim()).find((l) => l.length > 0 && l !== "failed to parse grammar");

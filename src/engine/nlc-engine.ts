@@ -274,7 +274,9 @@ class NlcEngine implements Engine {
       acceptedDraftTokens: 0,
     });
     if (signal?.aborted) return result("aborted", 0);
-    if (params.grammar !== undefined && params.grammar.length > 0) {
+    // A lazy grammar (`tool_choice: auto`) is best effort: this engine runs without it, as auto
+    // calls ran before there were lazy grammars (a malformed call comes back as text).
+    if (params.grammar !== undefined && params.grammar.length > 0 && params.grammarTriggers === undefined) {
       throw new MoltbotError("unsupported_parameter", "grammars and response_format need the default engine (ffi); this worker runs node-llama-cpp", { param: "grammar" });
     }
     if (limit <= 0) return result("length", 0);

@@ -116,11 +116,25 @@ export interface GenerationParams {
    */
   grammar?: string;
   /**
+   * Makes `grammar` lazy: the output is free until one of these regular expressions (JavaScript
+   * syntax) matches the text generated so far; the grammar then applies from where the match
+   * (its first capture group, when it has one) begins, which must be the start of a token, to
+   * the end. `tool_choice: auto` uses it so that text answers stay free but a call, once it
+   * starts, always parses (llama.cpp's server does the same with its lazy grammars).
+   */
+  grammarTriggers?: GrammarTriggers;
+  /**
    * A forced tool call's grammar in each native call syntax: the worker uses the one of its
    * template's syntax instead of `grammar` (the generic call's) when it renders the prompt's
    * tools with the model's own template (the prompt's `native` part).
    */
   nativeToolGrammars?: Partial<Record<ToolCallSyntax, string>>;
+  /** With `nativeToolGrammars`, the triggers that make each one lazy (`tool_choice: auto`). */
+  nativeToolTriggers?: Partial<Record<ToolCallSyntax, GrammarTriggers>>;
+}
+
+export interface GrammarTriggers {
+  patterns: string[];
 }
 
 export interface TokenLogprob {

@@ -10,12 +10,14 @@
 //
 // `tool_choice: "required"` or a named function constrains the output with a grammar built from
 // the functions' parameter schemas (structured-output.ts), one per call syntax, so it always
-// parses and validates; `auto` looks for a call in the output once it is complete; `none`
+// parses and validates; `auto` makes the same grammar lazy (it applies from where a call starts,
+// GenerationParams.grammarTriggers), so text stays free but a call, once begun, parses, and
+// looks for a call in the output once it is complete; `none`
 // describes the tools and asks for text. The output is parsed in the syntax of the model that
 // served (`CallSyntax`).
 import { randomBytes } from "node:crypto";
 import { MoltbotError } from "../errors.js";
-import type { ChatTurn } from "../engine/types.js";
+import type { ChatTurn, GrammarTriggers } from "../engine/types.js";
 import type { NativeChat, TemplateMessage, ToolCallSyntax } from "../engine/chat-template.js";
 import { grammarForSchema } from "./structured-output.js";
 
@@ -49,10 +51,13 @@ export interface ToolPlan {
   mode: "none" | "auto" | "forced";
   /** Calls come as a JSON array (parallel calls allowed and more than one function may be chosen). */
   array: boolean;
-  /** The GBNF of a forced call in the generic syntax. */
+  /** The GBNF of a call in the generic syntax (forced, or lazy with `auto`). */
   grammar?: string;
-  /** The GBNF of a forced call in each native syntax (the worker picks its template's). */
+  /** The GBNF of a call in each native syntax (the worker picks its template's). */
   nativeGrammars?: Record<ToolCallSyntax, string>;
+  /** With `auto`: where a call starts in each syntax, making the grammars above lazy. */
+  triggers?: GrammarTriggers;
+  nativeTriggers?: Record<ToolCallSyntax, GrammarTriggers>;
 }
 
 /** How a model writes calls: our generic prompt's JSON, or its own template's syntax. */
@@ -102,6 +107,7 @@ export async function toolPlan(body: ToolsInput): Promise<ToolPlan | undefined> 
   const mode = choice === "none" ? "none" : choice === "auto" ? "auto" : "forced";
   const array = (body.parallel_tool_calls ?? true) && chosen.length > 1;
   const plan: ToolPlan = { functions, mode, array };
+  if (mode === "auto") return lazyCallGrammars(plan, body);
   if (mode !== "forced") return plan;
   if (body.grammar || (body.response_format && body.response_format.type !== "text")) {
     throw new MoltbotError("invalid_request", "a forced tool call cannot be combined with 'response_format' or 'grammar'", { param: "tool_choice" });
@@ -130,6 +136,51 @@ export async function toolPlan(body: ToolsInput): Promise<ToolPlan | undefined> 
     llama3: await grammarForSchema(chosen.length === 1 ? llamaCall(chosen[0]!) : { oneOf: chosen.map(llamaCall) }, "tools"),
   };
   return plan;
+}
+
+/**
+ * `auto`: the call grammars, lazy. A call starts (as AutoCallSplitter holds it back) at the
+ * output's first non-space character when that is `{` (`[` too for parallel generic calls),
+ * or at `<tool_call>` (Hermes); llama.cpp's server triggers its lazy grammars the same way. A
+ * request that has its own grammar or response_format, or a function whose parameters no
+ * grammar enforces, keeps free output (malformed calls are then text, as before).
+ */
+async function lazyCallGrammars(plan: ToolPlan, body: ToolsInput): Promise<ToolPlan> {
+  if (body.grammar || (body.response_format && body.response_format.type !== "text")) return plan;
+  try {
+    const one = await grammarForSchema(oneOfCalls(plan.functions, "arguments"), "tools");
+    const generic = plan.array
+      ? await grammarForSchema({ anyOf: [oneOfCalls(plan.functions, "arguments"), { type: "array", items: oneOfCalls(plan.functions, "arguments"), minItems: 1, maxItems: MAX_PARALLEL }] }, "tools")
+      : one;
+    plan.grammar = withLeadingSpace(generic);
+    plan.nativeGrammars = {
+      hermes: hermesGrammar(one, plan.array),
+      llama3: withLeadingSpace(await grammarForSchema(oneOfCalls(plan.functions, "parameters"), "tools")),
+    };
+  } catch (err) {
+    if (err instanceof MoltbotError) return plan;
+    throw err;
+  }
+  const jsonStart = { patterns: [plan.array ? String.raw`^\s*[{[]` : String.raw`^\s*\{`] };
+  plan.triggers = jsonStart;
+  plan.nativeTriggers = { hermes: { patterns: [HERMES_OPEN] }, llama3: { patterns: [String.raw`^\s*\{`] } };
+  return plan;
+}
+
+/** The schema of one call of any of the functions, its arguments under `argsKey`. */
+function oneOfCalls(functions: FunctionDef[], argsKey: "arguments" | "parameters"): Schema {
+  const call = (f: FunctionDef): Schema => ({
+    type: "object",
+    properties: { name: { const: f.name }, [argsKey]: f.parameters },
+    required: ["name", argsKey],
+    additionalProperties: false,
+  });
+  return functions.length === 1 ? call(functions[0]!) : { oneOf: functions.map(call) };
+}
+
+/** A lazy JSON call's grammar also takes the spaces before the `{` (its trigger starts at the output's start). */
+function withLeadingSpace(callGbnf: string): string {
+  return [String.raw`root ::= [ \t\n]* tool-call-json`, callGbnf.replace(/^root(\s*::=)/m, "tool-call-json$1")].join("\n");
 }
 
 const HERMES_OPEN = "<tool_call>";

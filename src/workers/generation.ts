@@ -16,13 +16,14 @@ export function promptTokens(engine: Engine, prompt: PromptInput, tools?: ToolTe
 }
 
 /**
- * The parameters a generation runs with here: a forced tool call is constrained in the call
+ * The parameters a generation runs with here: a tool call (forced, or lazily with `auto`) is constrained in the call
  * syntax of the template that rendered its prompt (`promptTokens` renders a prompt with tools
  * natively exactly when the worker has a tool template).
  */
 export function workerParams(params: GenerationParams, tools: ToolTemplate | undefined): GenerationParams {
-  const native = tools === undefined ? undefined : params.nativeToolGrammars?.[tools.syntax];
-  return native === undefined ? params : { ...params, grammar: native };
+  if (tools === undefined) return params;
+  const native = params.nativeToolGrammars?.[tools.syntax];
+  return native === undefined ? params : { ...params, grammar: native, grammarTriggers: params.nativeToolTriggers?.[tools.syntax] };
 }
 
 /**

@@ -243,7 +243,7 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     const e = pool.entries.find((x) => x.name === req.params.id);
     if (!e) throw new MoltbotError("model_not_found", `The model '${req.params.id}' does not exist`, { param: "model" });
     if (req.principal?.models !== undefined && !req.principal.models.includes(e.name)) throw new MoltbotError("model_not_allowed", `the token may not use model '${e.name}'`, { param: "model" });
-    return { id: e.name, object: "model", created: e.created, owned_by: "moltbot", version: e.model.active.version };
+    return { id: e.name, object: "model", created: e.created, owned_by: "moltbot", version: e.model.active.version, tools_native: e.served.worker.info?.toolCallSyntax !== undefined };
   });
 
   app.post<{ Body: ChatCompletionBody }>("/v1/chat/completions", { schema: { body: ChatCompletionBody } }, async (req, reply) => {
@@ -257,6 +257,8 @@ export function registerOpenAIRoutes(app: FastifyInstance, pool: ModelPool, requ
     const grammar = tools?.grammar ?? (await requestGrammar(body));
     if (grammar !== undefined) params.grammar = grammar;
     if (tools?.nativeGrammars) params.nativeToolGrammars = tools.nativeGrammars;
+    if (tools?.triggers) params.grammarTriggers = tools.triggers;
+    if (tools?.nativeTriggers) params.nativeToolTriggers = tools.nativeTriggers;
     await serveGeneration(req, reply, {
       pool,
       model: body.model,

@@ -354,6 +354,8 @@ export function registerResponsesRoute(app: FastifyInstance, pool: ModelPool, re
     const grammar = plan?.grammar ?? (await textFormatGrammar(body));
     if (grammar !== undefined) params.grammar = grammar;
     if (plan?.nativeGrammars) params.nativeToolGrammars = plan.nativeGrammars;
+    if (plan?.triggers) params.grammarTriggers = plan.triggers;
+    if (plan?.nativeTriggers) params.nativeToolTriggers = plan.nativeTriggers;
     await serveGeneration(req, reply, {
       pool,
       model: body.model,
