@@ -21,7 +21,7 @@ if [ -f "$out/lib/libllama.so" ] && [ -f "$out/lib/.complete" ]; then echo "$out
 command -v cmake >/dev/null || { echo "cmake is needed to build libllama (apt-get install cmake)" >&2; exit 1; }
 mkdir -p "$out"
 cd "$out"
-[ -d src ] || git clone -q "$bundle" src
+[ -d src ] || git -c advice.detachedHead=false clone -q "$bundle" src
 cmake -S src -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=ON \
   -DGGML_BACKEND_DL=ON -DGGML_CPU=OFF -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF \
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF "$@" >/dev/null
