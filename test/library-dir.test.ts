@@ -2,7 +2,7 @@
 // The folder served from is, in order: $MOLTBOT_LLAMA_LIB_DIR; the build that
 // scripts/build-llama-lib.sh leaves in ~/.cache/moltbot/llama-lib/<tag>-cpu/lib (libllama,
 // libggml, libggml-base compiled from the bundled source with GGML_BACKEND_DL); else, when
-// that build was never made (it takes ~9 minutes on 2 cores, too long for the suite), a copy of
+// that build was never made (2.5 to 9 minutes on 2 cores, longer than the rest of the suite), a copy of
 // the shipped CPU binaries in a temp folder, which exercises loading and checking from a
 // foreign folder but not a compiled build. The test names the folder it used.
 // Builds that must be refused are made with the C compiler: a libggml of another version, and
