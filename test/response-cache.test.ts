@@ -43,6 +43,22 @@ const ask = (content: string, extra: Record<string, unknown> = {}, headers: Reco
     .create({ model: "demo", messages: [{ role: "user", content }], max_tokens: 8, temperature: 0, ...extra } as OpenAI.ChatCompletionCreateParamsNonStreaming, { headers })
     .withResponse();
 
+/**
+ * Runs `fn` with the demo worker frozen (SIGSTOP, well inside its heartbeat timeout), so requests
+ * that reach it stay in flight and the ones behind them stay queued for as long as the test needs,
+ * however busy the machine is.
+ */
+async function withWorkerFrozen<T>(fn: () => Promise<T>): Promise<T> {
+  const pid = srv.server.models.entries[0]!.served.worker.pid!;
+  process.kill(pid, "SIGSTOP");
+  try {
+    return await fn();
+  } finally {
+    process.kill(pid, "SIGCONT");
+    assert.equal(srv.server.models.entries[0]!.served.worker.pid, pid, "the frozen worker was not restarted");
+  }
+}
+
 before(async () => {
   root = await tempDir("moltbot-rcache-");
   dataDir = path.join(root, "data");
@@ -133,48 +149,54 @@ test("sampled requests, Cache-Control no-store / no-cache and \"cache\": false b
 });
 
 test("single-flight: 50 identical concurrent requests run the model once, each with its own id", async () => {
-  const scheduler = srv.server.versions.get("demo")!.scheduler;
+  const cache = srv.server.models.cache!;
   const r0 = await runs();
   const joined0 = await metric("moltbot_cache_hits_total", { level: "flight" });
-  // Two blockers (sampled: not cached) hold the one slot, so the 50 arrive while their run waits.
-  const blockers = [1, 2].map((i) => ask(`fifty blocker ${i}`, { temperature: 1, max_tokens: 200, ignore_eos: true }));
-  await until("a blocker running", () => scheduler.inflight >= 1);
-  const all = await Promise.all(Array.from({ length: 50 }, () => ask("Fifty at once", { max_tokens: 48, ignore_eos: true })));
-  await Promise.all(blockers);
-  assert.equal(await runs(), r0 + 2 + 1, "the blockers, and one run of the model for the 50");
+  const stats0 = cache.stats();
+  // Frozen while the 50 arrive, the leader's run is still in flight when every follower comes.
+  const pending = await withWorkerFrozen(async () => {
+    const pending = Array.from({ length: 50 }, () => ask("Fifty at once", { max_tokens: 48, ignore_eos: true }));
+    await until("a leader and 49 followers", () => cache.stats().misses === stats0.misses + 1 && cache.stats().joined === stats0.joined + 49);
+    return pending;
+  });
+  const all = await Promise.all(pending);
+  assert.equal(await runs(), r0 + 1, "one run of the model for the 50");
   assert.equal(new Set(all.map((r) => r.data.id)).size, 50);
   assert.equal(new Set(all.map((r) => r.data.choices[0]!.message.content)).size, 1);
   assert.ok(all.every((r) => r.data.usage!.completion_tokens === 48));
   const headers = all.map((r) => r.response.headers.get("x-moltbot-cache"));
   assert.equal(headers.filter((h) => h === "miss").length, 1);
   assert.equal(headers.filter((h) => h === "hit-l1").length, 49);
-  const joined = (await metric("moltbot_cache_hits_total", { level: "flight" })) - joined0;
-  assert.ok(joined >= 1, "they joined the run in flight");
+  assert.equal((await metric("moltbot_cache_hits_total", { level: "flight" })) - joined0, 49, "every follower joined the run in flight");
 });
 
 test("a leader whose client disconnects does not fail its follower: the run goes on", async () => {
   const scheduler = srv.server.versions.get("demo")!.scheduler;
+  const cache = srv.server.models.cache!;
   const queued = () => Object.values(scheduler.queuedByPriority()).reduce((a, b) => a + b, 0);
   const r0 = await runs();
-  // Blockers (sampled: not cached) hold the one slot, so the leader waits in the queue.
-  const blockers = [1, 2, 3].map((i) => ask(`blocker ${i}`, { temperature: 1, max_tokens: 200, ignore_eos: true }));
-  await until("two blockers queued", () => queued() >= 2);
-  const leaderAbort = new AbortController();
-  const body = JSON.stringify({ model: "demo", messages: [{ role: "user", content: "Who leads?" }], max_tokens: 64, temperature: 0, ignore_eos: true, stream: true });
-  const leader = fetch(`${srv.baseURL}/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body, signal: leaderAbort.signal }).catch((err: Error) => err);
-  await until("the leader queued", () => queued() >= 3);
-  const joinedBefore = srv.server.models.cache!.stats().joined;
-  const follower = ask("Who leads?", { max_tokens: 64, ignore_eos: true });
-  await until("the follower joined", () => srv.server.models.cache!.stats().joined > joinedBefore);
-  leaderAbort.abort();
-  const gone = await leader;
-  assert.ok(gone instanceof Error || gone.status === 200, "the leader's client left");
+  const { blocker, follower } = await withWorkerFrozen(async () => {
+    // A blocker (sampled: not cached) holds the one slot, so the leader waits in the queue.
+    const blocker = ask("the blocker", { temperature: 1, max_tokens: 200, ignore_eos: true });
+    await until("the blocker running", () => scheduler.inflight >= 1);
+    const leaderAbort = new AbortController();
+    const body = JSON.stringify({ model: "demo", messages: [{ role: "user", content: "Who leads?" }], max_tokens: 64, temperature: 0, ignore_eos: true, stream: true });
+    const leader = fetch(`${srv.baseURL}/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body, signal: leaderAbort.signal }).catch((err: Error) => err);
+    await until("the leader queued", () => queued() >= 1);
+    const joinedBefore = cache.stats().joined;
+    const follower = ask("Who leads?", { max_tokens: 64, ignore_eos: true });
+    await until("the follower joined", () => cache.stats().joined > joinedBefore);
+    leaderAbort.abort();
+    const gone = await leader;
+    assert.ok(gone instanceof Error || gone.status === 200, "the leader's client left");
+    return { blocker, follower };
+  });
   const f = await follower;
   assert.equal(f.response.headers.get("x-moltbot-cache"), "hit-l1");
   assert.equal(f.data.usage!.completion_tokens, 64, "the whole completion");
   assert.equal(f.data.choices[0]!.finish_reason, "length");
-  await Promise.all(blockers);
-  assert.equal(await runs(), r0 + 4, "three blockers and one run for leader and follower");
+  await blocker;
+  assert.equal(await runs(), r0 + 2, "the blocker and one run for leader and follower");
   const again = await ask("Who leads?", { max_tokens: 64, ignore_eos: true });
   assert.equal(again.response.headers.get("x-moltbot-cache"), "hit-l1", "the run was stored");
   assert.equal(again.data.choices[0]!.message.content, f.data.choices[0]!.message.content);
