@@ -11,6 +11,7 @@ import { Ajv2020 } from "ajv/dist/2020.js";
 import { randomModelOptions, writeRandomLlamaModel } from "../src/gguf/random-model.js";
 import { makeRepository, startServer, type RunningServer } from "./helpers/fixtures.js";
 import { HERMES_TEMPLATE } from "./helpers/chat-templates.js";
+import { readTextStream } from "./helpers/streams.js";
 
 let srv: RunningServer;
 let client: OpenAI;
@@ -120,13 +121,7 @@ describe("hermes template", () => {
     // ignore_eos (llama.cpp's extension) makes the random model write something.
     const body = { model: "hermes", messages: history, tools: TOOLS, tool_choice: "none", max_tokens: 8, ignore_eos: true, stream: true, stream_options: { include_usage: true } };
     const s = await client.chat.completions.create(body as OpenAI.ChatCompletionCreateParamsStreaming);
-    let text = "";
-    let prompt = 0;
-    for await (const chunk of s) {
-      text += chunk.choices[0]?.delta.content ?? "";
-      assert.equal(chunk.choices[0]?.delta.tool_calls, undefined);
-      prompt = chunk.usage?.prompt_tokens ?? prompt;
-    }
+    const { text, promptTokens: prompt } = await readTextStream(s);
     assert.ok(text.length > 0);
     assert.ok(prompt > first.usage!.prompt_tokens, "the history adds the call and its result to the prompt");
   });

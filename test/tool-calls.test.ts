@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { makeRepository, startServer, type RunningServer } from "./helpers/fixtures.js";
+import { readTextStream } from "./helpers/streams.js";
 
 let srv: RunningServer;
 let client: OpenAI;
@@ -123,15 +124,9 @@ describe("round trip", () => {
       return r.usage!.prompt_tokens;
     }
     const s = await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
-    let text = "";
-    let prompt = 0;
-    for await (const chunk of s) {
-      text += chunk.choices[0]?.delta.content ?? "";
-      assert.equal(chunk.choices[0]?.delta.tool_calls, undefined);
-      prompt = chunk.usage?.prompt_tokens ?? prompt;
-    }
+    const { text, promptTokens } = await readTextStream(s);
     assert.ok(text.length > 0);
-    return prompt;
+    return promptTokens;
   }
 
   test("call, tool result, final answer: whole and streamed", async () => {
